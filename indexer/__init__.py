@@ -1,0 +1,1 @@
+"""The write path: scan folders, turn files into items, encode them and store them."""

@@ -1,0 +1,181 @@
+"""Notes, Markdown, PDFs and stand-alone subtitle files become overlapping passages (TEXT items).
+
+Passages are what a person would quote: a few sentences, ending where paragraphs end when that
+keeps them near the target length. A PDF passage names its page; a subtitle passage keeps its time span.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.sources.base import ASSET_TEXT, TEXT, SourceItem, SourceResult
+from indexer.sources.chunking import chunk_text, spread_words, window_timed_words
+from indexer.sources.subtitles import (
+    SUBTITLE_EXTENSIONS,
+    media_for_subtitles,
+    read_subtitle_file,
+)
+from mmsearch.errors import ConfigError, DecodeError, require
+
+log = logging.getLogger(__name__)
+
+PLAIN_EXTENSIONS: tuple[str, ...] = (".txt", ".text")
+MARKDOWN_EXTENSIONS: tuple[str, ...] = (".md", ".markdown")
+PDF_EXTENSIONS: tuple[str, ...] = (".pdf",)
+TEXT_EXTENSIONS: tuple[str, ...] = (
+    PLAIN_EXTENSIONS + MARKDOWN_EXTENSIONS + PDF_EXTENSIONS + SUBTITLE_EXTENSIONS
+)
+
+
+@dataclass
+class TextOptions:
+    """How documents are cut into passages."""
+
+    chunk_words: int = 100  # target passage length in words (ends at a sentence end)
+    chunk_overlap: float = 0.25  # fraction of a passage repeated at the start of the next
+    subtitle_window_words: int = (
+        30  # stand-alone subtitle files: words per passage, like transcripts
+    )
+    subtitle_window_seconds: float = 20.0  # ... and at most this many seconds per passage
+    max_bytes: int = 50_000_000  # larger files are skipped as "too large" (logs, dumps)
+
+    def __post_init__(self) -> None:
+        if self.chunk_words < 10:
+            raise ConfigError(f"chunk_words should be at least 10, not {self.chunk_words}")
+        if not 0.0 <= self.chunk_overlap < 1.0:
+            raise ConfigError(f"chunk_overlap is a fraction in [0, 1), not {self.chunk_overlap}")
+
+
+def _read_bytes(path: Path, opts: TextOptions) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise DecodeError(f"{path}: empty file")
+        if size > opts.max_bytes:
+            raise DecodeError(f"{path}: too large for a text document ({size:,} bytes > max_bytes)")
+        return path.read_bytes()
+    except OSError as exc:
+        raise DecodeError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
+def _printable_share(text: str) -> float:
+    if not text:
+        return 1.0
+    good = sum(ch.isprintable() or ch in "\n\r\t\f" for ch in text)
+    return good / len(text)
+
+
+def decode_text(data: bytes, path: Path) -> str:
+    """Bytes to text; NUL bytes or unprintable legacy text mean a binary file, not a document."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with BOM legitimately holds NULs
+        text = data.decode("utf-16", errors="replace")
+    elif b"\x00" in data[:65536]:
+        raise DecodeError(f"{path}: binary file, not text")
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = data.decode("cp1252", errors="replace")
+    if _printable_share(text[:65536]) < 0.95:
+        raise DecodeError(f"{path}: binary file, not text")
+    return text
+
+
+_FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)  # YAML front matter
+_MD_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p, re.MULTILINE), r)
+    for p, r in (
+        (r"^```.*$|^~~~.*$", ""),  # code fence lines (the code itself stays)
+        (r"<!--.*?-->", ""),  # comments
+        (r"!\[([^\]]*)\]\([^)]*\)", r"\1"),  # images -> alt text
+        (r"\[([^\]]+)\]\([^)]*\)", r"\1"),  # links -> link text
+        (r"^\s*\[[^\]]+\]:\s+\S+.*$", ""),  # reference link definitions
+        (r"\[([^\]]+)\]\[[^\]]*\]", r"\1"),  # reference links
+        (r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$", r"\1"),  # heading markers
+        (r"^\s{0,3}(?:[-*_]\s*){3,}$", ""),  # horizontal rules
+        (r"^\s*>\s?", ""),  # block quotes
+        (r"^\s*(?:[-*+]|\d+[.)])\s+", ""),  # list markers
+        (r"^\s*\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?\s*$", ""),  # table separator rows
+        (r"\|", " "),  # table cell borders
+        (r"(\*\*|__)(.+?)\1", r"\2"),  # bold
+        (r"(?<![\w*])[*_](\S(?:.*?\S)?)[*_](?![\w*])", r"\1"),  # italics
+        (r"~~(.+?)~~", r"\1"),  # strikethrough
+        (r"`([^`]+)`", r"\1"),  # inline code
+        (r"<[^>\n]+>", ""),  # inline HTML tags
+    )
+)
+
+
+def strip_markdown(text: str) -> str:
+    """Markdown to plain prose, lightly: markup goes, words stay, so passages read (and embed) as text."""
+    text = _FRONT_MATTER.sub("", text.replace("\r\n", "\n"), count=1)
+    for pattern, repl in _MD_RULES:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def _passages(text: str, opts: TextOptions, prefix: str = "") -> list[SourceItem]:
+    return [
+        SourceItem(TEXT, text=prefix + c)
+        for c in chunk_text(text, opts.chunk_words, opts.chunk_overlap)
+    ]
+
+
+def _read_plain(path: Path, opts: TextOptions, markdown: bool) -> list[SourceItem]:
+    text = decode_text(_read_bytes(path, opts), path)
+    return _passages(strip_markdown(text) if markdown else text, opts)
+
+
+def _read_subtitles(path: Path, opts: TextOptions) -> list[SourceItem]:
+    media = media_for_subtitles(path)
+    if media is not None:
+        raise DecodeError(f"{path}: subtitles of {media.name}; they are indexed with that file")
+    cues = read_subtitle_file(path, _read_bytes(path, opts))
+    words = [w for cue in cues for w in spread_words(cue.text, cue.start_s, cue.end_s)]
+    chunks = window_timed_words(
+        words, opts.subtitle_window_words, opts.subtitle_window_seconds, 0.5
+    )
+    return [SourceItem(TEXT, text=c.text, start_s=c.start_s, end_s=c.end_s) for c in chunks]
+
+
+def _read_pdf(path: Path, opts: TextOptions) -> tuple[list[SourceItem], int]:
+    pypdf = require("pypdf", "Reading PDF documents", "text")
+    _read_bytes(path, opts)  # size checks
+    try:
+        reader = pypdf.PdfReader(str(path))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise DecodeError(f"{path}: encrypted PDF (needs a password)")
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except DecodeError:
+        raise
+    except (
+        Exception
+    ) as exc:  # pypdf raises many kinds (PdfReadError, KeyError, ValueError...) on damage
+        raise DecodeError(f"{path}: unreadable PDF ({type(exc).__name__}: {exc})") from exc
+    items = [
+        item for n, page in enumerate(pages, 1) for item in _passages(page, opts, f"[page {n}] ")
+    ]
+    if not items:
+        raise DecodeError(f"{path}: PDF has no extractable text (scanned pages need OCR)")
+    return items, len(pages)
+
+
+def read_text(path: str | Path, opts: TextOptions | None = None) -> SourceResult:
+    """A document's passages as TEXT items; binary, empty or text-less files are DecodeErrors."""
+    opts = opts or TextOptions()
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext in PDF_EXTENSIONS:
+        items, n_pages = _read_pdf(path, opts)
+        log.debug("%s: %d pages", path.name, n_pages)
+    elif ext in SUBTITLE_EXTENSIONS:
+        items = _read_subtitles(path, opts)
+    else:
+        items = _read_plain(path, opts, markdown=ext in MARKDOWN_EXTENSIONS)
+    if not items:
+        raise DecodeError(f"{path}: no text in it")
+    log.info("%s: %d passages", path.name, len(items))
+    return SourceResult(ASSET_TEXT, items)

@@ -1,0 +1,73 @@
+"""Held-out evaluation on shapes-world scenes: what the model card and the tests report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmsearch.synth import Scene, scene_captions, vocab
+
+
+@dataclass
+class HeldOutReport:
+    """Figures for one model on one held-out set."""
+
+    n_images: int
+    colour_shape_p_at_5: float  # mean over the 48 "a {colour} {shape}" queries with >= 5 matches
+    per_query_p_at_5: dict[str, float]
+    text_to_image_recall: dict[int, float]  # caption -> any image it truly describes, at k
+    image_to_text_recall: dict[int, float]  # image -> any of its true captions, at k
+
+
+def colour_shape_query(colour: str, shape: str) -> str:
+    """The plain query a person types: 'a red circle', 'an orange star'."""
+    return f"{vocab.article(colour)} {colour} {shape}"
+
+
+def has_colour_shape(scene: Scene, colour: str, shape: str) -> bool:
+    return any(o.colour == colour and o.shape == shape for o in scene.objects)
+
+
+def _hits_at_k(ranked: np.ndarray, relevant: list[set[int]], k: int) -> float:
+    return float(np.mean([bool(relevant[i] & set(ranked[i, :k].tolist())) for i in range(len(relevant))]))
+
+
+def evaluate_held_out(
+    encode_images: Callable[[list], np.ndarray],
+    encode_texts: Callable[[list[str]], np.ndarray],
+    images: list,
+    scenes: Sequence[Scene],
+    ks: Sequence[int] = (1, 5, 10),
+    caption_rng_seed: int = 0,
+) -> HeldOutReport:
+    """Score an encoder on held-out scenes through its public encode functions."""
+    import random
+
+    img = encode_images(images)
+    per_query = {}
+    queries = [(c, s) for c in vocab.COLOURS for s in vocab.SHAPES]
+    qv = encode_texts([colour_shape_query(c, s) for c, s in queries])
+    top5 = np.argsort(-(qv @ img.T), axis=1)[:, :5]
+    for (c, s), ranked in zip(queries, top5):
+        if sum(has_colour_shape(sc, c, s) for sc in scenes) >= 5:
+            per_query[colour_shape_query(c, s)] = float(np.mean([has_colour_shape(scenes[j], c, s) for j in ranked]))
+    # text -> image: one caption per image; relevant = every image the caption truly describes
+    rng = random.Random(caption_rng_seed)
+    all_caps = [set(scene_captions(s)) for s in scenes]
+    captions = [rng.choice(sorted(caps)) for caps in all_caps]
+    tv = encode_texts(captions)
+    kmax = max(ks)
+    t2i = np.argsort(-(tv @ img.T), axis=1)[:, :kmax]
+    t2i_rel = [{j for j, caps in enumerate(all_caps) if cap in caps} for cap in captions]
+    # image -> text: the pool is those captions; relevant = captions true of the image
+    i2t = np.argsort(-(img @ tv.T), axis=1)[:, :kmax]
+    i2t_rel = [{j for j, cap in enumerate(captions) if cap in all_caps[i]} for i in range(len(scenes))]
+    return HeldOutReport(
+        n_images=len(scenes),
+        colour_shape_p_at_5=float(np.mean(list(per_query.values()))),
+        per_query_p_at_5=per_query,
+        text_to_image_recall={k: _hits_at_k(t2i, t2i_rel, k) for k in ks},
+        image_to_text_recall={k: _hits_at_k(i2t, i2t_rel, k) for k in ks},
+    )

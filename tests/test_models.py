@@ -1,0 +1,356 @@
+"""Encoder registry, loaders and Encoder, on the real tiny architecture; only the network is faked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mmsearch.errors import ConfigError, ModelError, ModelUnavailableError
+from mmsearch.models import (
+    DEFAULT_MODEL,
+    TINY,
+    Encoder,
+    add_model_config,
+    build_openclip,
+    list_models,
+    load_encoder,
+    openclip_loader,
+    resolve,
+    save_tiny_weights,
+)
+from mmsearch.models.device import resolve_device, resolve_precision
+from mmsearch.models.registry import CONFIG_DIR
+
+TEXTS = ["a red circle on the left", "two blue stars", "a small green triangle at the top"]
+FAKE_REPO = "mmsearch/test-tiny"
+
+
+def _picture(colour: tuple[int, int, int], size: tuple[int, int] = (96, 48)) -> Image.Image:
+    image = Image.new("RGB", size, (128, 128, 128))
+    image.paste(colour, (10, 10, 40, 40))
+    return image
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A randomly initialised tiny model saved as safetensors, plus its reference embeddings."""
+    torch.manual_seed(0)
+    loaded = build_openclip(TINY, pretrained=False)
+    model = loaded.model.eval()
+    path = save_tiny_weights(model, tmp_path_factory.mktemp("tiny") / "tiny.safetensors")
+    with torch.no_grad():
+        texts = F.normalize(model.encode_text(loaded.tokenizer(TEXTS)), dim=-1).numpy()
+        pixels = torch.stack([loaded.preprocess(_picture((255, 0, 0)))])
+        images = F.normalize(model.encode_image(pixels), dim=-1).numpy()
+    return {"path": path, "texts": texts, "images": images}
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MMSEARCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "open_clip"
+
+
+@pytest.fixture
+def bundled_tiny(tiny_checkpoint: dict, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the bundled tiny weights at the test checkpoint (real ones may not exist yet)."""
+    monkeypatch.setattr(openclip_loader, "TINY_WEIGHTS", tiny_checkpoint["path"])
+    return tiny_checkpoint["path"]
+
+
+class FakeHub:
+    """Stands in for huggingface_hub.hf_hub_download: serves files from a dict, or raises."""
+
+    def __init__(self, files: dict[str, Path] | None = None, error: Exception | None = None):
+        self.files = files or {}
+        self.error = error
+        self.calls: list[dict] = []
+
+    def __call__(self, repo_id: str, filename: str, revision=None, cache_dir=None, **_):
+        self.calls.append({"repo_id": repo_id, "filename": filename, "cache_dir": cache_dir})
+        if self.error is not None:
+            raise self.error
+        if filename not in self.files:
+            raise FileNotFoundError(f"404: {repo_id}/{filename}")
+        return str(self.files[filename])
+
+
+def _offline() -> FakeHub:
+    return FakeHub(error=OSError("[Errno -3] Temporary failure in name resolution"))
+
+
+@pytest.fixture
+def fake_tag(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Give mmsearch-tiny an OpenCLIP pretrained tag hosted on a (fake) hub repo."""
+    tags = {"testtag": open_clip.pretrained._pcfg(hf_hub=f"{FAKE_REPO}/")}
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "mmsearch-tiny", tags)
+    return "mmsearch-tiny/testtag"
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_import_is_cheap():
+    code = "import sys, mmsearch.models; print(sorted({'torch', 'open_clip'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "canonical", "fetcher"),
+    [
+        ("tiny", "tiny", "tiny", "_fetch_tiny"),
+        (DEFAULT_MODEL, "pretrained", DEFAULT_MODEL, "_fetch_pretrained"),
+        ("ViT-B-32/LAION2B-S34B-B79K", "pretrained", DEFAULT_MODEL, "_fetch_pretrained"),
+        ("ViT-B-32/random", "random", "ViT-B-32/random", "_fetch_random"),
+        ("mmsearch-tiny/random", "random", "mmsearch-tiny/random", "_fetch_random"),
+        ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "hf-hub", None, "_fetch_hf_hub"),
+        ("local-dir:/models/clip", "local-dir", "local-dir:/models/clip", "_fetch_local_dir"),
+        ("/models/ckpt.pt", "local-file", "/models/ckpt.pt", "_fetch_local_file"),
+        ("ViT-B-32@/models/ckpt.pt", "local-file", "ViT-B-32@/models/ckpt.pt", "_fetch_local_file"),
+    ],
+)
+def test_each_name_form_resolves_to_its_loader(name, kind, canonical, fetcher):
+    spec = resolve(name)
+    assert spec.kind == kind
+    assert spec.name == (canonical or name)
+    assert openclip_loader.FETCHERS[spec.kind].__name__ == fetcher
+
+
+def test_existing_folder_and_file_paths_resolve_locally(tmp_path: Path):
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    assert resolve(str(tmp_path)).kind == "local-dir"
+    spec = resolve(str(tmp_path / "weights.bin"))
+    assert (spec.kind, spec.path, spec.arch) == ("local-file", tmp_path / "weights.bin", None)
+    assert resolve(f"mmsearch-tiny@{tmp_path / 'weights.bin'}").arch == "mmsearch-tiny"
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("ViT-B-32", "ViT-B-32/random"),  # a bare architecture never means random weights
+        ("ViT-B-32/no-such-tag", "laion2b_s34b_b79k"),  # lists the known tags
+        ("ViT-B-23/openai", "ViT-B-32"),  # suggests the close match
+        ("tinny", "tiny"),
+        ("hf-hub:just-a-repo", "hf-hub:org/repo"),
+        ("", "tiny"),
+    ],
+)
+def test_bad_names_say_what_would_work(name, says):
+    with pytest.raises(ModelError) as info:
+        resolve(name)
+    assert says in str(info.value)
+
+
+def test_list_models_names_tiny_default_and_custom_architectures():
+    names = list_models()
+    assert names[0] == TINY
+    assert DEFAULT_MODEL in names
+    assert "mmsearch-tiny/random" in names
+    assert all(resolve(n).kind in ("tiny", "pretrained", "random") for n in names[:5])
+
+
+def test_add_model_config_registers_an_architecture(tmp_path: Path, tiny_checkpoint: dict):
+    config = json.loads((CONFIG_DIR / "mmsearch-tiny.json").read_text())
+    config["embed_dim"] = 32
+    path = tmp_path / "test-tiny-32.json"
+    path.write_text(json.dumps(config))
+    assert add_model_config(path) == ["test-tiny-32"]
+    assert "test-tiny-32/random" in list_models()
+    assert load_encoder("test-tiny-32/random", device="cpu").dim == 32
+    # tiny weights are the wrong shape for it: a clear error, not "corrupt file"
+    with pytest.raises(ModelError, match="does not fit") as info:
+        load_encoder(f"test-tiny-32@{tiny_checkpoint['path']}", device="cpu")
+    assert not isinstance(info.value, ModelUnavailableError)
+
+
+def test_add_model_config_refuses_a_non_architecture(tmp_path: Path):
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps({"embed_dim": 8}))
+    with pytest.raises(ConfigError, match="vision_cfg"):
+        add_model_config(path)
+
+
+# ---------------------------------------------------------------- tiny and local files
+
+
+def test_tiny_without_weights_says_how_to_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(openclip_loader, "TINY_WEIGHTS", tmp_path / "missing.safetensors")
+    with pytest.raises(ModelUnavailableError, match=r"python -m mmsearch\.train\.tiny"):
+        load_encoder(TINY)
+
+
+def test_tiny_loads_its_weights_and_encodes(bundled_tiny: Path, tiny_checkpoint: dict):
+    enc = load_encoder(TINY, device="cpu")
+    assert (enc.name, enc.dim, enc.image_size, enc.device) == ("tiny", 128, 64, "cpu")
+    texts = enc.encode_texts(TEXTS, batch_size=2)
+    assert texts.dtype == np.float32 and texts.shape == (3, 128)
+    np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(texts, tiny_checkpoint["texts"], atol=1e-5)
+    images = enc.encode_images([_picture((255, 0, 0))])
+    np.testing.assert_allclose(images, tiny_checkpoint["images"], atol=1e-5)
+
+
+def test_image_inputs_agree_across_forms(bundled_tiny: Path):
+    enc = load_encoder(TINY, device="cpu")
+    pictures = [_picture(c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    from_pil = enc.encode_images(pictures, batch_size=2)
+    tensors = [enc.preprocess(p) for p in pictures]
+    np.testing.assert_allclose(enc.encode_images(tensors), from_pil, atol=1e-5)
+    np.testing.assert_allclose(enc.encode_images(torch.stack(tensors)), from_pil, atol=1e-5)
+    arrays = [enc.preprocess.to_array(p) for p in pictures]
+    np.testing.assert_allclose(enc.encode_images(arrays, batch_size=1), from_pil, atol=1e-5)
+    assert enc.encode_images([]).shape == (0, 128)
+    assert enc.encode_texts([]).shape == (0, 128)
+    with pytest.raises(ValueError, match="shape"):
+        enc.encode_images(torch.zeros(1, 3, 32, 32))
+
+
+def test_encoder_loads_lazily():
+    enc = load_encoder("mmsearch-tiny/random", device="cpu", lazy=True)
+    assert not enc.loaded and enc.name == "mmsearch-tiny/random"
+    assert enc.encode_texts("one string").shape == (1, 128)
+    assert enc.loaded
+
+
+def test_local_safetensors_knows_its_architecture(tiny_checkpoint: dict):
+    enc = load_encoder(str(tiny_checkpoint["path"]), device="cpu")
+    assert enc.name == str(tiny_checkpoint["path"])
+    np.testing.assert_allclose(enc.encode_texts(TEXTS), tiny_checkpoint["texts"], atol=1e-5)
+
+
+def test_local_checkpoint_without_architecture_is_refused(tmp_path: Path):
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": {}}, ckpt)
+    with pytest.raises(ModelError, match=r"ARCH@"):
+        load_encoder(str(ckpt))
+
+
+def test_unreadable_local_checkpoint_is_a_model_error(tmp_path: Path):
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot be read") as info:
+        load_encoder(f"mmsearch-tiny@{ckpt}", device="cpu")
+    assert str(ckpt) in str(info.value)
+
+
+def test_local_dir_with_open_clip_config(tmp_path: Path, tiny_checkpoint: dict):
+    _write_open_clip_folder(tmp_path, tiny_checkpoint["path"])
+    enc = load_encoder(f"local-dir:{tmp_path}", device="cpu")
+    np.testing.assert_allclose(enc.encode_texts(TEXTS), tiny_checkpoint["texts"], atol=1e-5)
+
+
+def _write_open_clip_folder(folder: Path, weights: Path) -> Path:
+    model_cfg = json.loads((CONFIG_DIR / "mmsearch-tiny.json").read_text())
+    config = {"model_cfg": model_cfg, "preprocess_cfg": {"interpolation": "bicubic"}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    (folder / "open_clip_model.safetensors").write_bytes(weights.read_bytes())
+    return folder
+
+
+# ---------------------------------------------------------------- downloads (network faked)
+
+
+def test_default_model_offline_says_the_ways_out(cache: Path, monkeypatch: pytest.MonkeyPatch):
+    hub = _offline()
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", hub)
+    with pytest.raises(ModelUnavailableError) as info:
+        load_encoder(DEFAULT_MODEL, device="cpu")
+    message = str(info.value)
+    for needed in (DEFAULT_MODEL, str(cache), "MMSEARCH_CACHE", "--model tiny", "local"):
+        assert needed in message
+    assert hub.calls and hub.calls[0]["repo_id"] == "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+
+
+def test_url_download_offline(cache: Path, monkeypatch: pytest.MonkeyPatch):
+    tags = {"urltag": open_clip.pretrained._pcfg(url="https://example.invalid/tiny.pt")}
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "mmsearch-tiny", tags)
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    with pytest.raises(ModelUnavailableError, match="network is unreachable"):
+        load_encoder("mmsearch-tiny/urltag", device="cpu")
+
+
+def test_pretrained_tag_from_warm_cache(
+    cache: Path, fake_tag: str, tiny_checkpoint: dict, monkeypatch: pytest.MonkeyPatch
+):
+    hub = FakeHub({"open_clip_model.safetensors": tiny_checkpoint["path"]})
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", hub)
+    enc = load_encoder(fake_tag, device="cpu")
+    assert enc.name == fake_tag
+    np.testing.assert_allclose(enc.encode_texts(TEXTS), tiny_checkpoint["texts"], atol=1e-5)
+    assert {call["cache_dir"] for call in hub.calls} == {str(cache)}
+
+
+def test_corrupt_download_names_the_file_to_delete(
+    cache: Path, fake_tag: str, tiny_checkpoint: dict, monkeypatch: pytest.MonkeyPatch
+):
+    cache.mkdir(parents=True)
+    truncated = cache / "open_clip_model.safetensors"
+    truncated.write_bytes(tiny_checkpoint["path"].read_bytes()[:5000])
+    monkeypatch.setattr(
+        open_clip.pretrained, "hf_hub_download", FakeHub({truncated.name: truncated})
+    )
+    with pytest.raises(ModelUnavailableError, match="corrupt") as info:
+        load_encoder(fake_tag, device="cpu")
+    assert str(truncated) in str(info.value) and "Delete" in str(info.value)
+
+
+def test_hf_hub_model(
+    cache: Path, tmp_path: Path, tiny_checkpoint: dict, monkeypatch: pytest.MonkeyPatch
+):
+    folder = _write_open_clip_folder(tmp_path, tiny_checkpoint["path"])
+    hub = FakeHub({p.name: p for p in folder.iterdir()})
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", hub)
+    enc = load_encoder(f"hf-hub:{FAKE_REPO}", device="cpu")
+    np.testing.assert_allclose(enc.encode_texts(TEXTS), tiny_checkpoint["texts"], atol=1e-5)
+    assert {call["repo_id"] for call in hub.calls} == {FAKE_REPO}
+
+
+def test_hf_hub_model_offline(cache: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", _offline())
+    with pytest.raises(ModelUnavailableError, match=f"hf-hub:{FAKE_REPO}"):
+        load_encoder(f"hf-hub:{FAKE_REPO}", device="cpu")
+
+
+# ---------------------------------------------------------------- device
+
+
+def test_auto_device_is_cpu_without_cuda(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("auto", "cuda:0") == "fp16"
+    with pytest.raises(ConfigError, match="--device cpu"):
+        resolve_device("cuda")
+
+
+def test_device_errors_are_config_errors(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(ConfigError, match="1 CUDA device"):
+        resolve_device("cuda:1")
+    with pytest.raises(ConfigError, match="Unknown device"):
+        resolve_device("gpu-please")
+    with pytest.raises(ConfigError, match="precision"):
+        resolve_precision("fp8", "cpu")
+
+
+def test_encoder_from_loaded_model():
+    loaded = build_openclip("mmsearch-tiny/random")
+    enc = Encoder.from_loaded(loaded)
+    assert enc.loaded and enc.encode_images([_picture((1, 2, 3))]).shape == (1, 128)

@@ -1,0 +1,324 @@
+"""One shared test run against every vector backend (after txtai testann/testdense.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mmsearch.errors import ConfigError, EncoderMismatchError, VectorIndexError
+from mmsearch.query.exact import exact_topk
+from mmsearch.query.metrics import knn_recall
+from mmsearch.vectors import (
+    AUTO_EXACT_MAX_VECTORS,
+    BACKENDS,
+    choose_kind,
+    create_index,
+    load_index,
+    read_sidecar,
+    sidecar_path,
+)
+
+KINDS = sorted(BACKENDS)
+DIM = 32
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int, centers: np.ndarray) -> np.ndarray:
+    x = centers[rng.integers(0, len(centers), n)] + rng.normal(size=(n, dim)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(params=KINDS)
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def small(kind):
+    """An index of 300 vectors with sparse, non-contiguous ids."""
+    rng = np.random.default_rng(1)
+    vecs = unit(rng, 300)
+    ids = np.arange(300, dtype=np.int64) * 7 + 1000
+    index = create_index(kind, DIM, encoder="test-enc")
+    index.add(ids, vecs)
+    return index, ids, vecs
+
+
+def test_add_search_preserves_ids(small):
+    index, ids, vecs = small
+    assert index.count == 300 == len(index)
+    assert set(index.ids().tolist()) == set(ids.tolist())
+    scores, found = index.search(vecs[:50], 1)
+    assert scores.dtype == np.float32 and found.dtype == np.int64
+    assert found.shape == (50, 1)
+    np.testing.assert_array_equal(found[:, 0], ids[:50])
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=2e-3)
+
+
+def test_results_sorted_and_single_vector_query(small):
+    index, _, vecs = small
+    scores, found = index.search(vecs[0], 10)
+    assert found.shape == (1, 10)
+    assert (np.diff(scores[0]) <= 1e-6).all()
+    assert len(set(found[0].tolist())) == 10
+
+
+def test_exact_backends_match_ground_truth(kind):
+    rng = np.random.default_rng(2)
+    vecs, queries = unit(rng, 500), unit(rng, 20)
+    index = create_index(kind, DIM)
+    index.add(np.arange(500), vecs)
+    _, truth = exact_topk(queries, vecs, 10)
+    scores, found = index.search(queries, 10)
+    if index.exact:
+        # fp16 storage (the torch backend on CUDA) rounds scores by ~1e-3 and may swap near-ties.
+        half = "float16" in index.factory
+        assert knn_recall(found, truth, 10) >= (0.97 if half else 0.99)
+        np.testing.assert_allclose(
+            scores, np.sort(queries @ vecs.T, axis=1)[:, ::-1][:, :10], atol=3e-3 if half else 1e-5
+        )
+    else:
+        assert knn_recall(found, truth, 10) >= 0.9
+
+
+def test_remove_hides_results(small):
+    index, ids, vecs = small
+    gone = ids[::2]
+    assert index.remove(np.concatenate([gone, [5, 6]])) == len(gone)  # unknown ids are ignored
+    assert index.count == 300 - len(gone)
+    assert index.remove(gone) == 0
+    _, found = index.search(vecs, 10)
+    assert not np.isin(found, gone).any()
+    kept = ids[1::2]
+    _, top = index.search(vecs[1::2], 1)
+    np.testing.assert_array_equal(top[:, 0], kept)
+
+
+def test_remove_most_then_everything(small):
+    """Exercises compaction (HNSW tombstone rebuild, IVF store compaction) and the empty state."""
+    index, ids, vecs = small
+    index.remove(ids[:250])
+    _, top = index.search(vecs[250:], 1)
+    np.testing.assert_array_equal(top[:, 0], ids[250:])
+    index.remove(ids)
+    assert index.count == 0
+    scores, found = index.search(vecs[:3], 4)
+    assert (found == -1).all() and np.isneginf(scores).all()
+    index.add(ids[:5], vecs[:5])
+    _, top = index.search(vecs[:5], 1)
+    np.testing.assert_array_equal(top[:, 0], ids[:5])
+
+
+def test_add_is_an_upsert(small):
+    index, ids, vecs = small
+    replacement = -vecs[0:1]
+    index.add(ids[:1], replacement)
+    assert index.count == 300
+    _, top = index.search(replacement, 1)
+    assert top[0, 0] == ids[0]
+    _, top = index.search(vecs[0:1], 1)
+    assert top[0, 0] != ids[0]
+
+
+def test_search_on_empty_index(kind):
+    index = create_index(kind, DIM)
+    scores, found = index.search(np.ones((3, DIM), np.float32), 5)
+    assert found.shape == scores.shape == (3, 5)
+    assert (found == -1).all() and np.isneginf(scores).all()
+    assert index.remove([1, 2]) == 0
+    assert index.ids().size == 0
+
+
+def test_k_larger_than_count(kind):
+    rng = np.random.default_rng(3)
+    vecs = unit(rng, 4)
+    index = create_index(kind, DIM)
+    index.add([10, 20, 30, 40], vecs)
+    scores, found = index.search(vecs[:2], 7)
+    assert found.shape == (2, 7)
+    assert sorted(found[0, :4].tolist()) == [10, 20, 30, 40]
+    assert (found[:, 4:] == -1).all() and np.isneginf(scores[:, 4:]).all()
+    assert np.isfinite(scores[:, :4]).all()
+
+
+def test_bad_input_is_refused(kind):
+    index = create_index(kind, DIM)
+    with pytest.raises(ValueError):
+        index.add([1, 2], np.zeros((2, DIM + 1), np.float32))
+    with pytest.raises(ValueError):
+        index.add([1, 1], np.zeros((2, DIM), np.float32))
+    with pytest.raises(ValueError):
+        index.add([1], np.full((1, DIM), np.nan, np.float32))
+    with pytest.raises(ValueError):
+        index.search(np.zeros((1, DIM - 1), np.float32), 3)
+    with pytest.raises(ValueError):
+        index.search(np.zeros((1, DIM), np.float32), 0)
+
+
+def test_save_load_roundtrip(small, tmp_path):
+    index, ids, vecs = small
+    index.remove(ids[:10])
+    path = tmp_path / "vectors.idx"
+    index.save(path)
+    info = read_sidecar(path)
+    assert info["encoder"] == "test-enc" and info["dim"] == DIM and info["metric"] == "ip"
+    assert info["count"] == 290 and info["kind"] == index.kind and info["factory"] == index.factory
+    assert info["format_version"] >= 1 and info["created_at"] and info["updated_at"]
+    # no temp files left behind
+    assert {p.name for p in tmp_path.iterdir()} == {"vectors.idx", "vectors.idx.json"}
+
+    loaded = load_index(path, expect_encoder="test-enc")
+    assert type(loaded) is type(index) and loaded.count == 290 and loaded.encoder == "test-enc"
+    s1, i1 = index.search(vecs[:20], 5)
+    s2, i2 = loaded.search(vecs[:20], 5)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, atol=1e-6)
+
+    loaded.remove(ids[10:20])
+    loaded.add([1], vecs[:1])
+    loaded.save(path)  # overwrite in place
+    again = load_index(path)
+    assert again.count == 281
+    assert read_sidecar(path)["created_at"] == info["created_at"]
+    _, top = again.search(vecs[:1], 1)
+    assert top[0, 0] == 1
+
+
+def test_save_load_empty(kind, tmp_path):
+    path = tmp_path / "empty.idx"
+    create_index(kind, DIM).save(path, encoder="e")
+    loaded = load_index(path, expect_encoder="e")
+    assert loaded.count == 0
+    loaded.add([3], unit(np.random.default_rng(0), 1))
+    assert loaded.search(np.ones(DIM, np.float32), 2)[1][0, 0] == 3
+
+
+def test_encoder_mismatch_is_refused(small, tmp_path):
+    index, _, _ = small
+    path = tmp_path / "v.idx"
+    index.save(path)
+    with pytest.raises(EncoderMismatchError) as err:
+        load_index(path, expect_encoder="other-enc")
+    message = str(err.value)
+    assert "test-enc" in message and "other-enc" in message and "--model test-enc" in message
+
+
+def test_missing_and_corrupt_files(small, tmp_path):
+    index, _, _ = small
+    with pytest.raises(VectorIndexError, match="missing"):
+        load_index(tmp_path / "nope.idx")
+    path = tmp_path / "v.idx"
+    index.save(path)
+    side = sidecar_path(path)
+    info = json.loads(side.read_text())
+
+    side.write_text(json.dumps({**info, "count": info["count"] + 1}))
+    with pytest.raises(VectorIndexError, match="sidecar records"):
+        load_index(path)
+
+    side.write_text(json.dumps({**info, "generation": "stale"}))
+    with pytest.raises(VectorIndexError, match="different saves"):
+        load_index(path)
+
+    side.write_text(json.dumps({**info, "format_version": 999}))
+    with pytest.raises(VectorIndexError, match="newer"):
+        load_index(path)
+
+    side.write_text("{not json")
+    with pytest.raises(VectorIndexError):
+        load_index(path)
+
+    side.write_text(json.dumps(info))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(VectorIndexError, match="corrupt"):
+        load_index(path)
+    path.unlink()
+    with pytest.raises(VectorIndexError, match="missing"):
+        load_index(path)
+
+
+def test_factory_errors_and_auto():
+    with pytest.raises(ConfigError, match="Unknown vector index kind"):
+        create_index("annoy", DIM)
+    with pytest.raises(ConfigError, match="metric"):
+        create_index("flat", DIM, metric="l2")
+    with pytest.raises(ConfigError, match="Bad option"):
+        create_index("flat", DIM, nprobe=3)
+    assert choose_kind(None) == "flat"
+    assert choose_kind(AUTO_EXACT_MAX_VECTORS) == "flat"
+    assert choose_kind(AUTO_EXACT_MAX_VECTORS + 1) == "hnsw"
+    assert create_index("auto", DIM, expected_count=10).kind == "flat"
+    assert create_index("auto", DIM, expected_count=10**6).kind == "hnsw"
+
+
+def test_import_is_cheap():
+    code = "import sys, mmsearch.vectors; print('faiss' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+# ----------------------------------------------------------------- approximate backends
+APPROX = [k for k in KINDS if not BACKENDS[k].exact]
+
+
+@pytest.fixture(scope="module")
+def recall_data():
+    """20k x 64 clustered gaussian vectors (normalised), 200 queries, exact top-10."""
+    rng = np.random.default_rng(1234)
+    dim = 64
+    centers = rng.normal(size=(100, dim)).astype(np.float32)
+    corpus = clustered(rng, 20_000, dim, centers)
+    queries = clustered(rng, 200, dim, centers)
+    ids = np.arange(20_000, dtype=np.int64) * 3 + 5
+    _, truth = exact_topk(queries, corpus, 10)
+    return corpus, queries, ids, ids[truth]
+
+
+@pytest.mark.parametrize("approx_kind", APPROX)
+def test_approximate_recall_against_exact(approx_kind, recall_data):
+    corpus, queries, ids, truth = recall_data
+    index = create_index(approx_kind, corpus.shape[1])
+    index.add(ids, corpus)
+    _, found = index.search(queries, 10)
+    recall = knn_recall(found, truth, 10)
+    assert recall >= 0.95, f"{index.factory}: recall@10 {recall:.3f}"
+    # Remove a fifth (HNSW keeps them as tombstones, below its compaction threshold), including
+    # every query's best hit: removed ids never come back and recall holds on what is left.
+    removed = np.union1d(ids[::5], truth[:, 0])
+    index.remove(removed)
+    keep = ~np.isin(ids, removed)
+    _, found = index.search(queries, 10)
+    assert not np.isin(found, removed).any()
+    _, truth_left = exact_topk(queries, corpus[keep], 10)
+    recall = knn_recall(found, ids[keep][truth_left], 10)
+    assert recall >= 0.95, f"{index.factory} after removal: recall@10 {recall:.3f}"
+
+
+def test_ivf_rescoring_beats_raw_codes(recall_data):
+    corpus, queries, ids, truth = recall_data
+    recalls = {}
+    for factor in (1, 4):
+        index = create_index("ivf", corpus.shape[1], rescore_factor=factor)
+        index.add(ids, corpus)
+        recalls[factor] = knn_recall(index.search(queries, 10)[1], truth, 10)
+    assert recalls[4] >= 0.95 and recalls[4] > recalls[1]
+
+
+def test_ivf_retrains_as_collection_grows():
+    rng = np.random.default_rng(5)
+    vecs = unit(rng, 4000)
+    index = create_index("ivf", DIM)
+    index.add(np.arange(100), vecs[:100])
+    first = index.factory
+    index.add(np.arange(100, 4000), vecs[100:])
+    assert index.factory != first  # more lists for the bigger collection
+    _, top = index.search(vecs[::97], 1)
+    np.testing.assert_array_equal(top[:, 0], np.arange(4000)[::97])
