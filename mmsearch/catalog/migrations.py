@@ -1,0 +1,196 @@
+"""Versioned schema with step-by-step migrations (after rclip ``db.py::ensure_version``).
+
+A fresh database is created at ``SCHEMA_VERSION`` directly. An older one is migrated one step
+at a time, each step in its own transaction together with the new version number, so a crash
+mid-upgrade leaves the database at a consistent earlier version that the next open continues
+from. A newer database is refused rather than guessed at.
+
+To change the schema: edit ``schema.py``, bump ``SCHEMA_VERSION``, add ``MIGRATIONS[new]``, and
+extend the migration test (which checks a migrated database equals a freshly created one).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    select,
+    text,
+)
+
+from mmsearch.catalog.db import writer
+from mmsearch.catalog.schema import SCHEMA_VERSION, Base, Meta
+from mmsearch.errors import CatalogError
+
+log = logging.getLogger(__name__)
+
+VERSION_KEY = "schema_version"
+
+
+def _v1_to_v2(conn: Connection) -> None:
+    """v2 records which speech-to-text backend produced an asset's transcript."""
+    conn.execute(text("ALTER TABLE assets ADD COLUMN transcript_backend VARCHAR(64)"))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v1_to_v2}
+"""``MIGRATIONS[v]`` upgrades a database from version ``v - 1`` to ``v``."""
+
+
+def ensure_schema(engine: Engine) -> int:
+    """Create the schema, or migrate it to ``SCHEMA_VERSION``; returns the version now in place."""
+    with writer(engine).begin() as conn:
+        version = read_version(conn)
+        if version is None:
+            _create_current(conn)
+            return SCHEMA_VERSION
+    _refuse_newer(engine, version)
+    while version < SCHEMA_VERSION:
+        with writer(engine).begin() as conn:
+            found = read_version(conn)
+            if found == version:  # not already migrated by a concurrent process
+                log.info("migrating catalog schema from version %d to %d", version, version + 1)
+                MIGRATIONS[version + 1](conn)
+                _write_meta(conn, VERSION_KEY, str(version + 1))
+        version = read_version_of(engine)
+    return version
+
+
+def read_version(conn: Connection) -> int | None:
+    """The recorded schema version, or None for an empty database."""
+    tables = set(inspect(conn).get_table_names())
+    if "meta" not in tables:
+        if tables & {"assets", "items", "folders"}:
+            raise CatalogError(
+                f"The database at {conn.engine.url!r} has tables but no mmsearch version record; "
+                "it is not an mmsearch catalog. Point --home at an empty or mmsearch directory."
+            )
+        return None
+    raw = conn.scalar(select(Meta.value).where(Meta.key == VERSION_KEY))
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise CatalogError(
+            f"The catalog at {conn.engine.url!r} has an unreadable schema version ({raw!r}). "
+            "Re-index into a new home."
+        ) from None
+
+
+def read_version_of(engine: Engine) -> int:
+    with engine.connect() as conn:
+        version = read_version(conn)
+    if version is None:
+        raise CatalogError(
+            f"The catalog at {engine.url!r} lost its schema version during migration."
+        )
+    return version
+
+
+def _refuse_newer(engine: Engine, version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise CatalogError(
+            f"The catalog at {engine.url!r} has schema version {version}, but this mmsearch "
+            f"understands up to version {SCHEMA_VERSION}. Upgrade mmsearch (pip install -U mmsearch)."
+        )
+    if version < 1 or any(v not in MIGRATIONS for v in range(version + 1, SCHEMA_VERSION + 1)):
+        raise CatalogError(
+            f"The catalog at {engine.url!r} has schema version {version}, which cannot be migrated. "
+            "Re-index into a new home."
+        )
+
+
+def _create_current(conn: Connection) -> None:
+    Base.metadata.create_all(conn)
+    _write_meta(conn, VERSION_KEY, str(SCHEMA_VERSION))
+    _write_meta(conn, "created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    log.info("created catalog schema version %d at %r", SCHEMA_VERSION, conn.engine.url)
+
+
+def _write_meta(conn: Connection, key: str, value: str) -> None:
+    table = Meta.__table__
+    if conn.scalar(select(table.c.key).where(table.c.key == key)) is None:
+        conn.execute(table.insert().values(key=key, value=value))
+    else:
+        conn.execute(table.update().where(table.c.key == key).values(value=value))
+
+
+def create_v1_schema(engine: Engine) -> None:
+    """Create the frozen version-1 baseline (the schema mmsearch first shipped).
+
+    Kept so tests can prove every migration step on a real old database; never edit it.
+    """
+    md = MetaData()
+    Table(
+        "meta",
+        md,
+        Column("key", String(64), primary_key=True),
+        Column("value", Text, nullable=False),
+    )
+    Table(
+        "folders",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("path", Text, nullable=False, unique=True),
+        Column("added_at", Float, nullable=False),
+    )
+    Table(
+        "assets",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("path", Text, nullable=False, unique=True),
+        Column("folder_id", Integer, ForeignKey("folders.id", ondelete="SET NULL"), index=True),
+        Column("size", BigInteger, nullable=False),
+        Column("mtime_ns", BigInteger, nullable=False),
+        Column("content_hash", String(128), nullable=False, index=True),
+        Column("kind", String(16), nullable=False),
+        Column("width", Integer),
+        Column("height", Integer),
+        Column("duration_s", Float),
+        Column("taken_at", DateTime),
+        Column("camera", Text),
+        Column("gps_lat", Float),
+        Column("gps_lon", Float),
+        Column("indexed_at", Float, nullable=False),
+    )
+    Table(
+        "items",
+        md,
+        Column(
+            "id",
+            BigInteger().with_variant(Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        Column(
+            "asset_id",
+            Integer,
+            ForeignKey("assets.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
+        Column("kind", String(16), nullable=False),
+        Column("start_s", Float),
+        Column("end_s", Float),
+        Column("text", Text),
+        Column("vector", LargeBinary, nullable=False),
+        Column("thumbnail", LargeBinary),
+        sqlite_autoincrement=True,
+    )
+    with writer(engine).begin() as conn:
+        md.create_all(conn)
+        conn.execute(md.tables["meta"].insert().values(key=VERSION_KEY, value="1"))

@@ -1,0 +1,453 @@
+"""The ``Catalog`` store: every operation the indexer and the engine need, one transaction each.
+
+The catalog is the truth: item ids are the vector ids in the ANN index, and full-precision
+vectors live in ``items.vector`` so the index can always be rebuilt from here. Item ids are
+allocated by the database and never reissued (SQLite AUTOINCREMENT, a sequence elsewhere), so a
+stale index can never confuse a deleted item with a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import numpy as np
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.orm import sessionmaker
+
+from mmsearch.catalog.db import make_engine, writer
+from mmsearch.catalog.migrations import ensure_schema
+from mmsearch.catalog.schema import ASSET_KINDS, ITEM_KINDS, Asset, Folder, Item, Meta
+from mmsearch.errors import CatalogError, EncoderMismatchError
+
+log = logging.getLogger(__name__)
+
+VECTOR_DTYPE = np.dtype("<f4")
+"""How vectors are stored: little-endian float32, whatever the machine."""
+
+_IN_CHUNK = 500
+"""Ids or paths per ``IN (...)`` clause; stays under every backend's bound-parameter limit."""
+
+
+@dataclass(frozen=True)
+class AssetInfo:
+    """An asset's fields: passed in by the indexer, and returned (with ``id``) by lookups."""
+
+    path: str
+    kind: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    folder_id: int | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_s: float | None = None
+    taken_at: datetime | None = None
+    camera: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+    transcript_backend: str | None = None
+    id: int | None = None  # set when read back
+    indexed_at: float | None = None  # set when read back
+
+
+_ASSET_FIELDS = tuple(f.name for f in fields(AssetInfo) if f.name not in ("id", "indexed_at"))
+
+
+class ItemData(NamedTuple):
+    """One item to store; plain ``(kind, start, end, text, vector, thumbnail)`` tuples work too."""
+
+    kind: str
+    start_s: float | None
+    end_s: float | None
+    text: str | None
+    vector: np.ndarray
+    thumbnail: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """An item joined with its asset, as search results need it."""
+
+    id: int
+    kind: str
+    start_s: float | None
+    end_s: float | None
+    text: str | None
+    asset: AssetInfo
+    thumbnail: bytes | None = None
+
+    @property
+    def path(self) -> str:
+        return self.asset.path
+
+    @property
+    def asset_kind(self) -> str:
+        return self.asset.kind
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """What an upsert changed: the vector index must add ``item_ids`` and drop ``replaced_ids``."""
+
+    asset_id: int
+    item_ids: list[int]
+    replaced_ids: list[int]
+
+
+class AssetState(NamedTuple):
+    """What the scanner compares to decide whether a file changed."""
+
+    size: int
+    mtime_ns: int
+    content_hash: str
+
+
+class FolderInfo(NamedTuple):
+    id: int
+    path: str
+    added_at: float
+
+
+class EncoderInfo(NamedTuple):
+    name: str
+    dim: int
+
+
+class Catalog:
+    """SQL store of folders, assets and items (with their vectors)."""
+
+    def __init__(self, target: str | os.PathLike[str]) -> None:
+        self.engine: Engine = make_engine(target)
+        try:
+            self.schema_version = ensure_schema(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(writer(self.engine), expire_on_commit=False)
+
+    @classmethod
+    def open(cls, target: str | os.PathLike[str]) -> Catalog:
+        """Open (creating or migrating as needed) the catalog at a URL or SQLite file path."""
+        return cls(target)
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ meta
+    def get_meta(self, key: str) -> str | None:
+        with self._read() as s:
+            return s.scalar(select(Meta.value).where(Meta.key == key))
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write.begin() as s:
+            s.merge(Meta(key=key, value=value))
+
+    def encoder(self) -> EncoderInfo | None:
+        """The encoder bound to this collection (``bind_encoder``), or None for a new one."""
+        with self._read() as s:
+            rows = dict(
+                s.execute(
+                    select(Meta.key, Meta.value).where(Meta.key.in_(("encoder", "encoder_dim")))
+                ).all()
+            )
+        if "encoder" not in rows:
+            return None
+        return EncoderInfo(rows["encoder"], int(rows.get("encoder_dim", 0)))
+
+    def bind_encoder(self, name: str, dim: int) -> None:
+        """Record the collection's encoder, or refuse a different one (one encoder per collection)."""
+        with self._write.begin() as s:
+            current = s.get(Meta, "encoder")
+            if current is None:
+                s.add_all(
+                    [Meta(key="encoder", value=name), Meta(key="encoder_dim", value=str(int(dim)))]
+                )
+                return
+            if current.value != name:
+                raise EncoderMismatchError(
+                    f"The catalog at {self.url} was built with encoder '{current.value}', but "
+                    f"encoder '{name}' was requested. Use --model {current.value}, or re-index "
+                    f"into a new home (--home) to use '{name}'."
+                )
+
+    # --------------------------------------------------------------- folders
+    def add_folder(self, path: str | os.PathLike[str]) -> int:
+        """Register an indexed root (idempotent); returns its id."""
+        p = _abspath(path)
+        with self._write.begin() as s:
+            found = s.scalar(select(Folder.id).where(Folder.path == p))
+            if found is not None:
+                return found
+            folder = Folder(path=p, added_at=time.time())
+            s.add(folder)
+            s.flush()
+            return folder.id
+
+    def list_folders(self) -> list[FolderInfo]:
+        with self._read() as s:
+            rows = s.execute(select(Folder.id, Folder.path, Folder.added_at).order_by(Folder.path))
+            return [FolderInfo(*r) for r in rows]
+
+    # ---------------------------------------------------------------- assets
+    def asset_by_path(self, path: str | os.PathLike[str]) -> AssetInfo | None:
+        with self._read() as s:
+            asset = s.scalar(select(Asset).where(Asset.path == _abspath(path)))
+            return _asset_info(asset) if asset is not None else None
+
+    def assets_by_hash(self, content_hash: str) -> list[AssetInfo]:
+        """Assets with these bytes: how the scanner recognises a moved or copied file."""
+        with self._read() as s:
+            rows = s.scalars(
+                select(Asset).where(Asset.content_hash == content_hash).order_by(Asset.id)
+            )
+            return [_asset_info(a) for a in rows]
+
+    def all_asset_states(
+        self, folder: str | os.PathLike[str] | None = None
+    ) -> dict[str, AssetState]:
+        """``{path: (size, mtime_ns, hash)}`` for one indexed root (or all assets): the scan's baseline."""
+        query = select(Asset.path, Asset.size, Asset.mtime_ns, Asset.content_hash)
+        if folder is not None:
+            query = query.join(Folder, Asset.folder_id == Folder.id).where(
+                Folder.path == _abspath(folder)
+            )
+        with self._read() as s:
+            return {
+                path: AssetState(size, mtime_ns, h) for path, size, mtime_ns, h in s.execute(query)
+            }
+
+    def upsert_asset_with_items(
+        self, asset: AssetInfo, items: Sequence[ItemData | tuple]
+    ) -> UpsertResult:
+        """Store an asset and its items atomically, replacing the asset's previous items.
+
+        New item ids are always fresh; the replaced ids are returned so the caller can remove
+        them from the vector index.
+        """
+        rows = [ItemData(*it) for it in items]
+        _check_asset(asset)
+        blobs = self._encode_vectors(rows)
+        values = {name: getattr(asset, name) for name in _ASSET_FIELDS}
+        values["path"] = _abspath(asset.path)
+        with self._write.begin() as s:
+            existing = s.scalar(select(Asset).where(Asset.path == values["path"]))
+            replaced: list[int] = []
+            if existing is None:
+                existing = Asset(**values, indexed_at=time.time())
+                s.add(existing)
+                s.flush()
+            else:
+                replaced = list(s.scalars(select(Item.id).where(Item.asset_id == existing.id)))
+                s.execute(delete(Item).where(Item.asset_id == existing.id))
+                for name, value in values.items():
+                    setattr(existing, name, value)
+                existing.indexed_at = time.time()
+            new = [
+                Item(
+                    asset_id=existing.id,
+                    kind=r.kind,
+                    start_s=r.start_s,
+                    end_s=r.end_s,
+                    text=r.text,
+                    vector=b,
+                    thumbnail=r.thumbnail,
+                )
+                for r, b in zip(rows, blobs, strict=True)
+            ]
+            s.add_all(new)
+            s.flush()
+            return UpsertResult(existing.id, [it.id for it in new], replaced)
+
+    def move_asset(
+        self,
+        old_path: str | os.PathLike[str],
+        new_path: str | os.PathLike[str],
+        *,
+        size: int | None = None,
+        mtime_ns: int | None = None,
+        folder_id: int | None = None,
+    ) -> int:
+        """Re-point an asset at its new path, keeping its items (and so its vectors and ids)."""
+        old, new = _abspath(old_path), _abspath(new_path)
+        with self._write.begin() as s:
+            asset = s.scalar(select(Asset).where(Asset.path == old))
+            if asset is None:
+                raise CatalogError(f"Cannot move {old}: it is not in the catalog.")
+            if old != new and s.scalar(select(Asset.id).where(Asset.path == new)) is not None:
+                raise CatalogError(f"Cannot move {old} to {new}: {new} is already in the catalog.")
+            asset.path = new
+            if size is not None:
+                asset.size = size
+            if mtime_ns is not None:
+                asset.mtime_ns = mtime_ns
+            if folder_id is not None:
+                asset.folder_id = folder_id
+            return asset.id
+
+    def delete_assets(self, paths: Iterable[str | os.PathLike[str]]) -> list[int]:
+        """Forget assets and their items; returns the removed item ids for the vector index."""
+        wanted = sorted({_abspath(p) for p in paths})
+        removed: list[int] = []
+        with self._write.begin() as s:
+            for chunk in _chunks(wanted):
+                asset_ids = list(s.scalars(select(Asset.id).where(Asset.path.in_(chunk))))
+                if not asset_ids:
+                    continue
+                removed += s.scalars(select(Item.id).where(Item.asset_id.in_(asset_ids)))
+                # Items first: correct even where the database does not enforce ON DELETE CASCADE.
+                s.execute(delete(Item).where(Item.asset_id.in_(asset_ids)))
+                s.execute(delete(Asset).where(Asset.id.in_(asset_ids)))
+        return sorted(removed)
+
+    def asset_counts(self) -> dict[str, int]:
+        with self._read() as s:
+            return dict(s.execute(select(Asset.kind, func.count()).group_by(Asset.kind)).all())
+
+    # ----------------------------------------------------------------- items
+    def item_counts(self) -> dict[str, int]:
+        with self._read() as s:
+            return dict(s.execute(select(Item.kind, func.count()).group_by(Item.kind)).all())
+
+    def max_item_id(self) -> int:
+        """Largest live item id (0 when empty)."""
+        with self._read() as s:
+            return s.scalar(select(func.max(Item.id))) or 0
+
+    def item_ids(self) -> np.ndarray:
+        """Every live item id, sorted: the engine diffs this against the vector index's ids."""
+        with self._read() as s:
+            return np.fromiter(s.scalars(select(Item.id).order_by(Item.id)), dtype=np.int64)
+
+    def iter_vectors(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(ids int64, vectors float32 (n, dim))`` in id order, for rebuilding an index.
+
+        Each batch is its own short read (keyset pagination), so a long rebuild never holds a
+        snapshot open against a running indexer.
+        """
+        last = -1
+        while True:
+            with self._read() as s:
+                rows = s.execute(
+                    select(Item.id, Item.vector)
+                    .where(Item.id > last)
+                    .order_by(Item.id)
+                    .limit(batch)
+                ).all()
+            if not rows:
+                return
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            yield ids, self._decode_vectors(r[1] for r in rows)
+            last = int(ids[-1])
+
+    def vectors_for(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(found ids, vectors)`` in the order asked, skipping unknown ids ("more like this")."""
+        wanted = [int(i) for i in ids]
+        found: dict[int, bytes] = {}
+        with self._read() as s:
+            for chunk in _chunks(sorted(set(wanted))):
+                rows = s.execute(select(Item.id, Item.vector).where(Item.id.in_(chunk)))
+                found.update((item_id, blob) for item_id, blob in rows)
+        order = [i for i in wanted if i in found]
+        return np.array(order, dtype=np.int64), self._decode_vectors(found[i] for i in order)
+
+    def items_by_ids(
+        self, ids: Iterable[int], *, with_thumbnails: bool = False
+    ) -> list[ItemRecord]:
+        """Items joined with their assets, in the order asked; ids deleted meanwhile are skipped."""
+        wanted = [int(i) for i in ids if int(i) >= 0]
+        cols = [Item.id, Item.kind, Item.start_s, Item.end_s, Item.text]
+        if with_thumbnails:
+            cols.append(Item.thumbnail)
+        by_id: dict[int, ItemRecord] = {}
+        with self._read() as s:
+            for chunk in _chunks(sorted(set(wanted))):
+                for row in s.execute(
+                    select(*cols, Asset)
+                    .join(Asset, Item.asset_id == Asset.id)
+                    .where(Item.id.in_(chunk))
+                ):
+                    asset = _asset_info(row[-1])
+                    thumb = row[5] if with_thumbnails else None
+                    by_id[row[0]] = ItemRecord(row[0], row[1], row[2], row[3], row[4], asset, thumb)
+        return [by_id[i] for i in wanted if i in by_id]
+
+    def thumbnail(self, item_id: int) -> bytes | None:
+        with self._read() as s:
+            return s.scalar(select(Item.thumbnail).where(Item.id == int(item_id)))
+
+    # --------------------------------------------------------------- helpers
+    def _encode_vectors(self, rows: Sequence[ItemData]) -> list[bytes]:
+        """Validate kinds and dims, then serialise vectors as little-endian float32."""
+        enc = self.encoder()
+        blobs = []
+        for r in rows:
+            if r.kind not in ITEM_KINDS:
+                raise ValueError(f"item kind must be one of {ITEM_KINDS}, got {r.kind!r}")
+            vec = np.asarray(r.vector, dtype=VECTOR_DTYPE).reshape(-1)
+            if enc is not None and enc.dim and len(vec) != enc.dim:
+                raise CatalogError(
+                    f"A {len(vec)}-d vector cannot join this collection of {enc.dim}-d "
+                    f"'{enc.name}' vectors. Index with --model {enc.name}, or use a new home."
+                )
+            blobs.append(vec.tobytes())
+        if len({len(b) for b in blobs}) > 1:
+            raise ValueError("all vectors of one asset must have the same dimension")
+        return blobs
+
+    @staticmethod
+    def _decode_vectors(blobs: Iterable[bytes]) -> np.ndarray:
+        arrays = [np.frombuffer(b, dtype=VECTOR_DTYPE) for b in blobs]
+        if not arrays:
+            return np.empty((0, 0), dtype=np.float32)
+        if len({len(a) for a in arrays}) > 1:
+            raise CatalogError(
+                "The catalog holds vectors of different dimensions; re-index into a new home."
+            )
+        return np.stack(arrays).astype(np.float32)
+
+
+def _asset_info(asset: Asset) -> AssetInfo:
+    return AssetInfo(**{f.name: getattr(asset, f.name) for f in fields(AssetInfo)})
+
+
+def _check_asset(asset: AssetInfo) -> None:
+    if asset.kind not in ASSET_KINDS:
+        raise ValueError(f"asset kind must be one of {ASSET_KINDS}, got {asset.kind!r}")
+
+
+def _abspath(path: str | os.PathLike[str]) -> str:
+    return os.path.abspath(os.fspath(path))
+
+
+def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+__all__ = [
+    "AssetInfo",
+    "AssetState",
+    "Catalog",
+    "EncoderInfo",
+    "FolderInfo",
+    "ItemData",
+    "ItemRecord",
+    "UpsertResult",
+]

@@ -1,0 +1,207 @@
+"""`Encoder`: images and texts -> L2-normalised float32 vectors in one shared space.
+
+The model is loaded on first use (or by `load()`), so an `Encoder` is cheap to create; inference
+runs under `torch.inference_mode()`, with fp16 autocast on CUDA and exact fp32 on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmsearch.models.device import autocast, resolve_device, resolve_precision
+from mmsearch.models.openclip_loader import LoadedModel, build_openclip
+from mmsearch.models.preprocess import ImagePreprocess
+from mmsearch.models.registry import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    ImageInput = Image.Image | torch.Tensor | np.ndarray
+
+log = logging.getLogger(__name__)
+
+
+class Encoder:
+    """One CLIP model behind the encoder contract of docs/ARCHITECTURE.md."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str = "auto",
+        precision: str = "auto",
+        preprocess_mode: str = "letterbox",
+    ) -> None:
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.preprocess_mode = preprocess_mode
+        self._loaded: LoadedModel | None = None
+        self._dim: int | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_loaded(
+        cls, loaded: LoadedModel, device: str = "cpu", precision: str = "auto"
+    ) -> Encoder:
+        """Wrap a model already in memory, e.g. to evaluate recall while training."""
+        encoder = cls(loaded.spec, device=device, precision=precision)
+        encoder._install(loaded)
+        return encoder
+
+    def __repr__(self) -> str:
+        state = "loaded" if self.loaded else "not loaded"
+        return f"Encoder({self.name!r}, device={self.device!r}, {self.precision}, {state})"
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def name(self) -> str:
+        """Canonical model name, recorded with a collection so queries use the same encoder."""
+        return self.spec.name
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    @property
+    def dim(self) -> int:
+        self.load()
+        assert self._dim is not None  # set by _install
+        return self._dim
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square input the preprocess produces (the longer side if not square)."""
+        return max(self.preprocess.size)
+
+    @property
+    def preprocess(self) -> ImagePreprocess:
+        return self.load()._loaded.preprocess  # type: ignore[union-attr]
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.load()._loaded.model  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------ loading
+
+    def load(self) -> Encoder:
+        """Fetch and build the model now (idempotent, thread-safe) instead of on first encode."""
+        if self._loaded is None:
+            with self._lock:
+                if self._loaded is None:
+                    loaded = build_openclip(self.spec, preprocess_mode=self.preprocess_mode)
+                    self._install(loaded)
+        return self
+
+    def _install(self, loaded: LoadedModel) -> None:
+        loaded.model.eval().requires_grad_(False).to(self.device)
+        self._dim = int(self._encode_tokens(loaded, loaded.tokenizer([""])).shape[1])
+        self._loaded = loaded
+        log.info(
+            "encoder %s ready on %s (%s), dim %d", self.name, self.device, self.precision, self._dim
+        )
+
+    # ------------------------------------------------------------ encoding
+
+    def encode_texts(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Texts -> (n, dim) float32, L2-normalised rows."""
+        loaded = self.load()._loaded
+        assert loaded is not None
+        items = [texts] if isinstance(texts, str) else list(texts)
+        for item in items:
+            if not isinstance(item, str):
+                raise TypeError(f"encode_texts takes strings, got {type(item).__name__}")
+        parts = [
+            self._encode_tokens(loaded, loaded.tokenizer(chunk))
+            for chunk in _chunks(items, _positive(batch_size))
+        ]
+        return self._stack(parts)
+
+    def encode_images(
+        self, images: Iterable[ImageInput] | torch.Tensor, batch_size: int = 64
+    ) -> np.ndarray:
+        """PIL images, preprocessed (3, S, S) tensors/arrays, or an (n, 3, S, S) batch -> (n, dim)."""
+        loaded = self.load()._loaded
+        assert loaded is not None
+        items: Sequence[Any] = images if _is_batch_tensor(images) else list(images)  # type: ignore[arg-type]
+        parts = [
+            self._encode_pixels(loaded, self._to_batch(chunk))
+            for chunk in _chunks(items, _positive(batch_size))
+        ]
+        return self._stack(parts)
+
+    def _to_batch(self, chunk: Sequence[Any]) -> torch.Tensor:
+        import torch
+
+        if _is_batch_tensor(chunk):
+            batch = chunk  # a slice of an (n, 3, H, W) tensor
+        else:
+            batch = torch.stack([self._one_image(item) for item in chunk])
+        expected = (3, *self.preprocess.size)
+        if tuple(batch.shape[1:]) != expected:
+            raise ValueError(
+                f"{self.name} takes images of shape {expected}; got {tuple(batch.shape[1:])}. "
+                "Pass PIL images, or tensors made by this encoder's preprocess."
+            )
+        return batch
+
+    def _one_image(self, item: Any) -> torch.Tensor:
+        import torch
+
+        if isinstance(item, torch.Tensor):
+            return item
+        if isinstance(item, np.ndarray):
+            return torch.from_numpy(item)
+        return self.preprocess(item)
+
+    def _encode_tokens(self, loaded: LoadedModel, tokens: torch.Tensor) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            features = loaded.model.encode_text(tokens.to(self.device))
+        return _normalised(features)
+
+    def _encode_pixels(self, loaded: LoadedModel, pixels: torch.Tensor) -> np.ndarray:
+        import torch
+
+        pixels = pixels.to(self.device, dtype=torch.float32, non_blocking=True)
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            features = loaded.model.encode_image(pixels)
+        return _normalised(features)
+
+    def _stack(self, parts: list[np.ndarray]) -> np.ndarray:
+        if not parts:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return np.concatenate(parts, axis=0)
+
+
+def _normalised(features: torch.Tensor) -> np.ndarray:
+    """Normalise in fp32 after the forward pass, so fp16 rounding cannot leave norms off 1."""
+    import torch.nn.functional as F
+
+    return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
+
+
+def _is_batch_tensor(value: Any) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        return False
+    return isinstance(value, torch.Tensor) and value.ndim == 4
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _positive(batch_size: int) -> int:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return batch_size

@@ -1,0 +1,137 @@
+"""Image preprocessing that keeps the whole picture: letterbox to a square, never centre-crop.
+
+CLIP's usual transform resizes the shorter side and centre-crops, which throws away the left and
+right edges of a landscape photo (or top and bottom of a portrait), so "a dog at the edge" cannot
+be found. We resize the longer side to the model's input size and pad the rest.
+
+The padding colour is the model's normalisation mean (CLIP's dataset mean, a neutral grey). After
+normalisation the padding is exactly zero, the network's "no signal" input, and it is the same for
+every picture. The alternative, each image's own mean colour, would leak the dominant colour into
+the border and make a mostly-red photo look even redder to a colour query.
+
+`ImagePreprocess` is a plain frozen dataclass so it pickles into indexer worker processes; torch is
+imported only when it is called.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from mmsearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+RESIZE_MODES = ("letterbox", "squash")
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+# Pillow reduces by an integer factor first when the image is this many times larger than the
+# target: much faster on big photos, visually the same as a full-quality resize.
+_REDUCING_GAP = 3.0
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """PIL image -> normalised float32 tensor (3, H, W); picklable, safe in worker processes."""
+
+    size: tuple[int, int]  # (height, width) the model expects; square for every CLIP we ship
+    mean: tuple[float, float, float]  # per-channel normalisation mean, in 0..1 (model's own)
+    std: tuple[float, float, float]  # per-channel normalisation std, in 0..1 (model's own)
+    mode: str = "letterbox"  # "letterbox" keeps the whole picture; "squash" stretches to fit
+    interpolation: str = "bicubic"  # resampling filter for the resize
+
+    def __post_init__(self) -> None:
+        if self.mode not in RESIZE_MODES:
+            raise ConfigError(
+                f"Unknown preprocessing mode {self.mode!r}; use one of {', '.join(RESIZE_MODES)}."
+            )
+        if self.interpolation not in _RESAMPLE:
+            raise ConfigError(
+                f"Unknown interpolation {self.interpolation!r}; use one of {', '.join(_RESAMPLE)}."
+            )
+
+    @property
+    def fill(self) -> tuple[int, int, int]:
+        """Padding colour: the normalisation mean, so the pad is exactly zero after normalising."""
+        r, g, b = (round(c * 255) for c in self.mean)
+        return (r, g, b)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        import torch
+
+        return torch.from_numpy(self.to_array(image))
+
+    def to_array(self, image: Image.Image) -> np.ndarray:
+        """The same as calling, as a numpy array (3, H, W): cheap to send between processes."""
+        pixels = self.to_uint8(image).astype(np.float32) / 255.0
+        pixels = (pixels - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+    def to_uint8(self, image: Image.Image) -> np.ndarray:
+        """Letterboxed RGB pixels (H, W, 3) before normalisation: a compact form to cache."""
+        return np.asarray(self.fit(to_rgb(image, background=self.fill)), dtype=np.uint8)
+
+    def fit(self, image: Image.Image) -> Image.Image:
+        """Resize an RGB image to the model's input size without cropping anything."""
+        height, width = self.size
+        resample = _RESAMPLE[self.interpolation]
+        if self.mode == "squash":
+            return _resize(image, (width, height), resample)
+        scale = min(width / image.width, height / image.height)
+        inner = (
+            max(1, min(width, round(image.width * scale))),
+            max(1, min(height, round(image.height * scale))),
+        )
+        canvas = Image.new("RGB", (width, height), self.fill)
+        canvas.paste(
+            _resize(image, inner, resample), ((width - inner[0]) // 2, (height - inner[1]) // 2)
+        )
+        return canvas
+
+
+def _resize(image: Image.Image, size: tuple[int, int], resample: int) -> Image.Image:
+    if image.size == size:
+        return image
+    return image.resize(size, resample, reducing_gap=_REDUCING_GAP)
+
+
+def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """Any PIL mode -> RGB; transparent pixels are laid over `background` instead of going black."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, background)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if image.mode.startswith("I") or image.mode == "F":
+        return _high_depth_to_rgb(image)
+    return image.convert("RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float greyscale: Pillow's convert would clip them to near-white."""
+    values = np.asarray(image, dtype=np.float32)
+    if image.mode.startswith("I;16"):
+        values = values / 257.0
+    else:
+        low, high = float(values.min()), float(values.max())
+        if low < 0.0 or high > 255.0:
+            values = (values - low) * (255.0 / max(high - low, 1e-6))
+    grey = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
+    return grey.convert("RGB")

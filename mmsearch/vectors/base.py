@@ -1,0 +1,286 @@
+"""The small interface every vector backend implements (after txtai ``ann/base.py``).
+
+Ids are the catalog's item ids (int64). Vectors are float32 and, with metric "ip", expected to
+be L2-normalised so that inner product is cosine similarity. ``add`` is an upsert: an id that is
+already present is replaced, so replaying a batch after a crash never counts a vector twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from mmsearch.errors import ConfigError, MissingDependencyError, VectorIndexError
+from mmsearch.vectors import storage
+
+log = logging.getLogger(__name__)
+
+METRICS = ("ip",)
+"""Supported metrics. "ip" on L2-normalised vectors is cosine, which is what CLIP is trained for."""
+
+
+class VectorIndex(ABC):
+    """An id-addressed set of vectors searchable by inner product."""
+
+    kind: ClassVar[str]
+    """The factory key of the backend ("flat", "ivf", "hnsw", "torch")."""
+
+    exact: ClassVar[bool]
+    """Whether search returns the true top-k (used by tests and by ``auto``)."""
+
+    def __init__(self, dim: int, metric: str = "ip", *, encoder: str | None = None) -> None:
+        if not isinstance(dim, int | np.integer) or dim < 1:
+            raise ConfigError(f"Vector dimension must be a positive integer, got {dim!r}.")
+        if metric not in METRICS:
+            raise ConfigError(f"Unsupported metric {metric!r}; supported: {', '.join(METRICS)}.")
+        self.dim = int(dim)
+        self.metric = metric
+        self.encoder = encoder
+        self.created_at: str | None = None
+
+    # ----------------------------------------------------------------- public API
+    @property
+    @abstractmethod
+    def count(self) -> int:
+        """Number of live vectors."""
+
+    @abstractmethod
+    def ids(self) -> np.ndarray:
+        """All live ids (int64, any order); lets the engine diff the index against the catalog."""
+
+    @property
+    def factory(self) -> str:
+        """A short description of the structure (a FAISS factory string where one applies)."""
+        return self.kind
+
+    def options(self) -> dict[str, Any]:
+        """JSON-able constructor options, recorded in the sidecar."""
+        return {}
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert vectors under their catalog ids, replacing any that already exist."""
+        ids, vectors = _check_add(ids, vectors, self.dim)
+        if not len(ids):
+            return
+        present = self._contains(ids)
+        if present.any():
+            self._remove(ids[present])
+        self._add(ids, vectors)
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ids (unknown ids are ignored); returns how many were removed."""
+        ids = np.unique(_as_ids(ids))
+        if not len(ids) or not self.count:
+            return 0
+        present = self._contains(ids)
+        if not present.any():
+            return 0
+        self._remove(ids[present])
+        return int(present.sum())
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``k`` per query: ``(scores float32 (m, k), ids int64 (m, k))``, best first,
+        padded with id -1 and score -inf when fewer than ``k`` vectors exist."""
+        q = _as_queries(queries, self.dim)
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
+        if not self.count or not len(q):
+            return empty_result(len(q), k)
+        return self._search(q, k)
+
+    def save(self, path: str | os.PathLike[str], *, encoder: str | None = None) -> None:
+        """Write the index and its sidecar atomically (see ``mmsearch.vectors.storage``)."""
+        if encoder is not None:
+            self.encoder = encoder
+        generation = storage.new_generation()
+        arrays = self._state()
+        arrays["__generation__"] = np.array(generation)
+
+        def write(f) -> None:
+            np.savez(f, **arrays)
+
+        storage.atomic_write(path, write)
+        now = storage.now_iso()
+        self.created_at = self.created_at or now
+        storage.write_sidecar(
+            path,
+            {
+                "kind": self.kind,
+                "factory": self.factory,
+                "encoder": self.encoder,
+                "dim": self.dim,
+                "metric": self.metric,
+                "count": self.count,
+                "options": self.options(),
+                "generation": generation,
+                "created_at": self.created_at,
+                "updated_at": now,
+            },
+        )
+        log.debug("saved %s index with %d vectors to %s", self.kind, self.count, path)
+
+    @classmethod
+    def from_state(
+        cls, dim: int, metric: str, options: dict[str, Any], arrays: dict[str, np.ndarray]
+    ) -> VectorIndex:
+        """Rebuild an index from the arrays its ``_state`` wrote."""
+        index = cls(dim, metric, **options)
+        index._load_state(arrays)
+        return index
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.factory} dim={self.dim} count={self.count}>"
+
+    # --------------------------------------------------------- backend hooks
+    @abstractmethod
+    def _contains(self, ids: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of these (unique) ids are present."""
+
+    @abstractmethod
+    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add ids that are known to be new."""
+
+    @abstractmethod
+    def _remove(self, ids: np.ndarray) -> None:
+        """Remove ids that are known to be present."""
+
+    @abstractmethod
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Search a non-empty index."""
+
+    @abstractmethod
+    def _state(self) -> dict[str, np.ndarray]:
+        """Arrays that fully describe the index, for the container file."""
+
+    @abstractmethod
+    def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Inverse of ``_state``."""
+
+
+def read_container(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read an index container into memory, turning any failure into a VectorIndexError."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise VectorIndexError(
+            f"The vector index {p} is missing. Rebuild it from the catalog, or re-index."
+        ) from None
+    except Exception as exc:  # zip, npy and OS errors all mean the same thing here
+        raise VectorIndexError(
+            f"The vector index {p} is corrupt or unreadable ({exc}). Rebuild it from the catalog."
+        ) from exc
+
+
+def import_faiss():
+    """Import faiss lazily, so ``import mmsearch.vectors`` stays cheap."""
+    try:
+        import faiss
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "Vector search needs FAISS, which is not installed. Install it with: pip install faiss-cpu"
+        ) from exc
+    return faiss
+
+
+def pad_results(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise backend output: float32/int64, score -inf where id is -1, padded to ``k`` columns."""
+    ids = np.asarray(ids, dtype=np.int64)
+    scores = np.where(ids < 0, -np.inf, np.asarray(scores, dtype=np.float32)).astype(np.float32)
+    missing = k - ids.shape[1]
+    if missing > 0:
+        scores = np.pad(scores, ((0, 0), (0, missing)), constant_values=-np.inf)
+        ids = np.pad(ids, ((0, 0), (0, missing)), constant_values=-1)
+    return scores, ids
+
+
+def empty_result(m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The padded answer for queries against nothing."""
+    return np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
+
+
+class IdMap:
+    """Sorted id -> row lookup in two int64 arrays (16 bytes per id, no Python objects),
+    so a million-vector index does not carry a million-entry dict."""
+
+    def __init__(self, ids: np.ndarray | None = None, rows: np.ndarray | None = None) -> None:
+        ids = np.empty(0, np.int64) if ids is None else np.asarray(ids, np.int64)
+        rows = ids.copy() if rows is None else np.asarray(rows, np.int64)
+        order = np.argsort(ids, kind="stable")
+        self._ids, self._rows = ids[order], rows[order]
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def ids(self) -> np.ndarray:
+        return self._ids.copy()
+
+    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, rows); rows are meaningless where not found."""
+        if not len(self._ids):
+            return np.zeros(len(ids), bool), np.zeros(len(ids), np.int64)
+        pos = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
+        return self._ids[pos] == ids, self._rows[pos]
+
+    def insert(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        """Insert new (absent, unique) ids."""
+        order = np.argsort(ids, kind="stable")
+        ids, rows = ids[order], rows[order]
+        pos = np.searchsorted(self._ids, ids)
+        self._ids = np.insert(self._ids, pos, ids)
+        self._rows = np.insert(self._rows, pos, rows)
+
+    def delete(self, ids: np.ndarray) -> np.ndarray:
+        """Delete present ids; returns their rows."""
+        pos = np.searchsorted(self._ids, ids)
+        rows = self._rows[pos]
+        keep = np.ones(len(self._ids), bool)
+        keep[pos] = False
+        self._ids, self._rows = self._ids[keep], self._rows[keep]
+        return rows
+
+
+def _as_ids(ids: np.ndarray) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"ids must be integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_add(ids: np.ndarray, vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = _as_ids(ids)
+    vecs = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+    if vecs.ndim == 1 and vecs.size == 0:
+        vecs = vecs.reshape(0, dim)
+    if vecs.ndim != 2 or vecs.shape[1] != dim:
+        raise ValueError(f"vectors must have shape (n, {dim}), got {vecs.shape}")
+    if len(ids) != len(vecs):
+        raise ValueError(f"{len(ids)} ids for {len(vecs)} vectors")
+    if (ids < 0).any():
+        raise ValueError("ids must be non-negative (-1 marks padding in results)")
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("ids passed to add() must be unique")
+    if not np.isfinite(vecs).all():
+        raise ValueError("vectors contain NaN or infinity")
+    return ids, vecs
+
+
+def _as_queries(queries: np.ndarray, dim: int) -> np.ndarray:
+    q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise ValueError(f"queries must have shape (m, {dim}), got {q.shape}")
+    return q
