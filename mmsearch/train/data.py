@@ -24,9 +24,9 @@ from mmsearch.synth import Scene, random_caption, random_style, render_scene, sa
 class AugmentConfig:
     """How far renderings drift from the canonical drawing."""
 
-    min_side: int = 48  # shorter side of the rendered canvas, before letterboxing
+    min_side: int = 64  # shorter side of the rendered canvas, before letterboxing
     max_side: int = 192
-    max_aspect: float = 2.2  # widest landscape / tallest portrait ratio
+    max_aspect: float = 1.8  # widest landscape / tallest portrait ratio
     jpeg_prob: float = 0.5
     jpeg_quality: tuple[int, int] = (55, 95)
     blur_prob: float = 0.3

@@ -1,0 +1,132 @@
+"""Rich rendering for the CLI: the progress reporter, result tables and summaries."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from indexer.pipeline import IndexSummary
+
+    from mmsearch.results import CollectionStatus, SearchResult
+
+
+class RichProgress:
+    """The pipeline's ProgressReporter drawn as a rich bar with the file rate."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[cyan]{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._task = None
+
+    def start(self, total: int, description: str) -> None:
+        self._progress.start()
+        self._task = self._progress.add_task(description, total=total, rate="")
+
+    def advance(self, n: int = 1) -> None:
+        if self._task is None:
+            return
+        self._progress.advance(self._task, n)
+        task = self._progress.tasks[0]
+        if task.speed:
+            self._progress.update(self._task, rate=f"{task.speed:.1f} files/s")
+
+    def finish(self) -> None:
+        self._progress.stop()
+
+
+def timestamp(seconds: float) -> str:
+    """Seconds as HH:MM:SS, the form a person types into a player's seek box."""
+    s = int(round(seconds))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def span(hit: SearchResult) -> str:
+    if hit.start is None:
+        return ""
+    end = hit.end if hit.end is not None else hit.start
+    return f"{timestamp(hit.start)}–{timestamp(end)}"
+
+
+def results_table(hits: list[SearchResult], query: str) -> Table:
+    table = Table(title=f"Results for {query}", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("kind")
+    table.add_column("path", overflow="fold")
+    table.add_column("when")
+    show_text = any(h.text for h in hits)
+    if show_text:
+        table.add_column("passage", overflow="fold", max_width=60)
+    for h in hits:
+        row = [str(h.rank), f"{h.score:.3f}", h.kind, h.path, span(h)]
+        if show_text:
+            row.append((h.text or "")[:200])
+        table.add_row(*row)
+    return table
+
+
+def results_json_lines(hits: list[SearchResult]) -> str:
+    return "\n".join(json.dumps(h.to_dict()) for h in hits)
+
+
+def summary_table(summary: IndexSummary) -> Table:
+    table = Table(title="Indexing summary", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for label in ("new", "changed", "moved", "deleted", "unchanged"):
+        table.add_row(label, str(getattr(summary, label)))
+    table.add_row("skipped", str(len(summary.skipped)))
+    table.add_row("items added", str(summary.items_added))
+    rate = summary.files_per_second()
+    table.add_row("time", f"{summary.seconds:.1f} s" + (f" ({rate:.1f} files/s)" if rate else ""))
+    return table
+
+
+def skipped_table(summary: IndexSummary) -> Table:
+    table = Table(title="Skipped files", title_justify="left")
+    table.add_column("path", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    for s in summary.skipped:
+        table.add_row(s.path, s.reason)
+    return table
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def status_table(status: CollectionStatus) -> Table:
+    table = Table(title=f"mmsearch collection at {status.home}", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    table.add_row("model", f"{status.model} ({status.dim}-d)" if status.model else "none yet")
+    table.add_row("folders", "\n".join(f.path for f in status.folders) or "none")
+    table.add_row("files", ", ".join(f"{k}: {v}" for k, v in sorted(status.assets_by_kind.items())) or "0")
+    table.add_row("items", ", ".join(f"{k}: {v}" for k, v in sorted(status.items_by_kind.items())) or "0")
+    table.add_row("index", f"{status.index_kind} ({status.index_count} vectors)" if status.index_kind else "not built yet")
+    table.add_row("disk used", _size(status.disk_bytes))
+    return table

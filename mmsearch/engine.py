@@ -1,0 +1,290 @@
+"""The `Engine` facade: index folders and search them, for programs, the CLI and the HTTP API.
+
+    from mmsearch import Engine
+    with Engine(home="~/my-index", model="tiny") as engine:
+        engine.index(["~/photos"])
+        for hit in engine.search("a red car", k=5):
+            print(hit.rank, hit.score, hit.path)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mmsearch import paths
+from mmsearch.collection import Collection
+from mmsearch.errors import ConfigError, QueryError
+from mmsearch.results import CollectionStatus, FolderStatus, SearchResult
+
+if TYPE_CHECKING:
+    from indexer.pipeline import IndexOptions, IndexSummary, ProgressReporter
+    from PIL import Image
+
+    from mmsearch.models import Encoder
+    from mmsearch.vectors import VectorIndex
+
+log = logging.getLogger(__name__)
+
+# `--type` values are file kinds; each maps to the item kinds it produces.
+RESULT_TYPES = ("image", "video", "audio", "text")
+GROUP_GAP_S = 5.0  # hits of one file whose spans are this close are shown as one hit
+
+
+class Engine:
+    """One collection home and its encoder; opens lazily, safe to use as a context manager."""
+
+    def __init__(
+        self,
+        home: str | os.PathLike[str] | None = None,
+        model: str | None = None,
+        *,
+        device: str = "auto",
+        index_kind: str = "auto",
+        catalog_url: str | None = None,
+    ) -> None:
+        self.home = paths.data_home(home)
+        self.device = device
+        self.index_kind = index_kind
+        self._catalog_url = catalog_url
+        self._requested_model = model
+        self._collection: Collection | None = None
+        self._encoder: Encoder | None = None
+        self._index: VectorIndex | None = None
+        self._index_state: tuple[int, int] | None = None  # (item count, max id) the index mirrors
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the catalog connection; the engine can be reopened by using it again."""
+        if self._collection is not None:
+            self._collection.close()
+        self._collection, self._index, self._index_state = None, None, None
+
+    def _open(self, create: bool) -> Collection:
+        if self._collection is None:
+            self._collection = Collection(self.home, create=create, catalog_url=self._catalog_url)
+        return self._collection
+
+    @property
+    def model_name(self) -> str:
+        """The encoder this engine uses: the one asked for, else the collection's, else the default."""
+        from mmsearch.models import DEFAULT_MODEL, resolve
+
+        bound = self._bound_model()
+        if self._requested_model is None:
+            return bound or DEFAULT_MODEL
+        name = resolve(self._requested_model).name
+        if bound is not None:
+            self._open(create=True).check_encoder(name)
+        return name
+
+    def _bound_model(self) -> str | None:
+        exists = self._catalog_url is not None or (self.home / "catalog.db").exists()
+        return self._open(create=False).encoder_name() if exists else None
+
+    @property
+    def encoder(self) -> Encoder:
+        """The collection's encoder, loaded on first use (so `status` never loads a model)."""
+        if self._encoder is None:
+            from mmsearch.models import load_encoder
+
+            self._encoder = load_encoder(self.model_name, device=self.device)
+        return self._encoder
+
+    # ------------------------------------------------------------------ write path
+
+    def index(
+        self,
+        folders: Iterable[str | os.PathLike[str]],
+        *,
+        options: IndexOptions | None = None,
+        progress: ProgressReporter | None = None,
+    ) -> IndexSummary:
+        """Index (or re-index incrementally) folders or files; returns what changed and what was skipped."""
+        from indexer.pipeline import IndexOptions, run_index
+
+        roots = [Path(p).expanduser() for p in folders]
+        if not roots:
+            raise ConfigError("Nothing to index: give at least one folder or file.")
+        for root in roots:
+            if not root.exists():
+                raise ConfigError(f"Cannot index {root}: no such file or folder.")
+        encoder = self.encoder  # checks the model against the collection before any work
+        collection = self._open(create=True)
+        summary = run_index(collection, encoder, roots, options or IndexOptions(), progress)
+        self._index, self._index_state = None, None
+        return summary
+
+    def rebuild(self, kind: str | None = None) -> int:
+        """Rebuild the vector index from the catalog's stored vectors; returns the vector count."""
+        index = self._open(create=False).rebuild_index(kind or self.index_kind)
+        self._index, self._index_state = None, None
+        return index.count
+
+    # ------------------------------------------------------------------ read path
+
+    def _current_index(self) -> VectorIndex:
+        """The index level with the catalog's committed state (re-synced when the catalog moved)."""
+        collection = self._open(create=False)
+        state = _catalog_state(collection)
+        if self._index is None:
+            self._index = collection.open_index(self.index_kind)
+        elif state != self._index_state:
+            collection.sync_index(self._index)
+        self._index_state = state
+        return self._index
+
+    def embed_query(
+        self, text: str | None = None, image: str | os.PathLike[str] | Image.Image | None = None
+    ) -> np.ndarray:
+        """The query vector: a sentence through the text tower, or a picture through the image tower."""
+        if (text is None) == (image is None):
+            raise QueryError("Give either a text query or a query image (--image PATH), not both or neither.")
+        if text is not None:
+            if not text.strip():
+                raise QueryError("The query is empty: type what you are looking for, e.g. \"a red car\".")
+            return self.encoder.encode_texts([text.strip()])[0]
+        return self.encoder.encode_images([_load_query_image(image)])[0]
+
+    def search(
+        self,
+        query: str | None = None,
+        k: int = 10,
+        *,
+        image: str | os.PathLike[str] | Image.Image | None = None,
+        types: Sequence[str] | None = None,
+        group: bool = True,
+    ) -> list[SearchResult]:
+        """Top-k results for a text or image query, optionally only some file types, video hits grouped."""
+        if k < 1:
+            raise QueryError(f"k must be at least 1, not {k}.")
+        wanted = _check_types(types)
+        self._check_model()
+        vector = self.embed_query(query, image)
+        index = self._current_index()
+        collection = self._open(create=False)
+        fetch = k if not (wanted or group) else max(4 * k, 50)
+        while True:
+            scores, ids = index.search(vector[None, :], min(fetch, max(index.count, 1)))
+            hits = _resolve(collection, scores[0], ids[0], wanted)
+            if group:
+                hits = _group_adjacent(hits)
+            if len(hits) >= k or fetch >= index.count:
+                break
+            fetch *= 4
+        return [_with_rank(h, rank) for rank, h in enumerate(hits[:k], start=1)]
+
+    def _check_model(self) -> None:
+        collection = self._open(create=False)
+        if collection.encoder_name() is None:
+            raise ConfigError(f"The collection at {self.home} is empty: index a folder first (mmsearch index PATH).")
+        _ = self.model_name  # raises EncoderMismatchError for another model
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> CollectionStatus:
+        """Model, folders, counts by kind, index type and disk use, without loading any model."""
+        collection = self._open(create=False)
+        info = collection.catalog.encoder()
+        sidecar = collection.index_info() or {}
+        return CollectionStatus(
+            home=str(self.home),
+            model=info.name if info else None,
+            dim=info.dim if info else None,
+            folders=[FolderStatus(f.path, f.added_at) for f in collection.catalog.list_folders()],
+            assets_by_kind=collection.catalog.asset_counts(),
+            items_by_kind=collection.catalog.item_counts(),
+            index_kind=sidecar.get("kind"),
+            index_count=sidecar.get("count"),
+            disk_bytes=collection.disk_bytes(),
+        )
+
+
+def _catalog_state(collection: Collection) -> tuple[int, int]:
+    """(item count, max item id): changes on every commit, since ids are never reused."""
+    return int(sum(collection.catalog.item_counts().values())), collection.catalog.max_item_id()
+
+
+def _check_types(types: Sequence[str] | None) -> set[str] | None:
+    if not types:
+        return None
+    bad = [t for t in types if t not in RESULT_TYPES]
+    if bad:
+        raise QueryError(f"Unknown result type {', '.join(bad)}; choose from {', '.join(RESULT_TYPES)}.")
+    return set(types)
+
+
+def _load_query_image(image: Any) -> Image.Image:
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    from indexer.sources.image import read_image
+    from mmsearch.errors import DecodeError
+
+    try:
+        return read_image(Path(image)).items[0].image
+    except DecodeError as exc:
+        raise QueryError(f"Cannot use {image} as a query image: {exc}") from exc
+
+
+def _resolve(collection: Collection, scores: np.ndarray, ids: np.ndarray, wanted: set[str] | None) -> list[SearchResult]:
+    """Catalog rows for the hits, in score order; ids the catalog no longer has are dropped."""
+    keep = ids >= 0
+    records = {r.id: r for r in collection.catalog.items_by_ids(ids[keep].tolist())}
+    hits = []
+    for score, item_id in zip(scores[keep], ids[keep]):
+        rec = records.get(int(item_id))
+        if rec is None or (wanted and rec.asset_kind not in wanted):
+            continue
+        hits.append(
+            SearchResult(
+                rank=0, score=float(score), path=rec.path, kind=rec.kind, asset_kind=rec.asset_kind,
+                item_id=rec.id, start=rec.start_s, end=rec.end_s, text=rec.text,
+            )
+        )
+    return hits
+
+
+def _group_adjacent(hits: list[SearchResult]) -> list[SearchResult]:
+    """Merge hits of one file whose time spans touch, keeping the best score and the union span."""
+    out: list[SearchResult] = []
+    for hit in hits:
+        if hit.start is None:
+            out.append(hit)
+            continue
+        for i, kept in enumerate(out):
+            if kept.path == hit.path and kept.kind == hit.kind and kept.start is not None and _near(kept, hit):
+                ids = kept.extra.get("item_ids", [kept.item_id]) + [hit.item_id]
+                out[i] = SearchResult(
+                    rank=0, score=kept.score, path=kept.path, kind=kept.kind, asset_kind=kept.asset_kind,
+                    item_id=kept.item_id, start=min(kept.start, hit.start), end=max(kept.end or 0, hit.end or 0),
+                    text=kept.text, extra={"item_ids": ids},
+                )
+                break
+        else:
+            out.append(hit)
+    return out
+
+
+def _near(a: SearchResult, b: SearchResult) -> bool:
+    a_end, b_end = a.end if a.end is not None else a.start, b.end if b.end is not None else b.start
+    return b.start <= a_end + GROUP_GAP_S and a.start <= b_end + GROUP_GAP_S
+
+
+def _with_rank(hit: SearchResult, rank: int) -> SearchResult:
+    from dataclasses import replace
+
+    return replace(hit, rank=rank)

@@ -1,0 +1,120 @@
+"""End to end through the CLI (in-process, CliRunner) on real rendered photos with the bundled `tiny`."""
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from mmsearch.cli import app
+from mmsearch.synth.media import write_photo_folder
+
+runner = CliRunner()
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    photos = write_photo_folder(root / "photos", 80, seed=3)
+    home = root / "home"
+    result = cli("index", photos, "--home", home, "--model", "tiny", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    captions = {json.loads(line)["path"]: json.loads(line) for line in (photos / "captions.jsonl").read_text().splitlines()}
+    return photos, home, captions
+
+
+def query_json(home, *args):
+    result = cli("query", *args, "--home", home, "--json")
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.output.splitlines() if line.strip()]
+
+
+def has(labels, colour, shape):
+    return any(o["colour"] == colour and o["shape"] == shape for o in labels["objects"])
+
+
+def test_index_prints_a_summary_and_query_prints_a_ranked_table(indexed):
+    photos, home, _ = indexed
+    result = cli("query", "a red circle", "--home", home, "-k", "3")
+    assert result.exit_code == 0, result.output
+    assert "Results for" in result.output and "shapes_003_" in result.output
+
+
+def test_json_lines_have_the_documented_fields(indexed):
+    _, home, _ = indexed
+    hits = query_json(home, "a blue square", "-k", "4")
+    assert len(hits) == 4
+    for rank, hit in enumerate(hits, start=1):
+        assert {"path", "score", "kind", "item_id", "rank"} <= hit.keys()
+        assert hit["rank"] == rank and hit["kind"] == "image"
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+@pytest.mark.parametrize("colour,shape", [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "star")])
+def test_text_queries_find_the_right_photos(indexed, colour, shape):
+    photos, home, captions = indexed
+    relevant = [p for p, row in captions.items() if has(row["labels"], colour, shape)]
+    k = min(5, len(relevant))
+    assert k >= 2, "the rendered folder should hold a few of each"
+    from mmsearch.synth import vocab
+
+    hits = query_json(home, f"{vocab.article(colour)} {colour} {shape}", "-k", str(k))
+    good = sum(has(captions[h["path"].rsplit("/", 1)[-1]]["labels"], colour, shape) for h in hits)
+    assert good / k >= 0.8, (colour, shape, [h["path"] for h in hits])
+
+
+def test_image_query_finds_the_same_photo_first(indexed):
+    photos, home, _ = indexed
+    probe = sorted(photos.glob("*.jpg"))[5]
+    hits = query_json(home, "--image", probe, "-k", "3")
+    assert hits[0]["path"] == str(probe.resolve())
+
+
+def test_status_reports_model_counts_and_index(indexed):
+    _, home, _ = indexed
+    result = cli("status", "--home", home, "--json")
+    assert result.exit_code == 0, result.output
+    st = json.loads(result.output)
+    assert st["model"] == "tiny" and st["assets_by_kind"] == {"image": 80}
+    assert st["items_by_kind"] == {"image": 80} and st["index_count"] == 80 and st["disk_bytes"] > 0
+    table = cli("status", "--home", home)
+    assert "tiny" in table.output and "image: 80" in table.output
+
+
+def test_another_model_is_refused_with_a_clear_message(indexed):
+    photos, home, _ = indexed
+    result = cli("query", "a red circle", "--home", home, "--model", "mmsearch-tiny/random")
+    assert result.exit_code == 5
+    assert "tiny" in result.output and "--home" in result.output
+
+
+def test_empty_query_and_missing_home_are_explained(indexed, tmp_path):
+    _, home, _ = indexed
+    result = cli("query", "   ", "--home", home)
+    assert result.exit_code == 2 and "empty" in result.output
+    result = cli("query", "a red circle", "--home", tmp_path / "nowhere")
+    assert result.exit_code == 2 and "mmsearch index" in result.output
+
+
+def test_incremental_add_move_delete_through_the_cli(tmp_path):
+    photos = write_photo_folder(tmp_path / "photos", 10, seed=4)
+    home = tmp_path / "home"
+    assert cli("index", photos, "--home", home, "--model", "tiny", "--workers", "1").exit_code == 0
+    extra = write_photo_folder(tmp_path / "more", 1, seed=5)
+    new_file = next(extra.glob("*.png"))
+    shutil.copy(new_file, photos / "added.png")
+    (photos / "shapes_004_00001.jpg").rename(photos / "renamed.jpg")
+    (photos / "shapes_004_00002.jpg").unlink()
+    result = cli("index", photos, "--home", home, "--json", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert (summary["new"], summary["moved"], summary["deleted"]) == (1, 1, 1)
+    paths = {h["path"] for h in query_json(home, "a shape", "-k", "50")}
+    assert str((photos / "renamed.jpg").resolve()) in paths
+    assert str((photos / "added.png").resolve()) in paths
+    assert not any(p.endswith("shapes_004_00002.jpg") for p in paths)
