@@ -28,7 +28,7 @@ POSITION_ANCHORS: dict[str, tuple[float, float]] = {
     "center": (0.5, 0.5),
 }
 # Object diameter as a fraction of the image's shorter side.
-SIZE_FRACTIONS: dict[str, tuple[float, float]] = {"small": (0.14, 0.2), "large": (0.32, 0.4)}
+SIZE_FRACTIONS: dict[str, tuple[float, float]] = {"small": (0.18, 0.24), "large": (0.36, 0.44)}
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 
