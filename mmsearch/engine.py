@@ -11,22 +11,26 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mmsearch import paths
+from mmsearch.catalog import PASSAGE_KINDS
 from mmsearch.collection import Collection
-from mmsearch.errors import ConfigError, QueryError
+from mmsearch.errors import ConfigError, MissingDependencyError, QueryError
+from mmsearch.query.fusion import Fused, Ranking, reciprocal_rank_fusion
 from mmsearch.results import CollectionStatus, FolderStatus, SearchResult
 
 if TYPE_CHECKING:
-    from indexer.pipeline import IndexOptions, IndexSummary, ProgressReporter
     from PIL import Image
 
+    from indexer.pipeline import IndexOptions, IndexSummary, ProgressReporter
+    from mmsearch.catalog import ItemRecord
     from mmsearch.models import Encoder
+    from mmsearch.textsearch import TextEncoder
     from mmsearch.vectors import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,10 @@ log = logging.getLogger(__name__)
 # `--type` values are file kinds; each maps to the item kinds it produces.
 RESULT_TYPES = ("image", "video", "audio", "text")
 GROUP_GAP_S = 5.0  # hits of one file whose spans are this close are shown as one hit
+PASSAGE_FILE_KINDS = frozenset({"video", "audio", "text"})  # file kinds that can hold passages
+TEXT_MODEL_OFF = "none"  # `text_model` value that turns the sentence model off (CLIP + keywords)
+FUSION_WEIGHTS = {"clip": 1.0, "text": 1.0, "keyword": 1.0}
+"""RRF weight of each ranker for text queries; equal, as in plain RRF, until evaluation says otherwise."""
 
 
 class Engine:
@@ -47,6 +55,7 @@ class Engine:
         device: str = "auto",
         index_kind: str = "auto",
         catalog_url: str | None = None,
+        text_model: str | os.PathLike[str] | None = None,
     ) -> None:
         self.home = paths.data_home(home)
         self.device = device
@@ -57,6 +66,12 @@ class Engine:
         self._encoder: Encoder | None = None
         self._index: VectorIndex | None = None
         self._index_state: tuple[int, int] | None = None  # (item count, max id) the index mirrors
+        # Passage matching: None = the bundled MiniLM if installed, TEXT_MODEL_OFF, or a folder.
+        self._text_model = text_model
+        self._text_encoder: TextEncoder | None = None
+        self._text_index: VectorIndex | None = None
+        self._text_state: tuple[int, int] | None = None
+        self.fusion_weights = dict(FUSION_WEIGHTS)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -71,6 +86,7 @@ class Engine:
         if self._collection is not None:
             self._collection.close()
         self._collection, self._index, self._index_state = None, None, None
+        self._text_index, self._text_state = None, None
 
     def _open(self, create: bool) -> Collection:
         if self._collection is None:
@@ -125,6 +141,8 @@ class Engine:
         collection = self._open(create=True)
         summary = run_index(collection, encoder, roots, options or IndexOptions(), progress)
         self._index, self._index_state = None, None
+        self._text_state = None
+        self._current_text_index()  # embed new passages now rather than at the first query
         return summary
 
     def rebuild(self, kind: str | None = None) -> int:
@@ -175,16 +193,109 @@ class Engine:
         vector = self.embed_query(query, image)
         index = self._current_index()
         collection = self._open(create=False)
-        fetch = k if not (wanted or group) else max(4 * k, 50)
+        fuse = query is not None and self._wants_fusion(collection, wanted)
+        fetch = k if not (wanted or group or fuse) else max(4 * k, 50)
+        if fuse:
+            retrieve = self._fused_retriever(query, vector, index, wanted)
+        else:
+
+            def retrieve(n: int) -> list[SearchResult]:
+                scores, ids = index.search(vector[None, :], min(n, max(index.count, 1)))
+                return _resolve(collection, scores[0], ids[0], wanted)
+
         while True:
-            scores, ids = index.search(vector[None, :], min(fetch, max(index.count, 1)))
-            hits = _resolve(collection, scores[0], ids[0], wanted)
+            hits = retrieve(fetch)
             if group:
                 hits = _group_adjacent(hits)
             if len(hits) >= k or fetch >= index.count:
                 break
             fetch *= 4
         return [_with_rank(h, rank) for rank, h in enumerate(hits[:k], start=1)]
+
+    # ------------------------------------------------------------------ passages: text model + keywords
+
+    def _wants_fusion(self, collection: Collection, wanted: set[str] | None) -> bool:
+        """Text queries over a collection with passages fuse CLIP, sentence-model and keyword ranks."""
+        if wanted is not None and not wanted & PASSAGE_FILE_KINDS:
+            return False
+        return collection.catalog.passage_count() > 0
+
+    @property
+    def text_encoder(self) -> TextEncoder | None:
+        """The sentence model for passages (not loaded until used), or None when turned off."""
+        if self._text_model is not None and str(self._text_model).lower() == TEXT_MODEL_OFF:
+            return None
+        if self._text_encoder is None:
+            from mmsearch.textsearch import TextEncoder
+
+            self._text_encoder = TextEncoder(self._text_model, device=self.device)
+        return self._text_encoder
+
+    def _text_off(self, exc: MissingDependencyError) -> None:
+        """Without the optional text extra, run on CLIP and keywords, and say so once.
+
+        A text model the user named is required, not optional: that error propagates.
+        """
+        if self._text_model is not None:
+            raise exc
+        log.warning("passage matching with a sentence model is off: %s", exc)
+        self._text_model = TEXT_MODEL_OFF
+
+    def _current_text_index(self) -> VectorIndex | None:
+        """The passage index level with the catalog; None without passages or a text model."""
+        from mmsearch.textsearch import sync_text_index
+
+        collection = self._open(create=False)
+        state = _catalog_state(collection)
+        if state == self._text_state:
+            return self._text_index
+        encoder = self.text_encoder
+        if encoder is None:
+            return None
+        try:
+            self._text_index = sync_text_index(collection, encoder, self._text_index)
+        except MissingDependencyError as exc:
+            self._text_off(exc)
+            return None
+        self._text_state = state
+        return self._text_index
+
+    def _embed_text_query(self, query: str) -> np.ndarray | None:
+        encoder = self.text_encoder
+        if encoder is None:
+            return None
+        try:
+            return encoder.encode([query.strip()])[0]
+        except MissingDependencyError as exc:
+            self._text_off(exc)
+            return None
+
+    def _fused_retriever(
+        self, query: str, vector: np.ndarray, index: VectorIndex, wanted: set[str] | None
+    ) -> Callable[[int], list[SearchResult]]:
+        """A function n -> fused hits from the top n of each ranker (see `_fuse` for the rules)."""
+        from mmsearch.textsearch import search_text_index
+
+        collection = self._open(create=False)
+        text_index = self._current_text_index()
+        text_vector = self._embed_text_query(query) if text_index is not None else None
+
+        def retrieve(n: int) -> list[SearchResult]:
+            scores, ids = index.search(vector[None, :], min(n, max(index.count, 1)))
+            keep = ids[0] >= 0
+            lists = {"clip": (ids[0][keep], scores[0][keep])}
+            if text_vector is not None:
+                t_scores, t_ids = search_text_index(text_index, text_vector, n)
+                lists["text"] = (t_ids, t_scores)
+            if collection.catalog.has_keyword_index:
+                found = collection.catalog.keyword_search(query.strip(), n)
+                lists["keyword"] = (
+                    np.array([i for i, _ in found], np.int64),
+                    np.array([s for _, s in found], np.float32),
+                )
+            return _fuse(collection, lists, wanted, self.fusion_weights)
+
+        return retrieve
 
     def _check_model(self) -> None:
         collection = self._open(create=False)
@@ -258,6 +369,79 @@ def _resolve(collection: Collection, scores: np.ndarray, ids: np.ndarray, wanted
     return hits
 
 
+def _fuse(
+    collection: Collection,
+    lists: dict[str, tuple[np.ndarray, np.ndarray]],
+    wanted: set[str] | None,
+    weights: dict[str, float],
+) -> list[SearchResult]:
+    """Fuse the rankers' top lists by reciprocal rank (`mmsearch.query.fusion`), best first.
+
+    Rankers: "clip" (every item), "text" (sentence-model cosine, passages) and "keyword" (FTS5
+    bm25, passages). CLIP's list is split by modality before fusing: CLIP puts a text query much
+    nearer to any passage than to any picture (the modality gap), so a single CLIP list would
+    rank every passage above every photo whatever they show. Photos and keyframes are ranked
+    among themselves by CLIP (their order is CLIP's), passages by CLIP, the sentence model and
+    keywords; each item's score is the weighted mean of 1/(60 + rank) over the rankers that can
+    judge it, scaled to (0, 1]. So a photo first for CLIP and a passage first for all three score
+    1.0 alike, and passages that only one ranker likes sink. A passage a ranker did not return
+    counts 0 there (the keyword list holds only passages sharing a content word with the query);
+    a ranker that returned nothing at all abstains.
+
+    ``score`` is that fused score. ``extra`` holds the evidence: ``clip``, ``text`` (cosines) and
+    ``keyword`` (bm25, higher is better) for the lists that returned the item, and their ranks
+    (``ranks``, 1-based, among items of the same modality for ``clip``).
+    """
+    every = np.unique(np.concatenate([ids for ids, _ in lists.values()]))
+    records = {r.id: r for r in collection.catalog.items_by_ids(every.tolist())}
+    is_passage = {i: r.kind in PASSAGE_KINDS for i, r in records.items()}
+    rankings: dict[str, Ranking] = {}
+    names = {"clip:visual": "clip", "clip:passage": "clip"}
+    for name, (ids, scores) in lists.items():
+        known = [j for j, i in enumerate(ids.tolist()) if i in records]
+        if name == "clip":
+            for part, passage in (("clip:visual", False), ("clip:passage", True)):
+                sel = [j for j in known if is_passage[int(ids[j])] == passage]
+                rankings[part] = Ranking(ids[sel].tolist(), scores[sel].tolist())
+        else:
+            rankings[name] = Ranking(ids[known].tolist(), scores[known].tolist())
+            names[name] = name
+    # A ranker that found nothing (no shared words) abstains rather than judging every passage 0.
+    passage_judges = ["clip:passage"] + [
+        n for n in ("text", "keyword") if n in lists and len(lists[n][0])
+    ]
+
+    def covers(item_id: int) -> list[str]:
+        if not is_passage[item_id]:
+            return ["clip:visual"]
+        return passage_judges if records[item_id].text else ["clip:passage"]
+
+    fused = reciprocal_rank_fusion(
+        rankings, weights={n: weights.get(names[n], 1.0) for n in rankings}, covers=covers
+    )
+    evidence: dict[str, dict[int, float]] = {}
+    for n, r in rankings.items():
+        evidence.setdefault(names[n], {}).update(zip(r.ids, r.scores or ()))
+    return [
+        _fused_result(f, records[f.id], evidence, names)
+        for f in fused
+        if not (wanted and records[f.id].asset_kind not in wanted)
+    ]
+
+
+def _fused_result(
+    fused: Fused, rec: ItemRecord, evidence: dict[str, dict[int, float]], names: dict[str, str]
+) -> SearchResult:
+    extra: dict[str, Any] = {"fusion": "rrf", "ranks": {names[n]: r for n, r in fused.ranks.items()}}
+    for source, scores in evidence.items():
+        if fused.id in scores:
+            extra[source] = float(scores[fused.id])
+    return SearchResult(
+        rank=0, score=float(fused.score), path=rec.path, kind=rec.kind, asset_kind=rec.asset_kind,
+        item_id=rec.id, start=rec.start_s, end=rec.end_s, text=rec.text, extra=extra,
+    )
+
+
 def _group_adjacent(hits: list[SearchResult]) -> list[SearchResult]:
     """Merge hits of one file whose time spans touch, keeping the best score and the union span."""
     out: list[SearchResult] = []
@@ -271,7 +455,7 @@ def _group_adjacent(hits: list[SearchResult]) -> list[SearchResult]:
                 out[i] = SearchResult(
                     rank=0, score=kept.score, path=kept.path, kind=kept.kind, asset_kind=kept.asset_kind,
                     item_id=kept.item_id, start=min(kept.start, hit.start), end=max(kept.end or 0, hit.end or 0),
-                    text=kept.text, extra={"item_ids": ids},
+                    text=kept.text, extra={**kept.extra, "item_ids": ids},
                 )
                 break
         else:

@@ -1,7 +1,7 @@
 """The catalog: SQLAlchemy schema, step-by-step migrations, and the ``Catalog`` store."""
 
 from mmsearch.catalog.migrations import MIGRATIONS, ensure_schema
-from mmsearch.catalog.schema import ASSET_KINDS, ITEM_KINDS, SCHEMA_VERSION
+from mmsearch.catalog.schema import ASSET_KINDS, ITEM_KINDS, PASSAGE_KINDS, SCHEMA_VERSION
 from mmsearch.catalog.store import (
     AssetInfo,
     AssetState,
@@ -17,6 +17,7 @@ __all__ = [
     "ASSET_KINDS",
     "ITEM_KINDS",
     "MIGRATIONS",
+    "PASSAGE_KINDS",
     "SCHEMA_VERSION",
     "AssetInfo",
     "AssetState",

@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 
 from mmsearch.catalog.db import writer
-from mmsearch.catalog.schema import SCHEMA_VERSION, Base, Meta
+from mmsearch.catalog.schema import SCHEMA_VERSION, Base, Meta, create_keyword_index
 from mmsearch.errors import CatalogError
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,14 @@ def _v1_to_v2(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE assets ADD COLUMN transcript_backend VARCHAR(64)"))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v1_to_v2}
+def _v2_to_v3(conn: Connection) -> None:
+    """v3 adds the FTS5 keyword index over item text (filled from the existing items) and an
+    index on ``items.kind``, so finding passages never scans the vector-laden items table."""
+    conn.execute(text("CREATE INDEX ix_items_kind ON items (kind)"))
+    create_keyword_index(conn, backfill=True)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v1_to_v2, 3: _v2_to_v3}
 """``MIGRATIONS[v]`` upgrades a database from version ``v - 1`` to ``v``."""
 
 
@@ -116,6 +123,7 @@ def _refuse_newer(engine: Engine, version: int) -> None:
 
 def _create_current(conn: Connection) -> None:
     Base.metadata.create_all(conn)
+    create_keyword_index(conn, backfill=False)
     _write_meta(conn, VERSION_KEY, str(SCHEMA_VERSION))
     _write_meta(conn, "created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     log.info("created catalog schema version %d at %r", SCHEMA_VERSION, conn.engine.url)

@@ -5,20 +5,38 @@ precision, and the scanner compares for equality); ``added_at`` and ``indexed_at
 seconds; ``taken_at`` is the camera's naive wall-clock time from EXIF, which rarely records a
 time zone. Vectors are
 stored as little-endian float32 bytes so the ANN index can be rebuilt without re-encoding.
+
+v3 adds ``items_fts``, an SQLite FTS5 index over ``items.text`` for keyword search (see
+`create_keyword_index`). It is SQLite-only: other databases get no keyword table, and keyword
+search there returns nothing (semantic search is unaffected).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 2
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3
 """Bump with a step in ``migrations.MIGRATIONS`` whenever these tables change."""
 
 ASSET_KINDS = ("image", "video", "audio", "text")
 ITEM_KINDS = ("image", "keyframe", "transcript", "text")
+PASSAGE_KINDS = ("transcript", "text")  # items with a passage: text-model and keyword matched
 
 # SQLite only gives AUTOINCREMENT (never reissue an id) to an INTEGER PRIMARY KEY column.
 _ItemId = BigInteger().with_variant(Integer(), "sqlite")
@@ -85,7 +103,7 @@ class Item(Base):
 
     id: Mapped[int] = mapped_column(_ItemId, primary_key=True, autoincrement=True)
     asset_id: Mapped[int] = mapped_column(ForeignKey("assets.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # v3: passage lookups by kind
     start_s: Mapped[float | None] = mapped_column(Float)
     end_s: Mapped[float | None] = mapped_column(Float)
     text: Mapped[str | None] = mapped_column(Text)
@@ -93,3 +111,47 @@ class Item(Base):
     thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     asset: Mapped[Asset] = relationship(back_populates="items")
+
+
+KEYWORD_TABLE = "items_fts"
+"""The FTS5 table over ``items.text`` (v3)."""
+
+# External content (content='items'): the text is stored once, in items; FTS5 keeps only its
+# inverted index. The triggers update it in the same transaction as every item write, so keyword
+# search sees exactly the committed items. They run for every item, including the NULL text of
+# images (FTS5 indexes nothing for NULL), so the index matches what 'rebuild' would produce.
+# The porter stemmer over unicode61 matches "circles" to "circle"; exact words match as well.
+_KEYWORD_DDL = (
+    f"""CREATE VIRTUAL TABLE {KEYWORD_TABLE} USING fts5(
+        text, content='items', content_rowid='id',
+        tokenize='porter unicode61 remove_diacritics 2')""",
+    f"""CREATE TRIGGER items_fts_insert AFTER INSERT ON items BEGIN
+        INSERT INTO {KEYWORD_TABLE}(rowid, text) VALUES (new.id, new.text);
+    END""",
+    f"""CREATE TRIGGER items_fts_delete AFTER DELETE ON items BEGIN
+        INSERT INTO {KEYWORD_TABLE}({KEYWORD_TABLE}, rowid, text) VALUES ('delete', old.id, old.text);
+    END""",
+    f"""CREATE TRIGGER items_fts_update AFTER UPDATE OF id, text ON items BEGIN
+        INSERT INTO {KEYWORD_TABLE}({KEYWORD_TABLE}, rowid, text) VALUES ('delete', old.id, old.text);
+        INSERT INTO {KEYWORD_TABLE}(rowid, text) VALUES (new.id, new.text);
+    END""",
+)
+
+
+def keyword_index_supported(conn: Connection) -> bool:
+    """FTS5 needs SQLite built with it (every CPython build we know of is); other databases skip."""
+    if conn.dialect.name != "sqlite":
+        return False
+    return bool(conn.exec_driver_sql("SELECT sqlite_compileoption_used('ENABLE_FTS5')").scalar())
+
+
+def create_keyword_index(conn: Connection, *, backfill: bool) -> bool:
+    """Create the FTS5 table and its triggers (and index existing items); False where unsupported."""
+    if not keyword_index_supported(conn):
+        log.info("no keyword index on %s: it needs SQLite with FTS5", conn.dialect.name)
+        return False
+    for statement in _KEYWORD_DDL:
+        conn.exec_driver_sql(statement)
+    if backfill:
+        conn.exec_driver_sql(f"INSERT INTO {KEYWORD_TABLE}({KEYWORD_TABLE}) VALUES ('rebuild')")
+    return True

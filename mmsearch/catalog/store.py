@@ -17,12 +17,22 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, bindparam, delete, func, inspect, select, text
 from sqlalchemy.orm import sessionmaker
 
 from mmsearch.catalog.db import make_engine, writer
+from mmsearch.catalog.keyword import fts_match_expression
 from mmsearch.catalog.migrations import ensure_schema
-from mmsearch.catalog.schema import ASSET_KINDS, ITEM_KINDS, Asset, Folder, Item, Meta
+from mmsearch.catalog.schema import (
+    ASSET_KINDS,
+    ITEM_KINDS,
+    KEYWORD_TABLE,
+    PASSAGE_KINDS,
+    Asset,
+    Folder,
+    Item,
+    Meta,
+)
 from mmsearch.errors import CatalogError, EncoderMismatchError
 
 log = logging.getLogger(__name__)
@@ -131,6 +141,7 @@ class Catalog:
             raise
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(writer(self.engine), expire_on_commit=False)
+        self.has_keyword_index = KEYWORD_TABLE in inspect(self.engine).get_table_names()
 
     @classmethod
     def open(cls, target: str | os.PathLike[str]) -> Catalog:
@@ -387,6 +398,56 @@ class Catalog:
                     thumb = row[5] if with_thumbnails else None
                     by_id[row[0]] = ItemRecord(row[0], row[1], row[2], row[3], row[4], asset, thumb)
         return [by_id[i] for i in wanted if i in by_id]
+
+    # ------------------------------------------------------------- passages
+    def passage_ids(self) -> np.ndarray:
+        """Sorted ids of items with text to match (transcript windows, text chunks)."""
+        with self._read() as s:
+            query = (
+                select(Item.id)
+                .where(Item.kind.in_(PASSAGE_KINDS), Item.text.is_not(None), Item.text != "")
+                .order_by(Item.id)
+            )
+            return np.fromiter(s.scalars(query), dtype=np.int64)
+
+    def passage_count(self) -> int:
+        """How many passage items there are (an index lookup), so callers can skip text models at 0."""
+        with self._read() as s:
+            return s.scalar(
+                select(func.count()).select_from(Item).where(Item.kind.in_(PASSAGE_KINDS))
+            )
+
+    def texts_for(self, ids: Iterable[int]) -> list[tuple[int, str]]:
+        """``(id, text)`` in the order asked, for ids that still exist and have text."""
+        wanted = [int(i) for i in ids]
+        found: dict[int, str] = {}
+        with self._read() as s:
+            for chunk in _chunks(sorted(set(wanted))):
+                rows = s.execute(
+                    select(Item.id, Item.text).where(Item.id.in_(chunk), Item.text.is_not(None))
+                )
+                found.update((item_id, body) for item_id, body in rows)
+        return [(i, found[i]) for i in wanted if i in found]
+
+    def keyword_search(self, query: str, limit: int = 50) -> list[tuple[int, float]]:
+        """Passages containing the query's words, best first, as ``(item id, relevance)``.
+
+        Relevance is FTS5's bm25 negated, so higher is better (FTS5 reports lower-is-better).
+        Databases without the FTS5 table (non-SQLite) return ``[]``.
+        """
+        match = fts_match_expression(query)
+        if match is None or limit < 1 or not self.has_keyword_index:
+            return []
+        statement = text(
+            "SELECT items_fts.rowid, bm25(items_fts) AS b FROM items_fts "
+            "JOIN items ON items.id = items_fts.rowid "
+            "WHERE items_fts MATCH :match AND items.kind IN :kinds "
+            "ORDER BY b, items_fts.rowid LIMIT :limit"
+        ).bindparams(bindparam("kinds", expanding=True))
+        with self._read() as s:
+            params = {"match": match, "kinds": list(PASSAGE_KINDS), "limit": int(limit)}
+            rows = s.execute(statement, params)
+            return [(int(item_id), -float(bm25)) for item_id, bm25 in rows]
 
     def thumbnail(self, item_id: int) -> bytes | None:
         with self._read() as s:

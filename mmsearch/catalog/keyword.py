@@ -1,0 +1,41 @@
+"""Turn what a person typed into a safe FTS5 query: words only, each quoted, joined with OR.
+
+FTS5 has its own query language (AND/OR/NOT/NEAR, column filters, ``*``, ``^``, quotes). User
+text must never reach it as syntax: ``a-b`` would parse as a column filter, an unbalanced quote
+is an error. So the text is cut into word tokens and each is written as a quoted string, where
+nothing is an operator. OR between them lets bm25 rank passages that share the rarest words
+first, rather than demanding every word. The result is passed as a bound parameter.
+
+Common English function words are dropped (unless the query has nothing else): with OR they
+would make nearly every passage a "match", and since the engine fuses by rank, a list ordered
+by shared stopwords would carry as much weight as one ordered by shared content words.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_TERMS = 32
+"""Words kept from a query: a pasted paragraph should not become a thousand-term OR."""
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+STOPWORDS = frozenset(  # a word list reads better as text than as quoted strings
+    """a about above after again all am an and any are as at be been before being below between
+    both but by can could did do does doing down during each few for from further had has have
+    having he her here hers him his how i if in into is it its itself just me more most my no
+    nor not of off on once only or other our ours out over own same she should so some such
+    than that the their theirs them then there these they this those through to too under
+    until up very was we were what when where which while who whom why will with would you
+    your yours""".split()  # noqa: SIM905
+)
+
+
+def fts_match_expression(text: str, max_terms: int = MAX_TERMS) -> str | None:
+    """The FTS5 MATCH expression for a user query, or None when it holds no words."""
+    words = list(dict.fromkeys(_WORD.findall(text.lower())))  # unique, in order
+    terms = [w for w in words if w not in STOPWORDS] or words
+    terms = terms[:max_terms]
+    if not terms:
+        return None
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
