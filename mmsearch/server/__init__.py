@@ -1,0 +1,122 @@
+"""The HTTP API and its web page: `create_app()` for ASGI servers and tests, `serve()` for the CLI.
+
+    from mmsearch.server import create_app
+    app = create_app(home="~/my-index")          # uvicorn, hypercorn, TestClient ...
+
+FastAPI and uvicorn are optional (`pip install 'mmsearch[server]'`); they are imported here only
+when an app is built, so importing mmsearch never needs them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mmsearch.errors import ConfigError, require
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from mmsearch.engine import Engine
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+
+
+def create_app(
+    home: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    *,
+    device: str = "auto",
+    engine_factory: Callable[[], Engine] | None = None,
+    max_upload_bytes: int | None = None,
+    warm: bool = False,
+) -> FastAPI:
+    """The FastAPI app serving one collection home (or the engine `engine_factory` makes)."""
+    require("fastapi", "The HTTP API", "server")
+    require("python_multipart", "Searching by an uploaded picture", "server")
+    from mmsearch.server import app as server_app
+
+    if engine_factory is None:
+        from mmsearch.engine import Engine
+
+        def engine_factory() -> Engine:
+            return Engine(home=home, model=model, device=device)
+
+    limit = server_app.MAX_UPLOAD_BYTES if max_upload_bytes is None else max_upload_bytes
+    return server_app.create_app(engine_factory, max_upload_bytes=limit, warm=warm)
+
+
+def serve(
+    home: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    device: str = "auto",
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the API and page until interrupted; binds loopback unless told otherwise.
+
+    The socket is bound here, not by uvicorn, so a busy port is a ConfigError with a way out
+    (and `port=0` picks a free one, whose URL `announce` receives).
+    """
+    uvicorn = require("uvicorn", "The HTTP server", "server")
+    app = create_app(home, model, device=device, warm=True)
+    sock = _bind(host, port)
+    url = _url(host, sock.getsockname()[1])
+    if not _is_loopback(host):
+        log.warning(
+            "listening on %s: anyone who can reach this machine can search and download the "
+            "indexed files; use --host 127.0.0.1 to keep it private.",
+            host,
+        )
+    if announce is not None:
+        announce(url)
+    # log_config=None: uvicorn logs through the caller's logging (the CLI's rich handler, -v levels).
+    config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must be IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only
+    # then, and without it every small response waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"Cannot listen on {host}:{port}: {exc.strerror or exc}. "
+            f"Pick another --port (or --port 0 for any free one)."
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "create_app", "serve"]

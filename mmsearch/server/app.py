@@ -1,0 +1,378 @@
+"""The FastAPI app: search by text or picture, status, thumbnails, original files, the web page.
+
+One `Engine` serves every request. Endpoints are plain `def`s, so FastAPI runs them in its
+thread pool; the engine (SQLite connection cache, lazily loaded model and index, torch) is not
+meant to be shared between threads, so every call into it holds one lock. File I/O (thumbnails,
+downloads) happens outside the lock so a slow disk never stalls searches.
+
+Errors keep one JSON shape, ``{"error": message}``, with the status code chosen from the
+`MmsearchError` subclass (see `STATUS_BY_ERROR`).
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mmsearch.engine import Engine
+from mmsearch.errors import (
+    CatalogError,
+    ConfigError,
+    DecodeError,
+    EncoderMismatchError,
+    MissingDependencyError,
+    MmsearchError,
+    ModelError,
+    ModelUnavailableError,
+    QueryError,
+    VectorIndexError,
+)
+from mmsearch.results import SearchResult
+from mmsearch.server import media
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a query picture; phone photos are 2-12 MB
+MAX_K = 500  # results per request; a page never shows more
+THUMBNAIL_KINDS = ("image", "keyframe")  # item kinds that have a picture to show
+
+# Browsers may keep a thumbnail for a day: item ids are never reissued, and a changed file gets
+# new items (new ids) when it is re-indexed.
+THUMBNAIL_CACHE_CONTROL = "private, max-age=86400"
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self'; "
+    "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+# Original files are the user's own, but a document opened in the API's origin must not run
+# script there; PDFs are left alone because browsers' PDF viewers refuse sandboxed documents.
+FILE_CSP = "sandbox"
+
+
+class CollectionNotReady(ConfigError):
+    """There is no collection at the home yet, or it is empty: nothing can be searched (503)."""
+
+
+# Most specific first: the first class an error is an instance of decides the status code.
+STATUS_BY_ERROR: tuple[tuple[type[MmsearchError], int], ...] = (
+    (CollectionNotReady, 503),
+    (QueryError, 400),
+    (DecodeError, 400),
+    (ConfigError, 400),
+    (EncoderMismatchError, 409),
+    (ModelUnavailableError, 503),
+    (ModelError, 500),
+    (MissingDependencyError, 500),
+    (CatalogError, 500),
+    (VectorIndexError, 500),
+)
+
+
+def status_for(exc: MmsearchError) -> int:
+    """The HTTP status code for a library error; unknown kinds are server faults (500)."""
+    for cls, code in STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return code
+    return 500
+
+
+class EngineHost:
+    """Owns the app's one Engine and serialises every call into it."""
+
+    def __init__(self, factory: Callable[[], Engine]) -> None:
+        self._factory = factory
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[[Engine], T]) -> T:
+        """Run fn with the engine under the lock; says 'not ready' (503) when there is no collection."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = self._factory()
+            try:
+                return fn(self._engine)
+            except CollectionNotReady:
+                raise
+            except ConfigError as exc:
+                if not _has_collection(self._engine):
+                    raise CollectionNotReady(str(exc)) from exc
+                raise
+
+    def warm(self) -> None:
+        """Load the model before the first search, when there is a collection to search."""
+        try:
+            self.call(_load_model)
+        except MmsearchError as exc:
+            log.warning("not loading the model yet: %s", exc)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.close()
+                self._engine = None
+
+
+def _has_collection(engine: Engine) -> bool:
+    try:
+        return engine.status().model is not None
+    except ConfigError:
+        return False
+
+
+def _load_model(engine: Engine) -> None:
+    if engine.status().model is None:
+        raise CollectionNotReady(f"The collection at {engine.home} is empty: index a folder first.")
+    _ = engine.encoder
+
+
+def _item(engine: Engine, item_id: int) -> Any:
+    """The catalog record of one item (with its stored thumbnail), or None.
+
+    Uses the engine's own collection so the server sees exactly what searches see.
+    """
+    records = engine._open(create=False).catalog.items_by_ids([item_id], with_thumbnails=True)
+    return records[0] if records else None
+
+
+def result_dict(hit: SearchResult) -> dict[str, Any]:
+    """A hit as JSON, with the URLs a client needs to show it."""
+    d = hit.to_dict()
+    d["file_url"] = f"/api/items/{hit.item_id}/file"
+    if hit.kind in THUMBNAIL_KINDS:
+        d["thumbnail_url"] = f"/api/items/{hit.item_id}/thumbnail"
+    return d
+
+
+class UploadLimit:
+    """ASGI middleware: refuse request bodies over a byte limit with 413, declared or streamed.
+
+    A declared Content-Length over the limit is refused before the body is read; a chunked body
+    is counted as it arrives, so a client cannot make the server spool an endless upload to disk.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _message(self) -> str:
+        return f"The upload is larger than {self.max_bytes // 2**20} MB: send a smaller picture."
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await JSONResponse({"error": self._message()}, status_code=413)(scope, receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def create_app(
+    engine_factory: Callable[[], Engine],
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    warm: bool = False,
+) -> FastAPI:
+    """Build the app around one engine; `warm` loads the model at start-up, not on the first search."""
+    host = EngineHost(engine_factory)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if warm:
+            from starlette.concurrency import run_in_threadpool
+
+            await run_in_threadpool(host.warm)
+        yield
+        host.close()
+
+    app = FastAPI(title="mmsearch", summary="Cross-modal semantic search", lifespan=lifespan)
+    app.state.engine_host = host
+    app.add_middleware(UploadLimit, max_bytes=max_upload_bytes)
+    _add_error_handlers(app)
+    _add_search_routes(app, host, max_upload_bytes)
+    _add_item_routes(app, host)
+    _add_page_routes(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MmsearchError)
+    async def on_mmsearch_error(_request: Request, exc: MmsearchError) -> JSONResponse:
+        code = status_for(exc)
+        if code >= 500 and not isinstance(exc, CollectionNotReady):
+            log.error("request failed: %s", exc)
+        return JSONResponse({"error": str(exc)}, status_code=code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def on_bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": _validation_message(exc)}, status_code=400)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """FastAPI's validation errors as one line a person can act on, e.g. "q: Field required"."""
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("query", "body", "path")]
+        parts.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "Bad request."
+
+
+def _payload(query: str, by: str, hits: Sequence[SearchResult], started: float) -> dict[str, Any]:
+    return {
+        "query": query,
+        "by": by,
+        "results": [result_dict(h) for h in hits],
+        "took_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+
+
+TopK = Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")]
+Types = Annotated[
+    list[str] | None,
+    Query(
+        alias="type", description="Only these file types (repeatable): image, video, audio, text."
+    ),
+]
+Group = Annotated[
+    bool, Query(description="Merge adjacent keyframes/windows of one file into one hit.")
+]
+
+
+def _add_search_routes(app: FastAPI, host: EngineHost, max_upload_bytes: int) -> None:
+    @app.get("/api/search")
+    def search_text(
+        q: Annotated[str, Query(description='What to look for, e.g. "a red car".')],
+        k: TopK = 10,
+        types: Types = None,
+        group: Group = True,
+    ) -> dict[str, Any]:
+        """Search the collection with a sentence."""
+        started = time.perf_counter()
+        hits = host.call(lambda e: e.search(q, k, types=types, group=group))
+        return _payload(q, "text", hits, started)
+
+    @app.post("/api/search/image")
+    def search_image(
+        file: Annotated[UploadFile, File(description="The query picture (JPEG, PNG, WebP, ...).")],
+        k: TopK = 10,
+        types: Types = None,
+        group: Group = True,
+    ) -> dict[str, Any]:
+        """Search the collection with a picture: its nearest images, keyframes and passages."""
+        started = time.perf_counter()
+        data = file.file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"The upload is larger than {max_upload_bytes // 2**20} MB.")
+        image = media.decode_upload(data, file.filename)
+        hits = host.call(lambda e: e.search(None, k, image=image, types=types, group=group))
+        return _payload(file.filename or "upload", "image", hits, started)
+
+    @app.get("/api/status")
+    def status() -> dict[str, Any]:
+        """Model, folders, counts by kind, index type and disk use (503 until there is a collection)."""
+        st = host.call(lambda e: e.status())
+        if st.model is None:
+            raise CollectionNotReady(f"The collection at {st.home} is empty: index a folder first.")
+        return st.to_dict()
+
+
+ItemId = Annotated[int, PathParam(ge=0, description="An item id from a search result.")]
+
+
+def _add_item_routes(app: FastAPI, host: EngineHost) -> None:
+    def lookup(item_id: int) -> Any:
+        record = host.call(lambda e: _item(e, item_id))
+        if record is None:
+            raise HTTPException(
+                404, f"No item {item_id} in this collection (it may have been re-indexed)."
+            )
+        return record
+
+    @app.get("/api/items/{item_id}/thumbnail", response_class=Response)
+    def thumbnail(item_id: ItemId) -> Response:
+        """The item's picture as a small JPEG: stored for keyframes, rendered for photos."""
+        record = lookup(item_id)
+        data = record.thumbnail
+        if data is None and record.kind == "image":
+            try:
+                data = media.render_thumbnail(record.path)
+            except media.ThumbnailError as exc:
+                log.info("%s", exc)
+                raise HTTPException(404, str(exc)) from exc
+        if data is None:
+            raise HTTPException(404, f"Item {item_id} ({record.kind}) has no picture.")
+        return Response(
+            data, media_type="image/jpeg", headers={"Cache-Control": THUMBNAIL_CACHE_CONTROL}
+        )
+
+    @app.get("/api/items/{item_id}/file", response_class=FileResponse)
+    def original(item_id: ItemId) -> FileResponse:
+        """The item's original file, found by id (never by a client-given path); Range requests work."""
+        path = Path(lookup(item_id).path)
+        if not path.is_file():
+            raise HTTPException(404, f"{path} is no longer there; re-index its folder.")
+        kind = media.media_type(path)
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"}
+        if kind != "application/pdf":
+            headers["Content-Security-Policy"] = FILE_CSP
+        return FileResponse(
+            path,
+            media_type=kind,
+            filename=path.name,
+            content_disposition_type="inline",
+            headers=headers,
+        )
+
+
+def _add_page_routes(app: FastAPI) -> None:
+    page_headers = {"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff"}
+
+    @app.get("/", response_class=FileResponse, include_in_schema=False)
+    def index_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=page_headers)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
