@@ -354,3 +354,16 @@ def test_encoder_from_loaded_model():
     loaded = build_openclip("mmsearch-tiny/random")
     enc = Encoder.from_loaded(loaded)
     assert enc.loaded and enc.encode_images([_picture((1, 2, 3))]).shape == (1, 128)
+
+
+def test_random_init_is_the_same_in_every_process():
+    """A collection indexed with ARCH/random must be searchable from another process."""
+    import subprocess
+    import sys
+
+    code = (
+        "from mmsearch.models import load_encoder;"
+        "print(load_encoder('mmsearch-tiny/random', device='cpu').encode_texts(['a red circle'])[0][:4].tolist())"
+    )
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)]
+    assert runs[0] == runs[1] and runs[0].strip()

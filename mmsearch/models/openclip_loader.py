@@ -249,11 +249,18 @@ def build_openclip(
     )
 
 
+# Random-init models (benchmarks, plumbing tests) draw the same weights in every process, so a
+# collection indexed with `ARCH/random` can be searched from another process.
+RANDOM_INIT_SEED = 0
+
+
 def _build(spec: ModelSpec, recipe: Recipe, cache: Path) -> torch.nn.Module:
     import open_clip
+    import torch
 
     try:
-        with _hide_random_init_warning(recipe.weights is not None):
+        with _hide_random_init_warning(recipe.weights is not None), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
             return open_clip.create_model(
                 recipe.source,
                 pretrained=None,
