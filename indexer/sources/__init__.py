@@ -3,6 +3,9 @@
 Readers are named as "module:function" strings and imported only when first used, so listing
 the supported extensions never imports a video or speech library. Each modality registers its
 extensions in its own marked block below; a reader takes a `Path` and returns a `SourceResult`.
+The pipeline calls image readers as `reader(path, target_size=..., limits=ImageLimits)` and the
+others as `reader(path, options)` with their kind's options (VideoOptions, AudioOptions,
+TextOptions).
 """
 
 from __future__ import annotations
@@ -86,7 +89,17 @@ IMAGE_EXTENSIONS = (
 register(IMAGE_EXTENSIONS, ASSET_IMAGE, "indexer.sources.image:read_image")
 
 # ---- video: indexer/sources/video.py (register its extensions here) -------------------------
+from indexer.sources.video import VIDEO_EXTENSIONS  # noqa: E402  (cheap: decoders load on use)
+
+register(VIDEO_EXTENSIONS, ASSET_VIDEO, "indexer.sources.video:read_video")
 
 # ---- audio: indexer/sources/audio.py (register its extensions here) -------------------------
+from indexer.sources.audio import AUDIO_EXTENSIONS  # noqa: E402
+
+register(AUDIO_EXTENSIONS, ASSET_AUDIO, "indexer.sources.audio:read_audio")
 
 # ---- text: indexer/sources/text.py (register its extensions here) ---------------------------
+# .srt/.vtt beside a video or recording are read with it; the pipeline leaves those out quietly.
+from indexer.sources.text import TEXT_EXTENSIONS  # noqa: E402
+
+register(TEXT_EXTENSIONS, ASSET_TEXT, "indexer.sources.text:read_text")

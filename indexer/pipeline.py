@@ -1,0 +1,513 @@
+"""One index run: scan, apply the cheap changes, decode in workers, encode in batches, commit.
+
+    summary = run_index(collection, encoder, [Path("~/Photos")], IndexOptions(workers=4))
+
+Order of work, and why it is safe to kill at any moment:
+
+1. Scan the roots and diff against the catalog (`indexer.scan`). Unchanged files are not read.
+2. Deleted, moved and touched files are applied to the catalog first; none needs decoding.
+3. New and changed files are decoded in worker processes (`indexer.workers`) with a bounded
+   look-ahead while the main process encodes finished files in batches and commits them. Each
+   asset is upserted with its items in one transaction, so a kill never leaves half an asset,
+   and a committed file has the scanned size and mtime, so the next run sees it as unchanged.
+4. The vector index is saved every `save_every_s` and at the end. The catalog is the truth:
+   `Collection.open_index` brings a stale index level with the catalog on the next open, so a
+   kill between a commit and a save loses nothing and counts nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy.exc import DBAPIError, StatementError
+
+from indexer.scan import ChangePlan, FileEntry, KnownAsset, is_under, resolve_root, scan
+from indexer.sources import SOURCES, SourceSpec
+from indexer.sources.audio import AudioOptions
+from indexer.sources.base import ASSET_AUDIO, ASSET_IMAGE, ASSET_TEXT, ASSET_VIDEO
+from indexer.sources.image import DEFAULT_LIMITS, ImageLimits
+from indexer.sources.subtitles import SUBTITLE_EXTENSIONS, media_for_subtitles
+from indexer.sources.text import TextOptions
+from indexer.sources.video import VideoOptions
+from indexer.summary import IndexSummary, NoProgress, ProgressReporter, SkippedFile
+from indexer.workers import (
+    PICTURE_KINDS,
+    Decoded,
+    DecodeJob,
+    Failed,
+    InlineDecoder,
+    Outcome,
+    ProcessDecoder,
+    WorkerConfig,
+    normalise_pixels,
+    replay_logs,
+)
+from mmsearch.catalog import AssetInfo, Catalog, ItemData
+from mmsearch.errors import ConfigError, VectorIndexError
+from mmsearch.vectors import load_index
+
+if TYPE_CHECKING:
+    from mmsearch.collection import Collection
+    from mmsearch.models import Encoder
+    from mmsearch.vectors import VectorIndex
+
+log = logging.getLogger(__name__)
+
+ASSET_KINDS = (ASSET_IMAGE, ASSET_VIDEO, ASSET_AUDIO, ASSET_TEXT)
+MAX_HOLD_S = 5.0  # decoded files wait at most this long for a full batch before being committed
+_META_FIELDS = frozenset(f.name for f in fields(AssetInfo)) - {
+    "path", "kind", "size", "mtime_ns", "content_hash", "folder_id", "id", "indexed_at"
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How an index run decodes, batches and commits."""
+
+    workers: int = 0  # decode processes; 0 = auto (the CPUs this process may use, at least 1)
+    batch_size: int = 64  # items per encoder forward pass
+    lookahead: int = 4  # batches decoded ahead of the encoder (bounds memory)
+    include_hidden: bool = False  # also index files and folders whose names start with "."
+    commit_every: int = 256  # files per commit round / delete transaction: a kill loses little
+    save_every_s: float = 30.0  # seconds between saves of the index file (also saved at the end)
+    kinds: frozenset[str] | None = None  # only these asset kinds ("image", ...); None = all
+    video: VideoOptions | None = None  # keyframes and sound; None = defaults, sound as `audio`
+    audio: AudioOptions | None = None  # transcription of recordings; None = defaults
+    text: TextOptions | None = None  # passages of documents; None = defaults
+    max_image_pixels: int = DEFAULT_LIMITS.max_pixels  # pictures with more pixels are skipped
+    max_file_bytes: int = DEFAULT_LIMITS.max_bytes  # picture files larger than this are skipped
+    in_process: bool = False  # decode in this process: no worker start-up, but no crash isolation
+
+    def __post_init__(self) -> None:
+        for name in (
+            "batch_size",
+            "lookahead",
+            "commit_every",
+            "max_image_pixels",
+            "max_file_bytes",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be 0 (auto) or more, not {self.workers}.")
+        if self.save_every_s < 0:
+            raise ConfigError(f"save_every_s cannot be negative ({self.save_every_s}).")
+        unknown = sorted(set(self.kinds or ()) - set(ASSET_KINDS))
+        if unknown:
+            raise ConfigError(
+                f"Unknown asset kind(s) {', '.join(unknown)}; choose from {', '.join(ASSET_KINDS)}."
+            )
+
+    def worker_count(self, files: int) -> int:
+        """Processes to start for this many files: never more than there are files."""
+        wanted = self.workers or _usable_cpus()
+        return max(1, min(wanted, files))
+
+    def worker_config(self, encoder: Encoder) -> WorkerConfig:
+        audio = self.audio or AudioOptions()
+        return WorkerConfig(
+            preprocess=encoder.preprocess,
+            image_size=encoder.image_size,
+            image_limits=ImageLimits(self.max_image_pixels, self.max_file_bytes),
+            video=self.video or VideoOptions(audio=audio),
+            audio=audio,
+            text=self.text or TextOptions(),
+            log_level=min(
+                logging.getLogger(n).getEffectiveLevel() for n in ("indexer", "mmsearch")
+            ),
+        )
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def run_index(
+    collection: Collection,
+    encoder: Encoder,
+    roots: Sequence[Path | str],
+    options: IndexOptions = IndexOptions(),
+    progress: ProgressReporter | None = None,
+) -> IndexSummary:
+    """Bring the collection level with the files under `roots`; bad files are skipped and listed."""
+    started = time.monotonic()
+    if not roots:
+        raise ConfigError("Nothing to index: give at least one folder or file.")
+    collection.bind_encoder(encoder.name, encoder.dim)  # EncoderMismatchError for another model
+    catalog = collection.catalog
+    sources = selected_sources(options.kinds)
+    report = scan(
+        list(roots), known_assets(catalog), sources, include_hidden=options.include_hidden
+    )
+    summary = IndexSummary(
+        skipped=[SkippedFile(str(p.path), p.reason) for p in report.problems],
+        kept=len(report.plan.kept),
+    )
+    plan = report.plan
+    set_aside_companion_subtitles(plan)
+    folders = _Folders(catalog, roots)
+    index, behind = open_index(collection)
+    writer = _Writer(collection, index, options.save_every_s, summary, dirty=behind)
+    try:
+        apply_cheap_changes(plan, writer, folders, options.commit_every)
+        _Ingest(plan, sources, encoder, options, writer, folders, summary).run(
+            progress or NoProgress()
+        )
+    except BaseException:
+        writer.save_quietly()  # the catalog is committed; a fresher index saves the next sync
+        raise
+    writer.finish()
+    summary.seconds = time.monotonic() - started
+    log.info(
+        "indexed %d new, %d changed; %d moved, %d deleted, %d touched, %d unchanged, "
+        "%d skipped in %.1f s",
+        summary.new, summary.changed, summary.moved, summary.deleted, summary.touched,
+        summary.unchanged, len(summary.skipped), summary.seconds,
+    )  # fmt: skip
+    return summary
+
+
+def selected_sources(kinds: Iterable[str] | None) -> dict[str, SourceSpec]:
+    """Registered extensions of the wanted asset kinds, with their readers."""
+    wanted = None if kinds is None else frozenset(kinds)
+    return {e: s for e, s in SOURCES.items() if wanted is None or s.asset_kind in wanted}
+
+
+def known_assets(catalog: Catalog) -> dict[str, KnownAsset]:
+    """Every asset's (size, mtime, hash): the scan scopes it to the roots and extensions itself."""
+    return {
+        path: KnownAsset(s.size, s.mtime_ns, s.content_hash)
+        for path, s in catalog.all_asset_states().items()
+    }
+
+
+def set_aside_companion_subtitles(plan: ChangePlan) -> None:
+    """Drop .srt/.vtt files that belong to a video or recording: they are read with it, quietly.
+
+    One indexed on its own earlier (before its media file appeared) is removed from the catalog.
+    """
+
+    def companion(path: Path | str) -> bool:
+        return (
+            Path(path).suffix.lower() in SUBTITLE_EXTENSIONS
+            and media_for_subtitles(path) is not None
+        )
+
+    for name in ("new", "changed", "unchanged", "touched"):
+        entries: list[FileEntry] = getattr(plan, name)
+        keep = [e for e in entries if not companion(e.path)]
+        if len(keep) < len(entries):
+            setattr(plan, name, keep)
+            if name != "new":  # known: drop its stand-alone passages
+                plan.deleted.extend(str(e.path) for e in entries if companion(e.path))
+    moves = [(old, e, companion(e.path)) for old, e in plan.moved]
+    plan.moved = [(old, e) for old, e, drop in moves if not drop]
+    plan.deleted.extend(old for old, _e, drop in moves if drop)
+
+
+def open_index(collection: Collection) -> tuple[VectorIndex, bool]:
+    """The index level with the catalog, and whether the saved file was behind it.
+
+    A file that was behind (a run killed between a commit and a save) is re-saved at the end
+    even when this run changes nothing, so later opens need no sync.
+    """
+    if collection.index_path.exists():
+        try:
+            index = load_index(collection.index_path, expect_encoder=collection.encoder_name())
+        except VectorIndexError:
+            pass  # Collection.open_index rebuilds it from the catalog and says why
+        else:
+            report = collection.sync_index(index)
+            return index, bool(report.added or report.removed)
+    return collection.open_index(), True
+
+
+class _Folders:
+    """Registers the roots and tells which registered folder a file belongs to."""
+
+    def __init__(self, catalog: Catalog, roots: Sequence[Path | str]) -> None:
+        for root in roots:
+            path = resolve_root(root)
+            if path.is_dir():
+                catalog.add_folder(path)
+        # longest first, so a file belongs to the deepest registered folder holding it
+        self._folders = sorted(catalog.list_folders(), key=lambda f: len(f.path), reverse=True)
+
+    def id_for(self, key: str) -> int | None:
+        return next((f.id for f in self._folders if is_under(key, [f.path])), None)
+
+
+class _Writer:
+    """Applies committed catalog changes to the in-memory index and saves it now and then."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        index: VectorIndex,
+        save_every_s: float,
+        summary: IndexSummary,
+        dirty: bool,
+    ) -> None:
+        self.collection, self.catalog, self.index = collection, collection.catalog, index
+        self.save_every_s = save_every_s
+        self.summary = summary
+        self.dirty = dirty  # the index differs from the saved file
+        self.last_save = time.monotonic()
+        self.save_cost = 0.0  # seconds the last save took
+
+    def upsert(self, asset: AssetInfo, items: list[ItemData]) -> None:
+        result = self.catalog.upsert_asset_with_items(asset, items)
+        self._remove(result.replaced_ids)
+        vectors = np.stack([np.asarray(it.vector, dtype=np.float32) for it in items])
+        self.index.add(np.asarray(result.item_ids, dtype=np.int64), vectors)
+        self.summary.items_added += len(items)
+        self.dirty = True
+
+    def delete(self, keys: Sequence[str]) -> None:
+        self._remove(self.catalog.delete_assets(keys))
+
+    def _remove(self, ids: Sequence[int]) -> None:
+        if ids:
+            self.index.remove(np.asarray(ids, dtype=np.int64))
+            self.summary.items_removed += len(ids)
+            self.dirty = True
+
+    def maybe_save(self) -> None:
+        """Save on schedule; a large index is saved less often than its save time would allow."""
+        interval = max(self.save_every_s, 5 * self.save_cost)
+        if self.dirty and time.monotonic() - self.last_save >= interval:
+            self.save()
+
+    def save(self) -> None:
+        began = time.monotonic()
+        self.collection.save_index(self.index)
+        self.last_save = time.monotonic()
+        self.save_cost = self.last_save - began
+        self.dirty = False
+
+    def save_quietly(self) -> None:
+        try:
+            self.save()
+        except Exception as exc:
+            log.warning("could not save the vector index (the next run rebuilds it): %s", exc)
+
+    def finish(self) -> None:
+        """Save if the index differs from the file: changed now, or behind since a killed run."""
+        if self.dirty:
+            self.save()
+
+
+def apply_cheap_changes(
+    plan: ChangePlan, writer: _Writer, folders: _Folders, commit_every: int
+) -> None:
+    """Deleted, moved and touched files: catalog updates only, nothing is decoded or encoded."""
+    summary, catalog = writer.summary, writer.catalog
+    for start in range(0, len(plan.deleted), commit_every):
+        writer.delete(plan.deleted[start : start + commit_every])
+    summary.deleted += len(plan.deleted)
+    for old, entry in plan.moved:  # keeps the asset's items, so its vectors and ids
+        key = str(entry.path)
+        catalog.move_asset(
+            old, key, size=entry.size, mtime_ns=entry.mtime_ns, folder_id=folders.id_for(key)
+        )
+        summary.moved += 1
+    for entry in plan.touched:
+        key = str(entry.path)
+        catalog.move_asset(key, key, size=entry.size, mtime_ns=entry.mtime_ns)
+        summary.touched += 1
+    summary.unchanged += len(plan.unchanged)
+    writer.maybe_save()
+
+
+@dataclass
+class _Batch:
+    """Decoded files waiting for the encoder."""
+
+    files: list[Decoded] = field(default_factory=list)
+    pictures: int = 0
+    texts: int = 0
+    since: float = 0.0  # when the oldest file arrived
+
+    def add(self, decoded: Decoded) -> None:
+        if not self.files:
+            self.since = time.monotonic()
+        self.files.append(decoded)
+        for item in decoded.items:
+            if item.kind in PICTURE_KINDS:
+                self.pictures += 1
+            else:
+                self.texts += 1
+
+    def take(self) -> list[Decoded]:
+        files, self.files, self.pictures, self.texts = self.files, [], 0, 0
+        return files
+
+
+class _Ingest:
+    """Decode new and changed files, encode them in batches, commit them."""
+
+    def __init__(
+        self,
+        plan: ChangePlan,
+        sources: dict[str, SourceSpec],
+        encoder: Encoder,
+        options: IndexOptions,
+        writer: _Writer,
+        folders: _Folders,
+        summary: IndexSummary,
+    ) -> None:
+        self.encoder, self.options, self.writer = encoder, options, writer
+        self.folders, self.summary = folders, summary
+        todo = sorted(plan.new + plan.changed, key=lambda e: str(e.path))
+        self.entries = {str(e.path): e for e in todo}
+        self.changed = {str(e.path) for e in plan.changed}
+        self.jobs = [
+            DecodeJob(key, spec.asset_kind, spec.reader, plan.hashes.get(key))
+            for key in self.entries
+            if (spec := sources.get(Path(key).suffix.lower())) is not None
+        ]
+        self.unavailable: dict[tuple[str, str], str] = {}  # (reader, extension) -> install hint
+        self.batch = _Batch()
+
+    def run(self, progress: ProgressReporter) -> None:
+        if not self.jobs:
+            return
+        self.progress = progress
+        progress.start(len(self.jobs), "Indexing")
+        try:
+            with self._decoder() as decoder:
+                for outcome in decoder.run(self._pending_jobs()):
+                    self._take(outcome)
+                self._flush()
+        finally:
+            progress.finish()
+
+    def _decoder(self) -> InlineDecoder | ProcessDecoder:
+        config = self.options.worker_config(self.encoder)
+        if self.options.in_process:
+            return InlineDecoder(config)
+        workers = self.options.worker_count(len(self.jobs))
+        max_ahead = self.options.lookahead * self.options.batch_size
+        log.debug("decoding %d files in %d worker processes", len(self.jobs), workers)
+        return ProcessDecoder(config, workers, max_ahead)
+
+    def _pending_jobs(self) -> Iterator[DecodeJob | Failed]:
+        """The jobs, except those of a kind whose package turned out to be missing."""
+        for job in self.jobs:
+            hint = self.unavailable.get((job.reader, job.extension))
+            yield job if hint is None else Failed(job, hint, missing_dependency=True)
+
+    def _take(self, outcome: Outcome | None) -> None:
+        if outcome is not None:
+            replay_logs(outcome.logs)
+            if isinstance(outcome, Failed):
+                self._skip(outcome)
+            else:
+                self.batch.add(outcome)
+        b, o = self.batch, self.options
+        full = b.pictures >= o.batch_size or b.texts >= o.batch_size
+        due = b.files and time.monotonic() - b.since >= MAX_HOLD_S
+        if full or due or len(b.files) >= o.commit_every:
+            self._flush()
+
+    def _skip(self, failed: Failed, advance: bool = True) -> None:
+        key = failed.job.path
+        if failed.missing_dependency:
+            slot = (failed.job.reader, failed.job.extension)
+            if slot not in self.unavailable:
+                self.unavailable[slot] = failed.reason
+                log.warning("skipping %s files: %s", failed.job.extension, failed.reason)
+        else:
+            log.info("skipped %s: %s", key, failed.reason)
+        self.summary.skipped.append(SkippedFile(key, failed.reason))
+        if key in self.changed:  # its old items describe bytes that are gone
+            self.writer.delete([key])
+        if advance:
+            self.progress.advance()
+
+    def _flush(self) -> None:
+        files = self.batch.take()
+        if not files:
+            return
+        vectors = self._encode(files)
+        for decoded, vecs in zip(files, vectors, strict=True):
+            self._commit(decoded, vecs)
+        self.progress.advance(len(files))
+        self.writer.maybe_save()
+
+    def _encode(self, files: list[Decoded]) -> list[np.ndarray]:
+        """Forward passes of `batch_size` items per tower; returns each file's (n_items, dim)."""
+        pictures = [it.pixels for d in files for it in d.items if it.kind in PICTURE_KINDS]
+        texts = [it.text or "" for d in files for it in d.items if it.kind not in PICTURE_KINDS]
+        picture_vecs = iter(self._encode_pictures(pictures))
+        text_vecs = iter(
+            self.encoder.encode_texts(texts, batch_size=self.options.batch_size) if texts else ()
+        )
+        return [
+            np.stack(
+                [next(picture_vecs if it.kind in PICTURE_KINDS else text_vecs) for it in d.items]
+            )
+            for d in files
+        ]
+
+    def _encode_pictures(self, pictures: list[np.ndarray]) -> list[np.ndarray]:
+        """Normalise one batch at a time, so a long video's keyframes never sit in memory as float."""
+        import torch
+
+        size, out = self.options.batch_size, []
+        for start in range(0, len(pictures), size):
+            batch = normalise_pixels(
+                np.stack(pictures[start : start + size]), self.encoder.preprocess
+            )
+            out.extend(self.encoder.encode_images(torch.from_numpy(batch), batch_size=size))
+        return out
+
+    def _commit(self, decoded: Decoded, vectors: np.ndarray) -> None:
+        key = decoded.job.path
+        entry = self.entries[key]
+        meta = {k: v for k, v in decoded.meta.items() if k in _META_FIELDS}
+        asset = AssetInfo(
+            path=key,
+            kind=decoded.job.asset_kind,
+            size=entry.size,  # as scanned: if the file changes after the scan, the next run sees it
+            mtime_ns=entry.mtime_ns,
+            content_hash=decoded.content_hash,
+            folder_id=self.folders.id_for(key),
+            **meta,
+        )
+        items = [
+            ItemData(it.kind, it.start_s, it.end_s, it.text, vec, it.thumbnail)
+            for it, vec in zip(decoded.items, vectors, strict=True)
+        ]
+        try:
+            self.writer.upsert(asset, items)
+        except (ValueError, TypeError, StatementError) as exc:
+            if isinstance(exc, DBAPIError):  # the database itself failed: not this file's fault
+                raise
+            self._skip(Failed(decoded.job, f"cannot store its metadata: {exc}"), advance=False)
+            return
+        if key in self.changed:
+            self.summary.changed += 1
+        else:
+            self.summary.new += 1
+        kind = decoded.job.asset_kind
+        self.summary.per_kind[kind] = self.summary.per_kind.get(kind, 0) + 1
+
+
+__all__ = [
+    "IndexOptions",
+    "IndexSummary",
+    "ProgressReporter",
+    "SkippedFile",
+    "run_index",
+]

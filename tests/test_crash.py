@@ -1,0 +1,114 @@
+"""kill -9 at any moment, then index again: the same collection a clean run gives.
+
+Real subprocesses (tests/index_script.py) are killed with SIGKILL part-way through, more than
+once, and then run to completion; a second home indexed without interruption is the reference.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_index import (
+    assert_index_matches_catalog,
+    asset_table,
+    count_assets,
+    run_script,
+    start_script,
+    wait_for_assets,
+)
+from PIL import Image
+
+from mmsearch.collection import Collection
+from mmsearch.synth.media import write_photo_folder
+
+pytestmark = pytest.mark.slow
+
+N_PHOTOS = 150
+# small commits and frequent index saves, so kills land between commits and saves alike;
+# a short sleep per committed file keeps the run long enough to be killed part-way
+RUN = dict(workers=2, batch_size=8, commit_every=4, save_every_s=0.2, throttle=0.01)
+
+
+def kill_when(home: Path, at_least: int, photos: Path) -> int:
+    proc = start_script(home, [photos], **RUN)
+    try:
+        wait_for_assets(home, at_least, proc)
+        time.sleep(random.uniform(0, 0.2))  # anywhere: mid-batch, mid-commit, mid-save
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    return count_assets(home)
+
+
+def assert_same_collection(crashed: Path, clean: Path) -> None:
+    """Same assets with the same bytes, one item each, same vectors, same search results."""
+    ids_crashed = assert_index_matches_catalog(crashed)
+    ids_clean = assert_index_matches_catalog(clean)
+    a, b = asset_table(crashed), asset_table(clean)
+    assert {p: h for p, (h, _, _) in a.items()} == {p: h for p, (h, _, _) in b.items()}
+    assert all(n == 1 for _, n, _ in a.values())  # nothing twice, nothing missing
+    assert len(ids_crashed) == len(ids_clean) == len(a)
+    with Collection(crashed, create=False) as ca, Collection(clean, create=False) as cb:
+        paths = sorted(a)
+        va = ca.catalog.vectors_for([a[p][2] for p in paths])[1]
+        vb = cb.catalog.vectors_for([b[p][2] for p in paths])[1]
+        np.testing.assert_allclose(va, vb, atol=1e-4)  # same seeded weights in every process
+        queries = vb[:: max(1, len(paths) // 5)]
+        for q in queries:
+            sa, ia = ca.open_index().search(q[None], 10)
+            sb, ib = cb.open_index().search(q[None], 10)
+            pa = [r.path for r in ca.catalog.items_by_ids(ia[0])]
+            pb = [r.path for r in cb.catalog.items_by_ids(ib[0])]
+            assert pa == pb or np.allclose(sa, sb, atol=1e-4)  # equal, or ties reordered
+
+
+def test_kill_9_mid_run_then_index_again_equals_a_clean_run(tmp_path: Path) -> None:
+    photos = write_photo_folder(tmp_path / "photos", N_PHOTOS, seed=11, sizes=((320, 240),))
+    crashed, clean = tmp_path / "crashed", tmp_path / "clean"
+
+    first = kill_when(crashed, 10, photos)
+    second = kill_when(crashed, first + 40, photos)
+    assert 10 <= first < second < N_PHOTOS  # both kills were part-way through
+    summary = run_script(crashed, [photos], **RUN)
+    assert summary["unchanged"] >= second  # committed files were not redone
+    assert summary["new"] == N_PHOTOS - summary["unchanged"] and summary["skipped"] == []
+    run_script(clean, [photos], workers=2)
+    assert_same_collection(crashed, clean)
+
+    # now the library changes: renames, deletions, edits and additions, and another kill
+    files = sorted(p for p in photos.iterdir() if p.suffix in (".jpg", ".png"))
+    rng = random.Random(5)
+    rng.shuffle(files)
+    for i, f in enumerate(files[:8]):
+        f.rename(f.with_name(f"renamed_{i}{f.suffix}"))
+    for f in files[8:16]:
+        f.unlink()
+    for i, f in enumerate(files[16:24]):
+        Image.new("RGB", (64, 48), (i * 30, 255 - i * 30, 90)).save(f)
+    write_photo_folder(photos / "more", 40, seed=12, sizes=((320, 240),))
+    (photos / "more" / "captions.jsonl").unlink()
+
+    before = count_assets(crashed)
+    killed_at = kill_when(crashed, before + 10, photos)  # deletions first, then edits and new files
+    assert killed_at < N_PHOTOS - 8 + 40
+    summary = run_script(crashed, [photos], **RUN)
+    assert summary["skipped"] == []
+    run_script(clean, [photos], workers=2)
+    assert_same_collection(crashed, clean)
+    assert len(asset_table(crashed)) == N_PHOTOS - 8 + 40
+
+
+def test_a_lost_or_corrupt_index_file_is_rebuilt_from_the_catalog(tmp_path: Path) -> None:
+    photos = write_photo_folder(tmp_path / "photos", 12, seed=13, sizes=((320, 240),))
+    home = tmp_path / "home"
+    run_script(home, [photos], workers=1, in_process=True)
+    (home / "index" / "vectors.idx").write_bytes(b"garbage")
+    summary = run_script(home, [photos], workers=1)
+    assert summary["unchanged"] == 12 and summary["new"] == 0
+    assert_index_matches_catalog(home)  # the run re-saved an index level with the catalog
