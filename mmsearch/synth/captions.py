@@ -45,8 +45,22 @@ def _grouped_phrases(scene: Scene) -> list[str]:
     return parts
 
 
-def scene_captions(scene: Scene) -> list[str]:
-    """Every caption template that truthfully describes the scene (deterministic order)."""
+def partial_captions(scene: Scene) -> list[str]:
+    """Captions naming one object of a multi-object scene, as real alt text names the salient thing.
+
+    They teach that "a blue square" matches every picture that has a blue square in it, not only
+    pictures of a lone blue square.
+    """
+    if len(scene.objects) == 1:
+        return []
+    return sorted({phrase for o in scene.objects for phrase in object_phrases(o)})
+
+
+def scene_captions(scene: Scene, *, partial: bool = False) -> list[str]:
+    """Every caption template that truthfully describes the whole scene (deterministic order).
+
+    With `partial`, captions that name only one of its objects are included too.
+    """
     captions: list[str] = []
     if len(scene.objects) == 1:
         for phrase in object_phrases(scene.objects[0]):
@@ -58,12 +72,17 @@ def scene_captions(scene: Scene) -> list[str]:
             phrases = [object_phrases(o)[form] for o in scene.objects]
             if len(set(phrases)) == len(phrases):  # "a small square, a small square" reads badly
                 captions.append(_join(phrases))
-    return captions
+    return captions + (partial_captions(scene) if partial else [])
+
+
+PARTIAL_CAPTION_PROB = 0.35  # share of multi-object training captions that name one object
 
 
 def random_caption(scene: Scene, rng: random.Random) -> str:
     """One caption drawn from the scene's templates, with a random prefix for variety."""
-    caption = rng.choice(scene_captions(scene))
+    partial = partial_captions(scene)
+    pool = partial if partial and rng.random() < PARTIAL_CAPTION_PROB else scene_captions(scene)
+    caption = rng.choice(pool)
     if not caption.startswith(("a photo", "a picture")):
         caption = rng.choice(_PREFIXES) + caption
     return caption

@@ -52,7 +52,7 @@ def write_photo_folder(
             {
                 "path": name,
                 "caption": random_caption(scene, rng),
-                "captions": scene_captions(scene),
+                "captions": scene_captions(scene, partial=True),
                 "labels": scene.labels(),
             }
         )

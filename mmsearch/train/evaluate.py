@@ -55,8 +55,8 @@ def evaluate_held_out(
             per_query[colour_shape_query(c, s)] = float(np.mean([has_colour_shape(scenes[j], c, s) for j in ranked]))
     # text -> image: one caption per image; relevant = every image the caption truly describes
     rng = random.Random(caption_rng_seed)
-    all_caps = [set(scene_captions(s)) for s in scenes]
-    captions = [rng.choice(sorted(caps)) for caps in all_caps]
+    all_caps = [set(scene_captions(s, partial=True)) for s in scenes]
+    captions = [rng.choice(sorted(scene_captions(s))) for s in scenes]  # whole-scene captions as queries
     tv = encode_texts(captions)
     kmax = max(ks)
     t2i = np.argsort(-(tv @ img.T), axis=1)[:, :kmax]

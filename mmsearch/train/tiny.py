@@ -131,7 +131,9 @@ python -m mmsearch.train.tiny        # seeded; writes tiny.safetensors, metrics.
   ({r['augment']['min_side']}-{r['augment']['max_side']} px, aspect up to {r['augment']['max_aspect']}),
   varied backgrounds, colour shades, anti-aliasing on/off, blur, noise and JPEG quality
   {r['augment']['jpeg_quality'][0]}-{r['augment']['jpeg_quality'][1]}; letterboxed like the encoder's preprocessing.
-  Captions are redrawn from the templates every epoch.
+  Captions are redrawn from the templates every epoch; for scenes of several objects, 35% of the
+  captions name just one of them (as real alt text names the salient thing), so "a blue square"
+  also matches a picture with a blue square beside other shapes.
 - Objective: symmetric InfoNCE (CLIP loss) in which pairs with identical captions count as positives.
 - Optimiser: AdamW, lr {r['loop']['lr']}, weight decay {r['loop']['weight_decay']}, batch {r['loop']['batch_size']},
   {r['loop']['epochs']} epochs = {metrics['steps']} steps, {r['loop']['warmup_steps']} warm-up steps then cosine.
