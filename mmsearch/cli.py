@@ -83,7 +83,6 @@ def index(
 ) -> None:
     """Index folders: new files are added, changed ones re-encoded, moved ones kept, deleted ones removed."""
     from indexer.pipeline import IndexOptions
-
     from mmsearch.cli_output import RichProgress, skipped_table, summary_table
 
     def body():
@@ -215,7 +214,6 @@ def demo(
             write_photo_folder(data, n, seed=0)
         demo_home = home or data.parent / "home"
         from indexer.pipeline import IndexOptions
-
         from mmsearch.cli_output import RichProgress
 
         with _engine(demo_home, "tiny") as engine:

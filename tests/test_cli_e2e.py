@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def cli(*args: str):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, env={"COLUMNS": "200"})
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,14 @@ import random
 import numpy as np
 import pytest
 
-from mmsearch.synth import make_example, render_scene, sample_scene, scene_captions, single_object_scene, vocab
+from mmsearch.synth import (
+    make_example,
+    render_scene,
+    sample_scene,
+    scene_captions,
+    single_object_scene,
+    vocab,
+)
 from mmsearch.synth.render import RenderStyle, random_style
 from mmsearch.synth.scene import allowed_colours
 

@@ -7,9 +7,9 @@ import pytest
 
 from mmsearch.models import load_encoder
 from mmsearch.synth import RenderStyle, render_scene, sample_scene, single_object_scene, vocab
+from mmsearch.train.data import AugmentConfig
 from mmsearch.train.evaluate import colour_shape_query, evaluate_held_out
 from mmsearch.train.tiny import held_out_set
-from mmsearch.train.data import AugmentConfig
 
 # Seeds far from the training range (1_000_003 .. 1_060_002) and from the model card's held-out set.
 FRESH_SEED = 7 * 10**8
