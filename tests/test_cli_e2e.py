@@ -56,16 +56,18 @@ def test_json_lines_have_the_documented_fields(indexed):
 
 
 @pytest.mark.parametrize("colour,shape", [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "star")])
-def test_text_queries_find_the_right_photos(indexed, colour, shape):
+def test_text_queries_put_the_right_photos_on_the_first_page(indexed, colour, shape):
+    """Every photo holding a <colour> <shape> (alone or beside other shapes) is in the top 10, one near the top."""
     photos, home, captions = indexed
-    relevant = [p for p, row in captions.items() if has(row["labels"], colour, shape)]
-    k = min(5, len(relevant))
-    assert k >= 2, "the rendered folder should hold a few of each"
+    relevant = {p for p, row in captions.items() if has(row["labels"], colour, shape)}
+    assert relevant, "the rendered folder should hold at least one"
     from mmsearch.synth import vocab
 
-    hits = query_json(home, f"{vocab.article(colour)} {colour} {shape}", "-k", str(k))
-    good = sum(has(captions[h["path"].rsplit("/", 1)[-1]]["labels"], colour, shape) for h in hits)
-    assert good / k >= 0.8, (colour, shape, [h["path"] for h in hits])
+    hits = query_json(home, f"{vocab.article(colour)} {colour} {shape}", "-k", "10")
+    ranked = [h["path"].rsplit("/", 1)[-1] for h in hits]
+    found = [r for r in ranked if r in relevant]
+    assert len(found) / len(relevant) >= 0.75, (colour, shape, ranked, relevant)
+    assert ranked.index(found[0]) < 3, (colour, shape, ranked)
 
 
 def test_image_query_finds_the_same_photo_first(indexed):
