@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -443,32 +444,33 @@ def _fused_result(
 
 
 def _group_adjacent(hits: list[SearchResult]) -> list[SearchResult]:
-    """Merge hits of one file whose time spans touch, keeping the best score and the union span."""
+    """Fold hits of one file whose time spans touch into its best hit, so one video can't flood the top-k.
+
+    The folded hit keeps the best moment's span and score (the moment to seek to); the folded
+    neighbours are listed in `extra["grouped"]` as {item_id, start, end}. Hits arrive best first.
+    """
     out: list[SearchResult] = []
+    reach: list[tuple[float, float] | None] = []  # time range covered by each kept group
     for hit in hits:
         if hit.start is None:
             out.append(hit)
+            reach.append(None)
             continue
+        end = hit.end if hit.end is not None else hit.start
         for i, kept in enumerate(out):
-            if kept.path == hit.path and kept.kind == hit.kind and kept.start is not None and _near(kept, hit):
-                ids = kept.extra.get("item_ids", [kept.item_id]) + [hit.item_id]
-                out[i] = SearchResult(
-                    rank=0, score=kept.score, path=kept.path, kind=kept.kind, asset_kind=kept.asset_kind,
-                    item_id=kept.item_id, start=min(kept.start, hit.start), end=max(kept.end or 0, hit.end or 0),
-                    text=kept.text, extra={**kept.extra, "item_ids": ids},
-                )
+            span = reach[i]
+            if span is None or kept.path != hit.path or kept.kind != hit.kind:
+                continue
+            if hit.start <= span[1] + GROUP_GAP_S and span[0] <= end + GROUP_GAP_S:
+                member = {"item_id": hit.item_id, "start": hit.start, "end": hit.end}
+                out[i] = replace(kept, extra={**kept.extra, "grouped": kept.extra.get("grouped", []) + [member]})
+                reach[i] = (min(span[0], hit.start), max(span[1], end))
                 break
         else:
             out.append(hit)
+            reach.append((hit.start, end))
     return out
 
 
-def _near(a: SearchResult, b: SearchResult) -> bool:
-    a_end, b_end = a.end if a.end is not None else a.start, b.end if b.end is not None else b.start
-    return b.start <= a_end + GROUP_GAP_S and a.start <= b_end + GROUP_GAP_S
-
-
 def _with_rank(hit: SearchResult, rank: int) -> SearchResult:
-    from dataclasses import replace
-
     return replace(hit, rank=rank)

@@ -104,3 +104,16 @@ def test_k_constant():
     assert [f.score for f in fused] == pytest.approx([1.0, 0.5])
     with pytest.raises(ValueError):
         reciprocal_rank_fusion({"a": [1]}, k=-1)
+
+
+def test_grouping_folds_neighbouring_moments_into_the_best_one():
+    from mmsearch.engine import _group_adjacent
+    from mmsearch.results import SearchResult
+
+    def hit(item_id, score, start, end, path="/v.mp4"):
+        return SearchResult(0, score, path, "keyframe", "video", item_id, start, end)
+
+    hits = [hit(2, 0.9, 4.0, 7.0), hit(1, 0.5, 0.0, 4.0), hit(3, 0.4, 7.0, 10.0), hit(9, 0.3, 60.0, 64.0), hit(5, 0.2, 0, 4, "/w.mp4")]
+    grouped = _group_adjacent(hits)
+    assert [(g.item_id, g.start, g.end) for g in grouped] == [(2, 4.0, 7.0), (9, 60.0, 64.0), (5, 0, 4)]
+    assert [m["item_id"] for m in grouped[0].extra["grouped"]] == [1, 3]

@@ -88,6 +88,7 @@ def train_contrastive(
     n = len(pixels)
     steps_per_epoch = n // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
+    model.requires_grad_(True)  # an Encoder wrapping this model for evaluation freezes it
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
