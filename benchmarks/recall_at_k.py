@@ -33,7 +33,7 @@ def relevance(rows: list[dict], images: list[str]) -> tuple[list[str], list[set[
     pos = {p: i for i, p in enumerate(images)}
     truths: dict[str, set[int]] = defaultdict(set)
     for r in rows:
-        for cap in r.get("captions") or [r["caption"]]:
+        for cap in {r["caption"], *r.get("captions", [])}:  # its own caption always counts
             truths[cap].add(pos[r["path"]])
     queries = sorted({r["caption"] for r in rows})
     q_rel = [truths[q] for q in queries]
