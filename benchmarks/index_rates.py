@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
             "files_per_s": round(files / dt, 2),
             "items_per_s": round(items / dt, 2),
             "skipped": len(summary.skipped),
+            "skipped_reasons": [f"{Path(x.path).name}: {x.reason}" for x in summary.skipped],
         }
         if media_s:
             rows[kind]["media_seconds"] = round(media_s, 1)

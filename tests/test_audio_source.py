@@ -302,3 +302,23 @@ def test_whisper_missing_says_what_to_install(monkeypatch):
     assert whisper_ready("base") is False
     with pytest.raises(MissingDependencyError, match=r"pip install 'mmsearch\[whisper\]'"):
         WhisperTranscriber().transcribe(np.zeros(10, np.int16), 16_000)
+
+
+def test_speech_the_voice_detector_misses_is_still_transcribed(tmp_path, monkeypatch):
+    """pocketsphinx's VAD found nothing in a clean 8 s flite memo once; real signal is then decoded whole."""
+    import pocketsphinx
+
+    from mmsearch.synth.media import speak, write_silence
+
+    class DeafSegmenter:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def segment(self, _stream):
+            return iter(())
+
+    monkeypatch.setattr(pocketsphinx, "Segmenter", DeafSegmenter)
+    spoken = read_audio(speak("a yellow star at the top", tmp_path / "memo.wav"))
+    assert "star" in " ".join(item.text for item in spoken.items)
+    with pytest.raises(DecodeError, match="no speech"):
+        read_audio(write_silence(tmp_path / "silent.wav", 2.0))

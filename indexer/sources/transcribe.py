@@ -74,6 +74,13 @@ _PS_FILLER = re.compile(r"^(<.*>|\[.*\]|\+\+.*\+\+)$")
 _PS_VARIANT = re.compile(r"\(\d+\)$")
 
 
+SILENCE_RMS = 300.0  # int16 RMS (about -40 dBFS): below this a recording holds no speech to find
+
+
+def _rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(samples.astype(np.float64))))) if len(samples) else 0.0
+
+
 class PocketsphinxTranscriber:
     """Offline English ASR: voice-activity detection splits the audio, the decoder times each word."""
 
@@ -109,6 +116,12 @@ class PocketsphinxTranscriber:
                 regions[-1][1] = end
             else:
                 regions.append([start, end])
+        if not regions and duration > 0 and _rms(samples) > SILENCE_RMS:
+            # The VAD misses some clean, steady speech (flite voices, seen on an 8 s memo). A
+            # recording with real signal in it is then decoded whole; true silence never is,
+            # since the decoder invents words for it.
+            log.debug("voice-activity detection found nothing; decoding the whole recording")
+            regions = [[0.0, duration]]
         return [piece for start, end in regions for piece in self._cut(start, end)]
 
     def _cut(self, start: float, end: float) -> list[tuple[float, float]]:
