@@ -112,3 +112,37 @@ def test_a_lost_or_corrupt_index_file_is_rebuilt_from_the_catalog(tmp_path: Path
     summary = run_script(home, [photos], workers=1)
     assert summary["unchanged"] == 12 and summary["new"] == 0
     assert_index_matches_catalog(home)  # the run re-saved an index level with the catalog
+
+
+def test_kill_9_of_the_real_mmsearch_index_command(tmp_path: Path) -> None:
+    """The same invariant through the CLI users run: `mmsearch index` killed mid-run, then run again."""
+    import os
+    import subprocess
+    import sys
+
+    n = 600
+    photos = write_photo_folder(tmp_path / "photos", n, seed=12, sizes=((320, 240),))
+    crashed, clean = tmp_path / "crashed", tmp_path / "clean"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def cli(home: Path, wait: bool = True) -> subprocess.Popen:
+        args = [sys.executable, "-m", "mmsearch.cli", "index", str(photos), "--home", str(home),
+                "--model", "mmsearch-tiny/random", "--workers", "2", "--batch-size", "4", "--json"]
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if wait:
+            proc.communicate()
+            assert proc.returncode == 0
+        return proc
+
+    proc = cli(crashed, wait=False)
+    try:
+        wait_for_assets(crashed, 20, proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = count_assets(crashed)
+    assert 20 <= killed_at < n, killed_at  # killed part-way
+    cli(crashed)
+    cli(clean)
+    assert_same_collection(crashed, clean)
