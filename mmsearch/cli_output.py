@@ -73,12 +73,14 @@ def results_table(hits: list[SearchResult], query: str) -> Table:
     table.add_column("score", justify="right")
     table.add_column("kind")
     table.add_column("path", overflow="fold")
-    table.add_column("when")
+    show_when = any(h.start is not None for h in hits)
+    if show_when:
+        table.add_column("when")
     show_text = any(h.text for h in hits)
     if show_text:
         table.add_column("passage", overflow="fold", max_width=60)
     for h in hits:
-        row = [str(h.rank), f"{h.score:.3f}", h.kind, h.path, span(h)]
+        row = [str(h.rank), f"{h.score:.3f}", h.kind, h.path] + ([span(h)] if show_when else [])
         if show_text:
             row.append((h.text or "")[:200])
         table.add_row(*row)
