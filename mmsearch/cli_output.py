@@ -18,7 +18,6 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from indexer.pipeline import IndexSummary
-
     from mmsearch.results import CollectionStatus, SearchResult
 
 
