@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CATALOG_FILE = "catalog.db"
 INDEX_FILE = "index/vectors.idx"
+WRITER_LOCK_FILE = "writer.lock"
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,39 @@ class Collection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the home's single-writer lock; another `index` run on the same home is refused.
+
+        An OS file lock (flock) is released by the kernel when its process dies, so a killed run
+        never leaves the home locked.
+        """
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: run unguarded, as before
+            yield
+            return
+        path = self.home / WRITER_LOCK_FILE
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise ConfigError(
+                    f"Another `mmsearch index` ({holder}) is writing to {self.home}. Wait for it to "
+                    f"finish, or index into another home (--home PATH). Searching works meanwhile."
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # ------------------------------------------------------------------ encoder binding
 

@@ -140,7 +140,8 @@ class Engine:
                 raise ConfigError(f"Cannot index {root}: no such file or folder.")
         encoder = self.encoder  # checks the model against the collection before any work
         collection = self._open(create=True)
-        summary = run_index(collection, encoder, roots, options or IndexOptions(), progress)
+        with collection.writer_lock():
+            summary = run_index(collection, encoder, roots, options or IndexOptions(), progress)
         self._index, self._index_state = None, None
         self._text_state = None
         self._current_text_index()  # embed new passages now rather than at the first query

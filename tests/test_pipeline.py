@@ -489,3 +489,25 @@ def test_copies_in_two_homes_do_not_interfere(tmp_path: Path) -> None:
     shutil.copytree(photos, copy)
     index(tmp_path / "home", [photos, copy])
     assert len(item_ids_by_path(tmp_path / "home")) == 6
+
+
+def test_a_second_writer_on_the_same_home_is_refused_with_a_message(tmp_path):
+    """Two `index` runs on one home would race on the index file; the second is told to wait."""
+    import subprocess
+    import sys
+
+    from mmsearch.collection import Collection
+    from mmsearch.errors import ConfigError
+
+    home = tmp_path / "home"
+    with Collection(home) as collection, collection.writer_lock():
+        with Collection(home) as other, pytest.raises(ConfigError, match="is writing to"), other.writer_lock():
+            pass
+        holder = (
+            "import sys; from mmsearch.collection import Collection\n"
+            "with Collection(sys.argv[1]) as c, c.writer_lock(): pass\n"
+        )
+        busy = subprocess.run([sys.executable, "-c", holder, str(home)], capture_output=True, text=True)
+        assert busy.returncode != 0 and "is writing to" in busy.stderr
+    with Collection(home) as again, again.writer_lock():  # released when the holder is done
+        pass
