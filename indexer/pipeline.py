@@ -50,8 +50,7 @@ from indexer.workers import (
     replay_logs,
 )
 from mmsearch.catalog import AssetInfo, Catalog, ItemData
-from mmsearch.errors import ConfigError, VectorIndexError
-from mmsearch.vectors import load_index
+from mmsearch.errors import ConfigError
 
 if TYPE_CHECKING:
     from mmsearch.collection import Collection
@@ -156,7 +155,7 @@ def run_index(
     plan = report.plan
     set_aside_companion_subtitles(plan)
     folders = _Folders(catalog, roots)
-    index, behind = open_index(collection)
+    index, behind = collection.open_index_reporting()
     writer = _Writer(collection, index, options.save_every_s, summary, dirty=behind)
     try:
         apply_cheap_changes(plan, writer, folders, options.commit_every)
@@ -213,23 +212,6 @@ def set_aside_companion_subtitles(plan: ChangePlan) -> None:
     moves = [(old, e, companion(e.path)) for old, e in plan.moved]
     plan.moved = [(old, e) for old, e, drop in moves if not drop]
     plan.deleted.extend(old for old, _e, drop in moves if drop)
-
-
-def open_index(collection: Collection) -> tuple[VectorIndex, bool]:
-    """The index level with the catalog, and whether the saved file was behind it.
-
-    A file that was behind (a run killed between a commit and a save) is re-saved at the end
-    even when this run changes nothing, so later opens need no sync.
-    """
-    if collection.index_path.exists():
-        try:
-            index = load_index(collection.index_path, expect_encoder=collection.encoder_name())
-        except VectorIndexError:
-            pass  # Collection.open_index rebuilds it from the catalog and says why
-        else:
-            report = collection.sync_index(index)
-            return index, bool(report.added or report.removed)
-    return collection.open_index(), True
 
 
 class _Folders:

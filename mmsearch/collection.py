@@ -124,6 +124,14 @@ class Collection:
 
     def open_index(self, kind: str = "auto") -> VectorIndex:
         """The saved index brought level with the catalog, or a new one built from the catalog."""
+        return self.open_index_reporting(kind)[0]
+
+    def open_index_reporting(self, kind: str = "auto") -> tuple[VectorIndex, bool]:
+        """`open_index`, plus whether the saved file was missing, unreadable or behind the catalog.
+
+        An index run re-saves such a file at its end even when it changes nothing, so later opens
+        need no sync.
+        """
         info = self.catalog.encoder()
         if info is None:
             raise ConfigError(f"The collection at {self.home} is empty: index a folder first.")
@@ -136,9 +144,9 @@ class Collection:
             except VectorIndexError as exc:
                 log.warning("rebuilding the vector index from the catalog: %s", exc)
         if index is None or (kind not in ("auto", index.kind)):
-            return self.rebuild_index(kind, save=False)
-        self.sync_index(index)
-        return index
+            return self.rebuild_index(kind, save=False), True
+        report = self.sync_index(index)
+        return index, bool(report.added or report.removed)
 
     def new_index(self, kind: str = "auto", expected: int | None = None) -> VectorIndex:
         info = self.catalog.encoder()

@@ -155,10 +155,9 @@ class Engine:
 
     # ------------------------------------------------------------------ read path
 
-    def _current_index(self) -> VectorIndex:
-        """The index level with the catalog's committed state (re-synced when the catalog moved)."""
+    def _current_index(self, state: tuple[int, int]) -> VectorIndex:
+        """The index level with the catalog's committed `state` (re-synced when the catalog moved)."""
         collection = self._open(create=False)
-        state = _catalog_state(collection)
         if self._index is None:
             self._index = collection.open_index(self.index_kind)
         elif state != self._index_state:
@@ -193,12 +192,13 @@ class Engine:
         wanted = _check_types(types)
         self._check_model()
         vector = self.embed_query(query, image)
-        index = self._current_index()
+        state = _catalog_state(self._open(create=False))  # one read serves both indexes
+        index = self._current_index(state)
         collection = self._open(create=False)
         fuse = query is not None and self._wants_fusion(collection, wanted)
         fetch = k if not (wanted or group or fuse) else max(4 * k, 50)
         if fuse:
-            retrieve = self._fused_retriever(query, vector, index, wanted)
+            retrieve = self._fused_retriever(query, vector, index, wanted, state)
         else:
 
             def retrieve(n: int) -> list[SearchResult]:
@@ -243,12 +243,12 @@ class Engine:
         log.warning("passage matching with a sentence model is off: %s", exc)
         self._text_model = TEXT_MODEL_OFF
 
-    def _current_text_index(self) -> VectorIndex | None:
-        """The passage index level with the catalog; None without passages or a text model."""
+    def _current_text_index(self, state: tuple[int, int] | None = None) -> VectorIndex | None:
+        """The passage index level with the catalog's `state` (read if not given); None without passages or a text model."""
         from mmsearch.textsearch import sync_text_index
 
         collection = self._open(create=False)
-        state = _catalog_state(collection)
+        state = state or _catalog_state(collection)
         if state == self._text_state:
             return self._text_index
         encoder = self.text_encoder
@@ -273,13 +273,14 @@ class Engine:
             return None
 
     def _fused_retriever(
-        self, query: str, vector: np.ndarray, index: VectorIndex, wanted: set[str] | None
+        self, query: str, vector: np.ndarray, index: VectorIndex, wanted: set[str] | None,
+        state: tuple[int, int],
     ) -> Callable[[int], list[SearchResult]]:
         """A function n -> fused hits from the top n of each ranker (see `_fuse` for the rules)."""
         from mmsearch.textsearch import search_text_index
 
         collection = self._open(create=False)
-        text_index = self._current_text_index()
+        text_index = self._current_text_index(state)
         text_vector = self._embed_text_query(query) if text_index is not None else None
 
         def retrieve(n: int) -> list[SearchResult]:
