@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything mmsearch's demo and tests need, idempotently: system packages (ffmpeg, flite),
+# Installs everything mmsearch's demo and tests need, idempotently: system packages (ffmpeg, flite,
+# chromium for the browser tests),
 # a virtual environment in .venv with the pinned torch pair, and mmsearch itself (editable, all extras).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v flite >/dev/null 2>&1 || need_apt+=(flite)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

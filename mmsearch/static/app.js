@@ -51,7 +51,14 @@ function showError(text) {
 }
 
 async function fetchJson(url, options) {
-  const response = await fetch(url, options);
+  let response;
+  try {
+    response = await fetch(url, options);
+  } catch {
+    // fetch rejects only when no answer came at all: the server stopped or the network is down
+    throw new Error(`Could not reach the mmsearch server at ${location.host}: ` +
+                    "is `mmsearch serve` still running? Start it again, then retry.");
+  }
   let body = null;
   try {
     body = await response.json();
@@ -97,16 +104,28 @@ function render(data) {
     : `No results for ${what}.`;
 }
 
+function player(hit) {
+  const el = document.createElement(hit.asset_kind);
+  Object.assign(el, { controls: true, autoplay: true, src: mediaUrl(hit) });
+  // A file this browser cannot decode (or that went away) would otherwise be a silent, empty player.
+  el.addEventListener("error", () => {
+    const note = Object.assign(document.createElement("p"), { className: "message" });
+    const link = Object.assign(document.createElement("a"), {
+      href: hit.file_url, target: "_blank", rel: "noopener", textContent: "open the file",
+    });
+    note.append(`This browser cannot play ${hit.path.split("/").pop()}; `, link,
+                " to play it with another program, or re-index its folder if it has changed.");
+    el.replaceWith(note);
+  });
+  return el;
+}
+
 function openViewer(hit) {
   const body = $("#viewer-body");
   $("#viewer-title").textContent = `${hit.path}${hit.start !== undefined ? "  " + span(hit) : ""}`;
   let el;
-  if (hit.asset_kind === "video") {
-    el = document.createElement("video");
-    Object.assign(el, { controls: true, autoplay: true, src: mediaUrl(hit) });
-  } else if (hit.asset_kind === "audio") {
-    el = document.createElement("audio");
-    Object.assign(el, { controls: true, autoplay: true, src: mediaUrl(hit) });
+  if (hit.asset_kind === "video" || hit.asset_kind === "audio") {
+    el = player(hit);
   } else if (hit.asset_kind === "image") {
     el = document.createElement("img");
     Object.assign(el, { src: hit.file_url, alt: hit.path });
@@ -138,6 +157,7 @@ function closeViewer() {
 
 async function searchText(q) {
   showError("");
+  $("#query-image").hidden = true;
   const params = searchParams();
   params.set("q", q);
   history.replaceState(null, "", `?${params}`);
@@ -160,8 +180,11 @@ async function searchImage(file) {
   if (lastQueryImageUrl) URL.revokeObjectURL(lastQueryImageUrl);
   lastQueryImageUrl = URL.createObjectURL(file);
   const preview = $("#query-image");
+  preview.onerror = () => { preview.hidden = true; };
   preview.src = lastQueryImageUrl;
   preview.hidden = false;
+  $("#q").value = "";
+  history.replaceState(null, "", `?${searchParams()}`);
   const body = new FormData();
   body.append("file", file, file.name || "pasted.png");
   summary.textContent = "Searching\u2026";
@@ -180,8 +203,10 @@ async function loadStatus() {
     const st = await fetchJson("/api/status");
     const counts = Object.entries(st.assets_by_kind).map(([k, n]) => `${n} ${k}`).join(", ");
     el.textContent = `${counts || "no files"} \u00b7 ${st.index_count ?? 0} vectors \u00b7 model ${st.model}`;
+    el.classList.remove("error");
   } catch (err) {
     el.textContent = err.message;
+    el.classList.add("error");
   }
 }
 
