@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from indexer.sources import transcribe
-from indexer.sources.audio import AUDIO_EXTENSIONS, AudioOptions, load_audio, read_audio
+from indexer.sources.audio import (
+    AUDIO_EXTENSIONS,
+    AudioOptions,
+    AudioStream,
+    load_audio,
+    read_audio,
+)
 from indexer.sources.base import ASSET_AUDIO, TRANSCRIPT
 from indexer.sources.chunking import TimedWord, window_timed_words
 from indexer.sources.subtitles import find_sidecar, parse_subtitles
@@ -74,6 +80,27 @@ def test_word_times_place_speech_where_it_is(speech_wav, tmp_path):
     segments = PocketsphinxTranscriber().transcribe(padded, 16_000)
     red = next(w for s in segments for w in s.words if w.text == "red")
     assert 3.0 < red.start_s < 4.0 and red.end_s > red.start_s
+
+
+def test_streamed_chunks_find_speech_after_a_long_silence(speech_wav):
+    """Fed in small chunks, silence is dropped as it goes, yet speech 400 s in is found in place."""
+    pcm = load_audio(speech_wav)
+    rate = 16_000
+    recording = np.concatenate([np.zeros(400 * rate, np.int16), pcm, np.zeros(5 * rate, np.int16)])
+    chunks = (recording[lo : lo + 7_777] for lo in range(0, len(recording), 7_777))
+    streamed = PocketsphinxTranscriber().transcribe_stream(chunks, rate)
+    whole = PocketsphinxTranscriber().transcribe(recording, rate)
+    assert [s.text for s in streamed] == [s.text for s in whole]
+    red = next(w for s in streamed for w in s.words if w.text == "red")
+    assert 400.0 < red.start_s < 401.5
+
+
+def test_audio_stream_hands_out_fixed_windows_and_counts_what_it_decoded(tmp_path):
+    path = write_silence(tmp_path / "quiet.wav", 7.25)
+    stream = AudioStream(path, window_s=2.0)
+    sizes = [len(w) for w in stream]
+    assert sizes == [32_000, 32_000, 32_000, 20_000]
+    assert stream.seconds == pytest.approx(7.25)
 
 
 @pytest.mark.parametrize(
@@ -310,14 +337,18 @@ def test_speech_the_voice_detector_misses_is_still_transcribed(tmp_path, monkeyp
 
     from mmsearch.synth.media import speak, write_silence
 
-    class DeafSegmenter:
+    class DeafEndpointer:
+        frame_bytes, in_speech = 960, False
+
         def __init__(self, *args, **kwargs):
             pass
 
-        def segment(self, _stream):
-            return iter(())
+        def process(self, _frame):
+            return None
 
-    monkeypatch.setattr(pocketsphinx, "Segmenter", DeafSegmenter)
+        end_stream = process
+
+    monkeypatch.setattr(pocketsphinx, "Endpointer", DeafEndpointer)
     spoken = read_audio(speak("a yellow star at the top", tmp_path / "memo.wav"))
     assert "star" in " ".join(item.text for item in spoken.items)
     with pytest.raises(DecodeError, match="no speech"):

@@ -7,6 +7,7 @@ model) and cost nothing to read. The backend used is recorded per asset.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,24 +77,71 @@ def probe_duration(path: str | Path) -> float:
         return float(container.duration or 0) / 1_000_000
 
 
+AUDIO_WINDOW_S = 30.0  # seconds decoded and handed on at a time: memory does not grow with length
+
+
+class AudioStream:
+    """A file's first audio stream as consecutive windows of mono int16 at `rate` Hz.
+
+    Decoding happens as the windows are read, so an hours-long recording never sits in memory;
+    `seconds` says how much audio was really decoded (headers can claim any length).
+    """
+
+    def __init__(
+        self, path: str | Path, rate: int = SAMPLE_RATE, window_s: float = AUDIO_WINDOW_S
+    ) -> None:
+        self.path, self.rate = Path(path), rate
+        self.window = max(1, int(window_s * rate))  # samples per window (the last may be shorter)
+        self.samples = 0  # samples handed out so far
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.rate
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        self.samples = 0
+        for window in self._windows(self._pieces()):
+            self.samples += len(window)
+            yield window
+        if self.samples == 0:
+            raise DecodeError(f"{self.path}: the audio stream holds no samples")
+
+    def _pieces(self) -> Iterator[np.ndarray]:
+        av = require("av", "Reading audio", "audio")
+        with _open(self.path) as container:
+            if not container.streams.audio:
+                raise DecodeError(f"{self.path}: no audio stream")
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
+            frames = container.decode(container.streams.audio[0])
+            while True:
+                try:
+                    frame = next(frames, None)
+                    out = resampler.resample(frame)
+                except av.FFmpegError as exc:
+                    raise DecodeError(f"{self.path}: corrupt audio ({_reason(exc)})") from exc
+                yield from (f.to_ndarray().reshape(-1).astype(np.int16, copy=False) for f in out)
+                if frame is None:
+                    return
+
+    def _windows(self, pieces: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        held: list[np.ndarray] = []
+        size = 0
+        for piece in pieces:
+            held.append(piece)
+            size += len(piece)
+            if size >= self.window:
+                joined = np.concatenate(held)
+                for lo in range(0, size - self.window + 1, self.window):
+                    yield joined[lo : lo + self.window]
+                rest = joined[size - size % self.window :]
+                held, size = ([rest], len(rest)) if len(rest) else ([], 0)
+        if size:
+            yield np.concatenate(held)
+
+
 def load_audio(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """The first audio stream as mono int16 at `rate` Hz; every format PyAV knows decodes the same way."""
-    av = require("av", "Reading audio", "audio")
-    path = Path(path)
-    pieces: list[np.ndarray] = []
-    with _open(path) as container:
-        if not container.streams.audio:
-            raise DecodeError(f"{path}: no audio stream")
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-        try:
-            for frame in container.decode(container.streams.audio[0]):
-                pieces.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
-            pieces.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
-        except av.FFmpegError as exc:
-            raise DecodeError(f"{path}: corrupt audio ({_reason(exc)})") from exc
-    if not pieces:
-        raise DecodeError(f"{path}: the audio stream holds no samples")
-    return np.concatenate(pieces).astype(np.int16, copy=False)
+    """The whole first audio stream as mono int16 at `rate` Hz; for short clips (tests, queries)."""
+    return np.concatenate(list(AudioStream(path, rate)))
 
 
 def choose_backend(path: Path, opts: AudioOptions) -> tuple[str, list[Segment] | None]:
@@ -111,19 +159,27 @@ def choose_backend(path: Path, opts: AudioOptions) -> tuple[str, list[Segment] |
     return opts.transcriber, None
 
 
-def transcribe_media(
-    path: str | Path, opts: AudioOptions, has_audio: bool = True
-) -> tuple[list[Segment], str]:
-    """Timed speech segments of a recording or video, and the backend that produced them."""
+@dataclass
+class Transcript:
+    """Timed speech of one file, the backend that produced it, and the seconds of audio decoded."""
+
+    segments: list[Segment]
+    backend: str
+    decoded_s: float | None = None  # None when no audio was decoded (sidecar subtitles, 'none')
+
+
+def transcribe_media(path: str | Path, opts: AudioOptions, has_audio: bool = True) -> Transcript:
+    """Timed speech segments of a recording or video, streamed window by window through ASR."""
     path = Path(path)
     backend, segments = choose_backend(path, opts)
     if segments is not None or backend == "none":
-        return segments or [], backend
+        return Transcript(segments or [], backend)
     if not has_audio:
         raise DecodeError(f"{path}: no audio stream")
-    samples = load_audio(path)
     transcriber = get_transcriber(backend, opts.whisper_model, opts.whisper_device)
-    return transcriber.transcribe(samples, SAMPLE_RATE), backend
+    stream = AudioStream(path)
+    segments = transcriber.transcribe_stream(stream, SAMPLE_RATE)
+    return Transcript(segments, backend, stream.seconds)
 
 
 def transcript_items(segments: list[Segment], opts: AudioOptions) -> list[SourceItem]:
@@ -140,14 +196,18 @@ def read_audio(path: str | Path, opts: AudioOptions | None = None) -> SourceResu
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
         raise DecodeError(f"{path}: empty file")
-    duration = probe_duration(path)
-    segments, backend = transcribe_media(path, opts)
-    items = transcript_items(segments, opts)
+    declared = probe_duration(path)
+    transcript = transcribe_media(path, opts)
+    items = transcript_items(transcript.segments, opts)
     if not items:
         reason = (
-            "transcription is off (transcriber='none')" if backend == "none" else "no speech found"
+            "transcription is off (transcriber='none')"
+            if transcript.backend == "none"
+            else "no speech found"
         )
         raise DecodeError(f"{path}: {reason}")
-    log.info("%s: %d transcript windows via %s", path.name, len(items), backend)
-    duration = duration or max(s.end_s for s in segments)  # header without a length
-    return SourceResult(ASSET_AUDIO, items, {"duration_s": duration, "transcript_backend": backend})
+    log.info("%s: %d transcript windows via %s", path.name, len(items), transcript.backend)
+    # what was decoded beats the header, which can claim any length
+    duration = transcript.decoded_s or declared or max(s.end_s for s in transcript.segments)
+    meta = {"duration_s": duration, "transcript_backend": transcript.backend}
+    return SourceResult(ASSET_AUDIO, items, meta)

@@ -382,12 +382,12 @@ def _sound_items(path: Path, info: VideoInfo, opts: VideoOptions, meta: dict) ->
     if not info.has_audio and find_sidecar(path) is None:
         return []
     try:
-        segments, backend = transcribe_media(path, opts.audio, has_audio=info.has_audio)
+        transcript = transcribe_media(path, opts.audio, has_audio=info.has_audio)
     except DecodeError as exc:
         log.info("%s: keyframes only, no transcript: %s", path.name, exc)
         return []
-    meta["transcript_backend"] = backend
-    return transcript_items(segments, opts.audio)
+    meta["transcript_backend"] = transcript.backend
+    return transcript_items(transcript.segments, opts.audio)
 
 
 def read_video(path: str | Path, opts: VideoOptions | None = None) -> SourceResult:
