@@ -1,6 +1,11 @@
 """One index run: scan, apply the cheap changes, decode in workers, encode in batches, commit.
 
-    summary = run_index(collection, encoder, [Path("~/Photos")], IndexOptions(workers=4))
+    with collection.writer(text_encoder) as writer:
+        summary = run_index(writer, load_encoder, [Path("~/Photos")], IndexOptions(workers=4))
+
+``load_encoder`` is called only when some file must be decoded, so a re-scan that finds nothing
+new never loads a model. Every change goes through the collection's writer, the one owner of
+the catalog and the vector stores.
 
 Order of work, and why it is safe to kill at any moment:
 
@@ -10,9 +15,9 @@ Order of work, and why it is safe to kill at any moment:
    look-ahead while the main process encodes finished files in batches and commits them. Each
    asset is upserted with its items in one transaction, so a kill never leaves half an asset,
    and a committed file has the scanned size and mtime, so the next run sees it as unchanged.
-4. The vector index is saved every `save_every_s` and at the end. The catalog is the truth:
-   `Collection.open_index` brings a stale index level with the catalog on the next open, so a
-   kill between a commit and a save loses nothing and counts nothing twice.
+4. The vector stores are flushed every `save_every_s` and at the end. The catalog is the truth:
+   the collection brings a stale store level with the catalog on the next open, so a kill
+   between a commit and a flush loses nothing and counts nothing twice.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,9 +58,8 @@ from mmsearch.catalog import AssetInfo, Catalog, ItemData
 from mmsearch.errors import ConfigError
 
 if TYPE_CHECKING:
-    from mmsearch.collection import Collection
     from mmsearch.models import Encoder
-    from mmsearch.vectors import VectorIndex
+    from mmsearch.store import CollectionWriter
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +136,8 @@ def _usable_cpus() -> int:
 
 
 def run_index(
-    collection: Collection,
-    encoder: Encoder,
+    writer: CollectionWriter,
+    load_encoder: Callable[[], Encoder],
     roots: Sequence[Path | str],
     options: IndexOptions = IndexOptions(),
     progress: ProgressReporter | None = None,
@@ -142,8 +146,7 @@ def run_index(
     started = time.monotonic()
     if not roots:
         raise ConfigError("Nothing to index: give at least one folder or file.")
-    collection.bind_encoder(encoder.name, encoder.dim)  # EncoderMismatchError for another model
-    catalog = collection.catalog
+    catalog = writer.catalog
     sources = selected_sources(options.kinds)
     report = scan(
         list(roots), known_assets(catalog), sources, include_hidden=options.include_hidden
@@ -155,17 +158,11 @@ def run_index(
     plan = report.plan
     set_aside_companion_subtitles(plan)
     folders = _Folders(catalog, roots)
-    index, behind = collection.open_index_reporting()
-    writer = _Writer(collection, index, options.save_every_s, summary, dirty=behind)
-    try:
-        apply_cheap_changes(plan, writer, folders, options.commit_every)
-        _Ingest(plan, sources, encoder, options, writer, folders, summary).run(
-            progress or NoProgress()
-        )
-    except BaseException:
-        writer.save_quietly()  # the catalog is committed; a fresher index saves the next sync
-        raise
-    writer.finish()
+    changes = _Changes(writer, options.save_every_s, summary)
+    apply_cheap_changes(plan, changes, folders, options.commit_every)
+    _Ingest(plan, sources, load_encoder, options, changes, folders, summary).run(
+        progress or NoProgress()
+    )
     summary.seconds = time.monotonic() - started
     log.info(
         "indexed %d new, %d changed; %d moved, %d deleted, %d touched, %d unchanged, "
@@ -229,86 +226,46 @@ class _Folders:
         return next((f.id for f in self._folders if is_under(key, [f.path])), None)
 
 
-class _Writer:
-    """Applies committed catalog changes to the in-memory index and saves it now and then."""
+class _Changes:
+    """The run's side of the collection writer: counts what changed and flushes on schedule."""
 
-    def __init__(
-        self,
-        collection: Collection,
-        index: VectorIndex,
-        save_every_s: float,
-        summary: IndexSummary,
-        dirty: bool,
-    ) -> None:
-        self.collection, self.catalog, self.index = collection, collection.catalog, index
+    def __init__(self, writer: CollectionWriter, save_every_s: float, summary: IndexSummary) -> None:
+        self.writer, self.catalog = writer, writer.catalog
         self.save_every_s = save_every_s
         self.summary = summary
-        self.dirty = dirty  # the index differs from the saved file
-        self.last_save = time.monotonic()
-        self.save_cost = 0.0  # seconds the last save took
 
     def upsert(self, asset: AssetInfo, items: list[ItemData]) -> None:
-        result = self.catalog.upsert_asset_with_items(asset, items)
-        self._remove(result.replaced_ids)
-        vectors = np.stack([np.asarray(it.vector, dtype=np.float32) for it in items])
-        self.index.add(np.asarray(result.item_ids, dtype=np.int64), vectors)
+        result = self.writer.write(asset, items)
         self.summary.items_added += len(items)
-        self.dirty = True
+        self.summary.items_removed += len(result.replaced_ids)
 
     def delete(self, keys: Sequence[str]) -> None:
-        self._remove(self.catalog.delete_assets(keys))
-
-    def _remove(self, ids: Sequence[int]) -> None:
-        if ids:
-            self.index.remove(np.asarray(ids, dtype=np.int64))
-            self.summary.items_removed += len(ids)
-            self.dirty = True
+        self.summary.items_removed += len(self.writer.delete(keys))
 
     def maybe_save(self) -> None:
-        """Save on schedule; a large index is saved less often than its save time would allow."""
-        interval = max(self.save_every_s, 5 * self.save_cost)
-        if self.dirty and time.monotonic() - self.last_save >= interval:
-            self.save()
-
-    def save(self) -> None:
-        began = time.monotonic()
-        self.collection.save_index(self.index)
-        self.last_save = time.monotonic()
-        self.save_cost = self.last_save - began
-        self.dirty = False
-
-    def save_quietly(self) -> None:
-        try:
-            self.save()
-        except Exception as exc:
-            log.warning("could not save the vector index (the next run rebuilds it): %s", exc)
-
-    def finish(self) -> None:
-        """Save if the index differs from the file: changed now, or behind since a killed run."""
-        if self.dirty:
-            self.save()
+        self.writer.maybe_flush(self.save_every_s)
 
 
 def apply_cheap_changes(
-    plan: ChangePlan, writer: _Writer, folders: _Folders, commit_every: int
+    plan: ChangePlan, changes: _Changes, folders: _Folders, commit_every: int
 ) -> None:
     """Deleted, moved and touched files: catalog updates only, nothing is decoded or encoded."""
-    summary, catalog = writer.summary, writer.catalog
+    summary, writer = changes.summary, changes.writer
     for start in range(0, len(plan.deleted), commit_every):
-        writer.delete(plan.deleted[start : start + commit_every])
+        changes.delete(plan.deleted[start : start + commit_every])
     summary.deleted += len(plan.deleted)
     for old, entry in plan.moved:  # keeps the asset's items, so its vectors and ids
         key = str(entry.path)
-        catalog.move_asset(
+        writer.move(
             old, key, size=entry.size, mtime_ns=entry.mtime_ns, folder_id=folders.id_for(key)
         )
         summary.moved += 1
     for entry in plan.touched:
         key = str(entry.path)
-        catalog.move_asset(key, key, size=entry.size, mtime_ns=entry.mtime_ns)
+        writer.touch(key, size=entry.size, mtime_ns=entry.mtime_ns)
         summary.touched += 1
     summary.unchanged += len(plan.unchanged)
-    writer.maybe_save()
+    changes.maybe_save()
 
 
 @dataclass
@@ -342,13 +299,13 @@ class _Ingest:
         self,
         plan: ChangePlan,
         sources: dict[str, SourceSpec],
-        encoder: Encoder,
+        load_encoder: Callable[[], Encoder],
         options: IndexOptions,
-        writer: _Writer,
+        writer: _Changes,
         folders: _Folders,
         summary: IndexSummary,
     ) -> None:
-        self.encoder, self.options, self.writer = encoder, options, writer
+        self.load_encoder, self.options, self.writer = load_encoder, options, writer
         self.folders, self.summary = folders, summary
         todo = sorted(plan.new + plan.changed, key=lambda e: str(e.path))
         self.entries = {str(e.path): e for e in todo}
@@ -363,7 +320,9 @@ class _Ingest:
 
     def run(self, progress: ProgressReporter) -> None:
         if not self.jobs:
-            return
+            return  # nothing to decode: no model is loaded
+        self.encoder = self.load_encoder()
+        self.writer.writer.bind_encoder(self.encoder.name, self.encoder.dim)
         self.progress = progress
         progress.start(len(self.jobs), "Indexing")
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -58,17 +59,21 @@ def _run(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except MmsearchError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        from rich.text import Text
+
+        from mmsearch.cli_output import literal
+
+        err.print(Text("error: ", style="bold red") + Text(literal(str(exc))), highlight=False)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err.print("interrupted; committed work is kept, run the same command again to finish.")
         raise typer.Exit(130) from None
 
 
-def _engine(home: Path | None, model: str | None = None, device: str = "auto"):
+def _engine(home: Path | None, model: str | None = None, device: str = "auto", **kw):
     from mmsearch.engine import Engine
 
-    return Engine(home=home, model=model, device=device)
+    return Engine(home=home, model=model, device=device, **kw)
 
 
 @app.command()
@@ -79,6 +84,7 @@ def index(
     device: DeviceOpt = "auto",
     workers: Annotated[int, typer.Option(help="Decoding processes (0 = one per core).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Items per encoder batch.")] = 64,
+    index_kind: Annotated[str | None, typer.Option("--index-kind", help="Vector index: auto (flat, HNSW past 50,000 vectors), flat, hnsw, ivf or torch; saved in the home.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index folders: new files are added, changed ones re-encoded, moved ones kept, deleted ones removed."""
@@ -86,7 +92,7 @@ def index(
     from mmsearch.cli_output import RichProgress, skipped_table, summary_table
 
     def body():
-        with _engine(home, model, device) as engine:
+        with _engine(home, model, device, index_kind=index_kind) as engine:
             progress = None if as_json else RichProgress(err)
             summary = engine.index(paths, options=IndexOptions(workers=workers, batch_size=batch_size), progress=progress)
         if as_json:
@@ -105,32 +111,118 @@ def _summary_dict(summary) -> dict:
     return asdict(summary)
 
 
-@app.command()
+@app.command(context_settings={"allow_interspersed_args": True})
 def query(
-    text: Annotated[str | None, typer.Argument(help='What to look for, e.g. "a red car".', show_default=False)] = None,
-    image: Annotated[Path | None, typer.Option("--image", "-i", help="Search by this picture instead of text.", show_default=False)] = None,
-    top: Annotated[int, typer.Option("--top", "-k", help="Number of results.")] = 10,
+    terms: Annotated[list[str] | None, typer.Argument(help='What to look for: "a red car", or a compound query like "2:red car" + ./beach.jpg - night (see the README).', show_default=False)] = None,
+    image: Annotated[list[Path] | None, typer.Option("--image", "-i", help="Search by this picture (repeatable; adds to the terms).", show_default=False)] = None,
+    like: Annotated[list[str] | None, typer.Option("--like", help="More like this indexed item: an item id from a result, or an indexed file's path (repeatable).", show_default=False)] = None,
+    k: Annotated[int, typer.Option("-k", "--k", "--top", help="Number of results.")] = 10,
+    offset: Annotated[int, typer.Option(help="Skip this many results (paging).")] = 0,
     types: TypeOpt = None,
+    path: Annotated[list[str] | None, typer.Option("--path", help="Only files whose path matches this glob or folder (repeatable): '*.png', '~/Pictures/2023', 'trips/*/beach*'.", show_default=False)] = None,
+    after: Annotated[str | None, typer.Option(help="Only files taken (else modified) on or after this ISO date, e.g. 2024-06-01.", show_default=False)] = None,
+    before: Annotated[str | None, typer.Option(help="Only files taken (else modified) before this ISO date.", show_default=False)] = None,
+    min_width: Annotated[int | None, typer.Option(help="Only pictures and videos at least this many pixels wide.", show_default=False)] = None,
+    min_height: Annotated[int | None, typer.Option(help="Only pictures and videos at least this many pixels high.", show_default=False)] = None,
+    camera: Annotated[str | None, typer.Option(help="Only photos whose camera make/model contains this text.", show_default=False)] = None,
+    min_duration: Annotated[float | None, typer.Option(help="Only videos/recordings at least this many seconds long.", show_default=False)] = None,
+    max_duration: Annotated[float | None, typer.Option(help="Only videos/recordings at most this many seconds long.", show_default=False)] = None,
+    min_score: Annotated[float | None, typer.Option(help="Drop results scoring below this.", show_default=False)] = None,
+    sort: Annotated[str, typer.Option(help="relevance, date (oldest first) or -date (newest first); dates order the most relevant results.")] = "relevance",
+    cutoff: Annotated[str | None, typer.Option(help="'auto': stop where the scores drop (a gap after the top hits).", show_default=False)] = None,
+    count: Annotated[bool, typer.Option("--count", help="Print how many items score at least --min-score, instead of results.")] = False,
     no_group: Annotated[bool, typer.Option("--no-group", help="Show every keyframe/window instead of grouping adjacent hits.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Show each result's score parts (which ranker said what).")] = False,
+    paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="Print only the paths, one per line, for pipes.")] = False,
     home: HomeOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line: path, score, kind, item_id, start/end, text.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line: path, score, kind, item_id, start/end, text, parts.")] = False,
 ) -> None:
-    """Search the collection with a sentence or (with --image) a picture."""
-    from mmsearch.cli_output import results_json_lines, results_table
+    """Search the collection with words, pictures, items, or a mix of them with weights and signs."""
+    from mmsearch.cli_output import explain_table, results_json_lines, results_table
+    from mmsearch.query.model import Filters
+    from mmsearch.query.parse import parse_terms
 
     def body():
+        filters = Filters(
+            types=frozenset(types or ()), paths=tuple(path or ()), after=_date(after, "--after"),
+            before=_date(before, "--before"), min_width=min_width, min_height=min_height,
+            camera=camera, min_duration=min_duration, max_duration=max_duration,
+        )
         with _engine(home, model, device) as engine:
-            hits = engine.search(text, top, image=image, types=types, group=not no_group)
+            parsed = parse_terms(terms or [])
+            for picture in image or ():
+                parsed += parse_terms([str(picture)]) if str(picture).strip() else []
+            q = engine.build_query(
+                parsed, k, filters=filters, offset=offset, sort=sort, cutoff=cutoff,
+                min_score=min_score, group=not no_group, explain=explain, like=like or None,
+            )
+            if count:
+                print(engine.count(q, min_score if min_score is not None else 0.0))
+                return
+            hits = engine.search(q)
         if as_json:
             if hits:
                 print(results_json_lines(hits))
             return
+        if paths_only:  # raw bytes into a pipe (for xargs); made safe on a terminal
+            from mmsearch.cli_output import literal
+
+            tty = sys.stdout.isatty()
+            for h in hits:
+                if tty:
+                    print(literal(h.path))
+                else:
+                    sys.stdout.flush()
+                    sys.stdout.buffer.write(os.fsencode(h.path) + b"\n")
+            sys.stdout.flush()
+            return
         if not hits:
             out.print("No results.")
             return
-        out.print(results_table(hits, repr(text) if text is not None else str(image)))
+        out.print(results_table(hits, q.describe()))
+        if explain:
+            out.print(explain_table(hits))
+
+    _run(body)
+
+
+def _date(value: str | None, option: str) -> float | None:
+    """An ISO date or date-time (local time) as POSIX seconds."""
+    if value is None:
+        return None
+    from datetime import datetime
+
+    from mmsearch.errors import QueryError
+
+    try:
+        return datetime.fromisoformat(value.strip()).timestamp()
+    except ValueError:
+        raise QueryError(f"{option} takes an ISO date like 2024-06-01 (or 2024-06-01T18:30), not {value!r}.") from None
+
+
+@app.command()
+def duplicates(
+    threshold: Annotated[float, typer.Option(help="Cosine similarity at or above which two pictures count as near-identical.")] = 0.95,
+    types: Annotated[list[str] | None, typer.Option("--type", "-t", help="File types to compare (default image; add video for keyframes).", show_default=False)] = None,
+    home: HomeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per group: paths, item_ids, similarity.")] = False,
+) -> None:
+    """List groups of near-identical files: bursts, re-encodes, resized copies."""
+    from mmsearch.cli_output import duplicates_table
+
+    def body():
+        with _engine(home) as engine:
+            groups = engine.duplicates(threshold, types or ("image",))
+        if as_json:
+            for g in groups:
+                print(json.dumps(g.to_dict()))
+            return
+        if not groups:
+            out.print(f"No near-duplicates at similarity >= {threshold}.")
+            return
+        out.print(duplicates_table(groups))
 
     _run(body)
 
@@ -154,14 +246,15 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def rebuild(
     home: HomeOpt = None,
-    kind: Annotated[str, typer.Option(help="Index type: auto, flat, ivf, hnsw or torch.")] = "auto",
+    kind: Annotated[str | None, typer.Option(help="Index type: auto, flat, ivf, hnsw or torch (saved in the home; default: the home's).", show_default=False)] = None,
 ) -> None:
     """Rebuild the vector index from the catalog's stored vectors (no re-encoding)."""
 
     def body():
         with _engine(home) as engine:
             n = engine.rebuild(kind)
-        out.print(f"Rebuilt the {kind} index with {n} vectors.")
+            chosen = engine.collection.index_kind
+        out.print(f"Rebuilt the {chosen} index with {n} vectors.")
 
     _run(body)
 
@@ -173,6 +266,8 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8765,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    token: Annotated[str | None, typer.Option(help="Access token the API requires (safer: $MMSEARCH_TOKEN). Beyond loopback one is generated if not given.")] = None,
+    allow_host: Annotated[list[str] | None, typer.Option(help="Another name the server may be reached by, e.g. behind a proxy (repeatable).")] = None,
 ) -> None:
     """Serve the search page and the HTTP API (GET /api/search?q=...) until Ctrl+C."""
 
@@ -182,7 +277,10 @@ def serve(
         def announce(url: str) -> None:
             out.print(f"mmsearch is serving {url} (Ctrl+C to stop)", highlight=False, soft_wrap=True)
 
-        run_server(home, model, host=host, port=port, device=device, announce=announce)
+        run_server(
+            home, model, host=host, port=port, device=device, announce=announce,
+            token=token, allow_hosts=allow_host or (),
+        )
 
     _run(body)
 

@@ -15,6 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from indexer.pipeline import IndexSummary
@@ -66,8 +67,24 @@ def span(hit: SearchResult) -> str:
     return f"{timestamp(hit.start)}–{timestamp(end)}"
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in list(range(0x20)) + [0x7F]}
+_CONTROL.update({0x9B: "\\x9b"})  # the one-byte CSI
+
+
+def literal(text: str) -> str:
+    """A path or name exactly as stored, safe for a terminal: control characters (escape
+    sequences, newlines) shown as ``\\xNN``, undecodable bytes as ``\\udcNN`` escapes."""
+    safe = text.translate(_CONTROL)
+    return safe.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _plain(text: str) -> Text:
+    """Rich text that is never parsed as markup (a folder named ``[bold]`` stays as typed)."""
+    return Text(literal(text))
+
+
 def results_table(hits: list[SearchResult], query: str) -> Table:
-    table = Table(title=f"Results for {query}", title_justify="left")
+    table = Table(title=_plain(f"Results for {query}"), title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("kind")
@@ -79,10 +96,40 @@ def results_table(hits: list[SearchResult], query: str) -> Table:
     if show_text:
         table.add_column("passage", overflow="fold", max_width=60)
     for h in hits:
-        row = [str(h.rank), f"{h.score:.3f}", h.kind, h.path] + ([span(h)] if show_when else [])
+        row = [str(h.rank), f"{h.score:.3f}", h.kind, _plain(h.path)] + ([span(h)] if show_when else [])
         if show_text:
-            row.append((h.text or "")[:200])
+            row.append(_plain((h.text or "")[:200]))
         table.add_row(*row)
+    return table
+
+
+def explain_table(hits: list[SearchResult]) -> Table:
+    """Each result's score parts: which ranker or stage said what, and the rank it gave."""
+    table = Table(title="Why these results", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    sources = list(dict.fromkeys(p.source for h in hits for p in h.parts))
+    for source in sources:
+        table.add_column(source, justify="right")
+    for h in hits:
+        cells = []
+        for source in sources:
+            part = h.part(source)
+            if part is None:
+                cells.append("-")
+            else:
+                cells.append(f"{part.score:.3f}" + (f" (#{part.rank})" if part.rank else ""))
+        table.add_row(str(h.rank), f"{h.score:.3f}", *cells)
+    return table
+
+
+def duplicates_table(groups: list) -> Table:
+    table = Table(title="Near-duplicate groups", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("similarity", justify="right")
+    table.add_column("files", overflow="fold")
+    for i, g in enumerate(groups, start=1):
+        table.add_row(str(i), f"{g.similarity:.3f}", _plain("\n".join(g.paths)))
     return table
 
 
@@ -108,7 +155,7 @@ def skipped_table(summary: IndexSummary) -> Table:
     table.add_column("path", overflow="fold")
     table.add_column("reason", overflow="fold")
     for s in summary.skipped:
-        table.add_row(s.path, s.reason)
+        table.add_row(_plain(s.path), _plain(s.reason))
     return table
 
 
@@ -121,11 +168,11 @@ def _size(n: int) -> str:
 
 
 def status_table(status: CollectionStatus) -> Table:
-    table = Table(title=f"mmsearch collection at {status.home}", title_justify="left", show_header=False)
+    table = Table(title=_plain(f"mmsearch collection at {status.home}"), title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value", overflow="fold")
     table.add_row("model", f"{status.model} ({status.dim}-d)" if status.model else "none yet")
-    table.add_row("folders", "\n".join(f.path for f in status.folders) or "none")
+    table.add_row("folders", _plain("\n".join(f.path for f in status.folders) or "none"))
     table.add_row("files", ", ".join(f"{k}: {v}" for k, v in sorted(status.assets_by_kind.items())) or "0")
     table.add_row("items", ", ".join(f"{k}: {v}" for k, v in sorted(status.items_by_kind.items())) or "0")
     table.add_row("index", f"{status.index_kind} ({status.index_count} vectors)" if status.index_kind else "not built yet")

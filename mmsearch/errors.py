@@ -70,3 +70,9 @@ def require(module: str, feature: str, extra: str):
             f"{feature} needs the Python package '{module}', which is not installed. "
             f"Install it with: pip install 'mmsearch[{extra}]'"
         ) from exc
+
+
+class InvalidVectorError(MmsearchError):
+    """An encoder produced vectors that cannot be stored (NaN, infinity, wrong shape)."""
+
+    exit_code = 7

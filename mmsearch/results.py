@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
+
+
+@dataclass(frozen=True)
+class ScorePart:
+    """What one ranker or stage said about a result: its own score and the rank it gave."""
+
+    source: str  # "clip", "text" (sentence model), "keyword", a reranker's or personaliser's name
+    score: float  # that source's own scale: a cosine, a negated bm25, a model's probability
+    rank: int | None = None  # 1-based rank in that source's list (among the same modality for clip)
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A neighbouring moment of the same video or recording, folded into a grouped result."""
+
+    item_id: int
+    start: float | None
+    end: float | None
 
 
 @dataclass(frozen=True)
@@ -11,7 +29,7 @@ class SearchResult:
     """One hit: an item (image, keyframe, transcript window or text chunk) of one file."""
 
     rank: int
-    score: float  # cosine similarity in the collection's CLIP space (or fused score, see `query`)
+    score: float  # the final score that orders results (CLIP cosine, or fused; see `parts`)
     path: str  # the file the item belongs to
     kind: str  # item kind: image, keyframe, transcript, text
     asset_kind: str  # file kind: image, video, audio, text
@@ -19,17 +37,47 @@ class SearchResult:
     start: float | None = None  # seconds, for items with a time span
     end: float | None = None
     text: str | None = None  # the matched passage of a transcript or document
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. grouped item ids of one video
+    date: float | None = None  # when taken (else modified), POSIX seconds
+    parts: tuple[ScorePart, ...] = ()  # who said what: rankers first, then later stages
+    moments: tuple[Moment, ...] = ()  # neighbouring moments folded into this one
+
+    def part(self, source: str) -> ScorePart | None:
+        """The score part of one source, or None when it did not judge this result."""
+        return next((p for p in self.parts if p.source == source), None)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; `start`/`end` only where the item has a time span, `text` only where set."""
+        """JSON-ready dict, the one shape of the CLI's --json and the HTTP API.
+
+        `start`/`end` only where the item has a time span, `text` only where set; `parts` as
+        ``{source: {score, rank}}``; `moments` only for grouped results.
+        """
         d = asdict(self)
-        for key in ("start", "end", "text"):
+        for key in ("start", "end", "text", "date"):
             if d[key] is None:
                 del d[key]
-        if not d["extra"]:
-            del d["extra"]
+        d["parts"] = {p.source: {"score": p.score, "rank": p.rank} for p in self.parts}
+        if self.moments:
+            d["moments"] = [asdict(m) for m in self.moments]
+        else:
+            del d["moments"]
         return d
+
+
+class SearchResults(list[SearchResult]):
+    """One page of results (a list), with the query that produced it and what it cost."""
+
+    def __init__(
+        self,
+        hits: list[SearchResult],
+        *,
+        query: Any = None,
+        took_ms: float = 0.0,
+        count: int | None = None,
+    ) -> None:
+        super().__init__(hits)
+        self.query = query  # the `Query` that was run
+        self.took_ms = took_ms
+        self.count = count  # results scoring at least `min_score`, when counted
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmsearch.collection import Collection
+from mmsearch.store import Collection
 from mmsearch.vectors import load_index
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def assert_index_matches_catalog(home: Path) -> np.ndarray:
     """The saved index file holds exactly the catalog's item ids (no sync needed); returns them."""
     with Collection(home, create=False) as collection:
         catalog_ids = collection.catalog.item_ids()
-        saved = load_index(collection.index_path)
+        saved = load_index(collection.home / "index" / "vectors.idx")
         index_ids = np.sort(saved.ids())
     assert len(catalog_ids) == len(np.unique(catalog_ids))
     np.testing.assert_array_equal(index_ids, catalog_ids)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from indexer.pipeline import IndexOptions, run_index
-    from mmsearch.collection import Collection
+    from mmsearch.store import Collection
     from mmsearch.models import load_encoder
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         save_every_s=args.save_every_s,
         in_process=args.in_process,
     )
-    with Collection(args.home) as collection:
+    with Collection(args.home) as collection, collection.writer() as writer:
         summary = run_index(
-            collection, encoder, args.roots, options, progress=SlowProgress(args.throttle)
+            writer, lambda: encoder, args.roots, options, progress=SlowProgress(args.throttle)
         )
     print(json.dumps(dataclasses.asdict(summary)), flush=True)
 

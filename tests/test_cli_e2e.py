@@ -70,11 +70,16 @@ def test_text_queries_put_the_right_photos_on_the_first_page(indexed, colour, sh
     assert ranked.index(found[0]) < 3, (colour, shape, ranked)
 
 
-def test_image_query_finds_the_same_photo_first(indexed):
+def test_image_query_finds_the_same_photo_first(indexed, tmp_path):
     photos, home, _ = indexed
     probe = sorted(photos.glob("*.jpg"))[5]
-    hits = query_json(home, "--image", probe, "-k", "3")
-    assert hits[0]["path"] == str(probe.resolve())
+    outside = tmp_path / "copy.jpg"  # the same picture, not indexed: encoded from the file
+    shutil.copy(probe, outside)
+    hits = query_json(home, "--image", outside, "-k", "3")
+    assert hits[0]["path"] == str(probe.resolve()) and hits[0]["score"] > 0.99
+    # The indexed file itself: its stored vector, and it is left out of its own results.
+    again = query_json(home, "--image", probe, "-k", "2")
+    assert [h["path"] for h in again] == [h["path"] for h in hits[1:3]]
 
 
 def test_status_reports_model_counts_and_index(indexed):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers_index import assert_index_matches_catalog, count_assets, start_script
 
-from mmsearch.collection import Collection
+from mmsearch.store import Collection
 from mmsearch.synth.media import write_photo_folder
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,8 @@ def test_search_while_indexing_sees_committed_data_only(tmp_path) -> None:
             time.sleep(0.05)
         while proc.poll() is None:
             with Collection(home, create=False) as collection:
-                index = collection.open_index()
+                collection.refresh()
+                index = collection.vectors
                 query = rng.normal(size=(1, index.dim)).astype(np.float32)
                 query /= np.linalg.norm(query)
                 _, ids = index.search(query, 20)

@@ -23,7 +23,7 @@ from helpers_index import (
 )
 from PIL import Image
 
-from mmsearch.collection import Collection
+from mmsearch.store import Collection
 from mmsearch.synth.media import write_photo_folder
 
 pytestmark = pytest.mark.slow
@@ -61,8 +61,8 @@ def assert_same_collection(crashed: Path, clean: Path) -> None:
         np.testing.assert_allclose(va, vb, atol=1e-4)  # same seeded weights in every process
         queries = vb[:: max(1, len(paths) // 5)]
         for q in queries:
-            sa, ia = ca.open_index().search(q[None], 10)
-            sb, ib = cb.open_index().search(q[None], 10)
+            sa, ia = ca.vectors.search(q[None], 10)
+            sb, ib = cb.vectors.search(q[None], 10)
             pa = [r.path for r in ca.catalog.items_by_ids(ia[0])]
             pb = [r.path for r in cb.catalog.items_by_ids(ib[0])]
             assert pa == pb or np.allclose(sa, sb, atol=1e-4)  # equal, or ties reordered

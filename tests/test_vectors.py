@@ -322,3 +322,46 @@ def test_ivf_retrains_as_collection_grows():
     assert index.factory != first  # more lists for the bigger collection
     _, top = index.search(vecs[::97], 1)
     np.testing.assert_array_equal(top[:, 0], np.arange(4000)[::97])
+
+
+# ------------------------------------------------------------------ filters pushed down
+
+
+@pytest.mark.parametrize("share", [0.01, 0.3, 0.9])
+def test_allowed_equals_exact_search_restricted_to_the_filter(kind, share, monkeypatch):
+    """A filtered search returns the exact top-k of the allowed ids, k of them when there are k."""
+    import mmsearch.vectors.base as base
+
+    rng = np.random.default_rng(7)
+    vecs = unit(rng, 3000)
+    ids = np.arange(3000, dtype=np.int64) * 3 + 11
+    index = create_index(kind, DIM)
+    index.add(ids, vecs)
+    index.remove(ids[::10])  # tombstones too
+    live = np.setdiff1d(ids, ids[::10])
+    allowed = rng.choice(live, size=max(12, int(share * len(live))), replace=False)
+    queries = unit(rng, 20)
+    want_s, want_rows = exact_topk(queries, vecs[np.searchsorted(ids, np.sort(allowed))], 10)
+    want = np.sort(allowed)[want_rows]
+    # Both strategies: exact scoring of the subset, and the structure steered by a selector.
+    for subset_max in (base.SUBSET_EXACT_MAX, 0):
+        monkeypatch.setattr(base, "SUBSET_EXACT_MAX", subset_max)
+        scores, found = index.search(queries, 10, allowed=allowed)
+        assert (found >= 0).all(), "a filter that keeps enough ids must still return k results"
+        assert np.isin(found, allowed).all()
+        if index.exact or subset_max:
+            assert (found == want).mean() > 0.99
+            np.testing.assert_allclose(scores, want_s, atol=1e-3)
+        else:
+            assert knn_recall(found, want, 10) >= 0.95
+
+
+def test_allowed_edge_cases(small):
+    index, ids, vecs = small
+    scores, found = index.search(vecs[:2], 5, allowed=np.array([], np.int64))
+    assert (found == -1).all() and np.isneginf(scores).all()
+    scores, found = index.search(vecs[:1], 5, allowed=np.array([ids[3], 999_999_999]))
+    assert found[0, 0] == ids[3] and (found[0, 1:] == -1).all()
+    got_ids, got = index.vectors(np.array([ids[5], 12345678, ids[2]]))
+    assert got_ids.tolist() == [ids[5], ids[2]]
+    np.testing.assert_allclose(got, vecs[[5, 2]], atol=1e-3)

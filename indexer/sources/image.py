@@ -73,6 +73,21 @@ def read_image(
         raise DecodeError(f"{path}: is a folder, not an image") from exc
 
 
+def decode_image_bytes(
+    data: bytes, name: str, *, target_size: int | None = None, limits: ImageLimits = DEFAULT_LIMITS
+) -> SourceResult:
+    """`read_image` for bytes already in memory (an uploaded or downloaded query picture)."""
+    import io
+
+    if not data:
+        raise DecodeError(f"{name}: empty file")
+    if len(data) > limits.max_bytes:
+        raise DecodeError(
+            f"{name}: too large: {len(data) / 2**20:.0f} MB > limit {limits.max_bytes / 2**20:.0f} MB"
+        )
+    return _decode(io.BytesIO(data), Path(name), target_size, limits)
+
+
 def _check_file(path: Path, limits: ImageLimits) -> None:
     """Refuse empty, missing and oversized files before opening them."""
     try:

@@ -55,7 +55,23 @@ def _v2_to_v3(conn: Connection) -> None:
     create_keyword_index(conn, backfill=True)
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v1_to_v2, 3: _v2_to_v3}
+def _v3_to_v4(conn: Connection) -> None:
+    """v4 adds passage sentence vectors (embedded by the next `index` run) and `assets.date_s`,
+    filled here from the camera date or the file's modification time."""
+    from mmsearch.catalog.dates import asset_date_s
+
+    conn.execute(text("ALTER TABLE items ADD COLUMN text_vector BLOB"))
+    conn.execute(text("ALTER TABLE assets ADD COLUMN date_s FLOAT"))
+    conn.execute(text("CREATE INDEX ix_assets_date_s ON assets (date_s)"))
+    rows = conn.execute(text("SELECT id, taken_at, mtime_ns FROM assets")).all()
+    for asset_id, taken_at, mtime_ns in rows:
+        conn.execute(
+            text("UPDATE assets SET date_s = :d WHERE id = :i"),
+            {"d": asset_date_s(taken_at, mtime_ns), "i": asset_id},
+        )
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v1_to_v2, 3: _v2_to_v3, 4: _v3_to_v4}
 """``MIGRATIONS[v]`` upgrades a database from version ``v - 1`` to ``v``."""
 
 

@@ -9,6 +9,12 @@ stored as little-endian float32 bytes so the ANN index can be rebuilt without re
 v3 adds ``items_fts``, an SQLite FTS5 index over ``items.text`` for keyword search (see
 `create_keyword_index`). It is SQLite-only: other databases get no keyword table, and keyword
 search there returns nothing (semantic search is unaffected).
+
+v4 stores each passage's sentence-model vector (``items.text_vector``) beside its CLIP vector,
+so the passage index is rebuilt from the catalog like the CLIP index, and gives every asset a
+``date_s`` (when the picture was taken, else when the file was modified; POSIX seconds) that
+date filters and ``--sort date`` compare. The ``meta`` row ``generation`` counts committed
+writes, so a reader learns in one lookup whether anything changed.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bump with a step in ``migrations.MIGRATIONS`` whenever these tables change."""
 
 ASSET_KINDS = ("image", "video", "audio", "text")
@@ -89,6 +95,8 @@ class Asset(Base):
     # v2: which speech backend wrote the transcript, so a better one can trigger re-transcription.
     transcript_backend: Mapped[str | None] = mapped_column(String(64))
     indexed_at: Mapped[float] = mapped_column(Float)
+    # v4: taken_at as POSIX seconds (read as local time), else the file's mtime; date filters.
+    date_s: Mapped[float | None] = mapped_column(Float, index=True)
 
     items: Mapped[list[Item]] = relationship(
         back_populates="asset", cascade="all, delete-orphan", passive_deletes=True
@@ -109,6 +117,8 @@ class Item(Base):
     text: Mapped[str | None] = mapped_column(Text)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # v4: the sentence model's vector of `text` (passages only; NULL until embedded).
+    text_vector: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     asset: Mapped[Asset] = relationship(back_populates="items")
 

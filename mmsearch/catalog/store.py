@@ -14,12 +14,13 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Engine, bindparam, delete, func, inspect, select, text
+from sqlalchemy import Engine, bindparam, delete, func, inspect, select, text, update
 from sqlalchemy.orm import sessionmaker
 
+from mmsearch.catalog.dates import asset_date_s
 from mmsearch.catalog.db import make_engine, writer
 from mmsearch.catalog.keyword import fts_match_expression
 from mmsearch.catalog.migrations import ensure_schema
@@ -35,10 +36,19 @@ from mmsearch.catalog.schema import (
 )
 from mmsearch.errors import CatalogError, EncoderMismatchError
 
+if TYPE_CHECKING:
+    from mmsearch.query.model import Filters
+
 log = logging.getLogger(__name__)
 
 VECTOR_DTYPE = np.dtype("<f4")
 """How vectors are stored: little-endian float32, whatever the machine."""
+
+KEYWORD_FILTER_FETCH = 100_000
+"""Matches ranked before an allow-list is applied to keyword search (a bound, not a page size)."""
+
+GENERATION_KEY = "generation"
+"""The ``meta`` row counting committed writes (bumped in the same transaction as each write)."""
 
 _IN_CHUNK = 500
 """Ids or paths per ``IN (...)`` clause; stays under every backend's bound-parameter limit."""
@@ -64,9 +74,11 @@ class AssetInfo:
     transcript_backend: str | None = None
     id: int | None = None  # set when read back
     indexed_at: float | None = None  # set when read back
+    date_s: float | None = None  # set when read back: taken_at, else mtime (POSIX seconds)
 
 
-_ASSET_FIELDS = tuple(f.name for f in fields(AssetInfo) if f.name not in ("id", "indexed_at"))
+_READ_BACK = ("id", "indexed_at", "date_s")
+_ASSET_FIELDS = tuple(f.name for f in fields(AssetInfo) if f.name not in _READ_BACK)
 
 
 class ItemData(NamedTuple):
@@ -78,6 +90,7 @@ class ItemData(NamedTuple):
     text: str | None
     vector: np.ndarray
     thumbnail: bytes | None = None
+    text_vector: np.ndarray | None = None  # a passage's sentence-model vector
 
 
 @dataclass(frozen=True)
@@ -170,6 +183,10 @@ class Catalog:
         with self._write.begin() as s:
             s.merge(Meta(key=key, value=value))
 
+    def generation(self) -> int:
+        """Committed writes so far: one primary-key lookup tells a reader whether anything changed."""
+        return int(self.get_meta(GENERATION_KEY) or 0)
+
     def encoder(self) -> EncoderInfo | None:
         """The encoder bound to this collection (``bind_encoder``), or None for a new one."""
         with self._read() as s:
@@ -255,9 +272,15 @@ class Catalog:
         rows = [ItemData(*it) for it in items]
         _check_asset(asset)
         blobs = self._encode_vectors(rows)
+        text_blobs = [
+            None if r.text_vector is None else np.asarray(r.text_vector, VECTOR_DTYPE).tobytes()
+            for r in rows
+        ]
         values = {name: getattr(asset, name) for name in _ASSET_FIELDS}
         values["path"] = _abspath(asset.path)
+        values["date_s"] = asset_date_s(asset.taken_at, asset.mtime_ns)
         with self._write.begin() as s:
+            _bump_generation(s)
             existing = s.scalar(select(Asset).where(Asset.path == values["path"]))
             replaced: list[int] = []
             if existing is None:
@@ -279,8 +302,9 @@ class Catalog:
                     text=r.text,
                     vector=b,
                     thumbnail=r.thumbnail,
+                    text_vector=tb,
                 )
-                for r, b in zip(rows, blobs, strict=True)
+                for r, b, tb in zip(rows, blobs, text_blobs, strict=True)
             ]
             s.add_all(new)
             s.flush()
@@ -298,6 +322,7 @@ class Catalog:
         """Re-point an asset at its new path, keeping its items (and so its vectors and ids)."""
         old, new = _abspath(old_path), _abspath(new_path)
         with self._write.begin() as s:
+            _bump_generation(s)
             asset = s.scalar(select(Asset).where(Asset.path == old))
             if asset is None:
                 raise CatalogError(f"Cannot move {old}: it is not in the catalog.")
@@ -308,6 +333,7 @@ class Catalog:
                 asset.size = size
             if mtime_ns is not None:
                 asset.mtime_ns = mtime_ns
+                asset.date_s = asset_date_s(asset.taken_at, mtime_ns)
             if folder_id is not None:
                 asset.folder_id = folder_id
             return asset.id
@@ -317,6 +343,7 @@ class Catalog:
         wanted = sorted({_abspath(p) for p in paths})
         removed: list[int] = []
         with self._write.begin() as s:
+            _bump_generation(s)
             for chunk in _chunks(wanted):
                 asset_ids = list(s.scalars(select(Asset.id).where(Asset.path.in_(chunk))))
                 if not asset_ids:
@@ -352,12 +379,19 @@ class Catalog:
         Each batch is its own short read (keyset pagination), so a long rebuild never holds a
         snapshot open against a running indexer.
         """
+        return self._iter_column(Item.vector, batch)
+
+    def vectors_for(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(found ids, vectors)`` in the order asked, skipping unknown ids ("more like this")."""
+        return self._vectors_of(Item.vector, ids)
+
+    def _iter_column(self, column: Any, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         last = -1
         while True:
             with self._read() as s:
                 rows = s.execute(
-                    select(Item.id, Item.vector)
-                    .where(Item.id > last)
+                    select(Item.id, column)
+                    .where(Item.id > last, column.is_not(None))
                     .order_by(Item.id)
                     .limit(batch)
                 ).all()
@@ -367,13 +401,14 @@ class Catalog:
             yield ids, self._decode_vectors(r[1] for r in rows)
             last = int(ids[-1])
 
-    def vectors_for(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-        """``(found ids, vectors)`` in the order asked, skipping unknown ids ("more like this")."""
+    def _vectors_of(self, column: Any, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         wanted = [int(i) for i in ids]
         found: dict[int, bytes] = {}
         with self._read() as s:
             for chunk in _chunks(sorted(set(wanted))):
-                rows = s.execute(select(Item.id, Item.vector).where(Item.id.in_(chunk)))
+                rows = s.execute(
+                    select(Item.id, column).where(Item.id.in_(chunk), column.is_not(None))
+                )
                 found.update((item_id, blob) for item_id, blob in rows)
         order = [i for i in wanted if i in found]
         return np.array(order, dtype=np.int64), self._decode_vectors(found[i] for i in order)
@@ -429,14 +464,19 @@ class Catalog:
                 found.update((item_id, body) for item_id, body in rows)
         return [(i, found[i]) for i in wanted if i in found]
 
-    def keyword_search(self, query: str, limit: int = 50) -> list[tuple[int, float]]:
+    def keyword_search(
+        self, query: str, limit: int = 50, allowed: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
         """Passages containing the query's words, best first, as ``(item id, relevance)``.
 
         Relevance is FTS5's bm25 negated, so higher is better (FTS5 reports lower-is-better).
-        Databases without the FTS5 table (non-SQLite) return ``[]``.
+        ``allowed`` (sorted ids) keeps only those items, inside the query. Databases without
+        the FTS5 table (non-SQLite) return ``[]``.
         """
         match = fts_match_expression(query)
         if match is None or limit < 1 or not self.has_keyword_index:
+            return []
+        if allowed is not None and not len(allowed):
             return []
         statement = text(
             "SELECT items_fts.rowid, bm25(items_fts) AS b FROM items_fts "
@@ -444,10 +484,108 @@ class Catalog:
             "WHERE items_fts MATCH :match AND items.kind IN :kinds "
             "ORDER BY b, items_fts.rowid LIMIT :limit"
         ).bindparams(bindparam("kinds", expanding=True))
+        # With an allow-list, rank every match and keep the allowed ones: FTS5 has no id filter
+        # that beats its own posting lists, and matches are few next to the vectors.
+        fetch = int(limit) if allowed is None else max(int(limit), KEYWORD_FILTER_FETCH)
         with self._read() as s:
-            params = {"match": match, "kinds": list(PASSAGE_KINDS), "limit": int(limit)}
-            rows = s.execute(statement, params)
-            return [(int(item_id), -float(bm25)) for item_id, bm25 in rows]
+            params = {"match": match, "kinds": list(PASSAGE_KINDS), "limit": fetch}
+            rows = [(int(item_id), -float(bm25)) for item_id, bm25 in s.execute(statement, params)]
+        if allowed is not None:
+            keep = np.isin(np.array([i for i, _ in rows], np.int64), allowed)
+            rows = [r for r, k in zip(rows, keep) if k]
+        return rows[: int(limit)]
+
+    def text_vector_state(self) -> tuple[int, int]:
+        """(passages with a sentence vector, passages without one)."""
+        with self._read() as s:
+            rows = dict(
+                s.execute(
+                    select(Item.text_vector.is_(None), func.count())
+                    .where(Item.kind.in_(PASSAGE_KINDS), Item.text.is_not(None), Item.text != "")
+                    .group_by(Item.text_vector.is_(None))
+                ).all()
+            )
+        return int(rows.get(False, 0)), int(rows.get(True, 0))
+
+    def passages_without_text_vectors(self, limit: int) -> list[tuple[int, str]]:
+        """``(id, text)`` of up to ``limit`` passages still to be embedded by the sentence model."""
+        with self._read() as s:
+            rows = s.execute(
+                select(Item.id, Item.text)
+                .where(
+                    Item.kind.in_(PASSAGE_KINDS),
+                    Item.text.is_not(None),
+                    Item.text != "",
+                    Item.text_vector.is_(None),
+                )
+                .order_by(Item.id)
+                .limit(limit)
+            )
+            return [(int(i), t) for i, t in rows]
+
+    def set_text_vectors(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        """Store sentence-model vectors of existing passages (ids deleted meanwhile are ignored)."""
+        with self._write.begin() as s:
+            _bump_generation(s)
+            for item_id, vec in zip(ids, vectors, strict=True):
+                s.execute(
+                    update(Item)
+                    .where(Item.id == int(item_id))
+                    .values(text_vector=np.asarray(vec, VECTOR_DTYPE).tobytes())
+                )
+
+    def clear_text_vectors(self) -> None:
+        """Forget every sentence vector (the text model changed): the next index run re-embeds."""
+        with self._write.begin() as s:
+            _bump_generation(s)
+            s.execute(update(Item).where(Item.text_vector.is_not(None)).values(text_vector=None))
+
+    def text_vector_ids(self) -> np.ndarray:
+        """Sorted ids of passages that have a sentence vector: the passage index mirrors these."""
+        with self._read() as s:
+            query = select(Item.id).where(Item.text_vector.is_not(None)).order_by(Item.id)
+            return np.fromiter(s.scalars(query), dtype=np.int64)
+
+    def text_vectors_for(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(found ids, sentence vectors)`` in the order asked, for passages that have one."""
+        return self._vectors_of(Item.text_vector, ids)
+
+    def iter_text_vectors(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Like `iter_vectors`, for the sentence vectors of passages."""
+        return self._iter_column(Item.text_vector, batch)
+
+    def filtered_item_ids(self, filters: Filters) -> np.ndarray | None:
+        """Sorted ids of items whose asset passes ``filters``; None when nothing is filtered.
+
+        The allow-list is pushed down into the vector search (`VectorStore.search(allowed=...)`)
+        and into the keyword search, so a filter never post-filters a short list.
+        """
+        from mmsearch.catalog.filters import asset_conditions
+
+        conditions = asset_conditions(filters, self.engine.dialect.name)
+        if not conditions:
+            return None
+        query = (
+            select(Item.id).join(Asset, Item.asset_id == Asset.id).where(*conditions).order_by(Item.id)
+        )
+        with self._read() as s:
+            return np.fromiter(s.scalars(query), dtype=np.int64)
+
+    def item_ids_of_paths(self, paths: Iterable[str | os.PathLike[str]]) -> dict[str, list[int]]:
+        """``{absolute path: its item ids}`` for the indexed files among ``paths``."""
+        wanted = sorted({_abspath(p) for p in paths})
+        out: dict[str, list[int]] = {}
+        with self._read() as s:
+            for chunk in _chunks(wanted):
+                rows = s.execute(
+                    select(Asset.path, Item.id)
+                    .join(Item, Item.asset_id == Asset.id)
+                    .where(Asset.path.in_(chunk))
+                    .order_by(Item.id)
+                )
+                for path, item_id in rows:
+                    out.setdefault(path, []).append(int(item_id))
+        return out
 
     def thumbnail(self, item_id: int) -> bytes | None:
         with self._read() as s:
@@ -482,6 +620,15 @@ class Catalog:
                 "The catalog holds vectors of different dimensions; re-index into a new home."
             )
         return np.stack(arrays).astype(np.float32)
+
+
+def _bump_generation(s: Any) -> None:
+    """Count one more committed write, inside the writing transaction itself."""
+    current = s.get(Meta, GENERATION_KEY)
+    if current is None:
+        s.add(Meta(key=GENERATION_KEY, value="1"))
+    else:
+        current.value = str(int(current.value) + 1)
 
 
 def _asset_info(asset: Asset) -> AssetInfo:

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 QUERY_BLOCK = 256
 """Queries re-scored together; bounds the (block, candidates, dim) gather."""
 
+MAX_FILTERED_CANDIDATES = 8192
+"""Upper bound of the candidate beam a filtered search widens to (a larger filter needs less)."""
+
 DEFAULT_RESCORE_FACTOR = 4
 """Candidates fetched per wanted result; re-scoring exactly makes the extra ones cheap insurance."""
 
@@ -56,6 +59,7 @@ class _RowIndex(VectorIndex):
         self._row_ids = np.empty(0, np.int64)  # row -> id, -1 for a removed row; grows by doubling
         self._nrows = 0
         self._map = IdMap()
+        self._live_bitmap: np.ndarray | None = None  # cached bitmap of live rows
 
     # --------------------------------------------------------------- VectorIndex
     @property
@@ -79,11 +83,13 @@ class _RowIndex(VectorIndex):
         self._row_ids[rows] = ids
         self._nrows += len(ids)
         self._map.insert(ids, rows)
+        self._live_bitmap = None
         self._ann_add(rows, vectors)
 
     def _remove(self, ids: np.ndarray) -> None:
         rows = self._map.delete(ids)
         self._row_ids[rows] = -1
+        self._live_bitmap = None
         self._ann_remove(rows)
         if self.dead > self.compact_dead_fraction * self._nrows:
             self._compact()
@@ -95,11 +101,47 @@ class _RowIndex(VectorIndex):
         ]
         return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
 
-    def _search_block(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        want = min(k, self.count)
-        kc = min(self._nrows, k * self.rescore_factor)
+    def _vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self._row_vectors(self._map.lookup(ids)[1])
+
+    def _search_filtered(
+        self, q: np.ndarray, k: int, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The structure walks only allowed rows (a FAISS ``IDSelectorBitmap`` over rows)."""
+        rows = self._map.lookup(ids)[1]
+        allowed = np.zeros(self._nrows, bool)
+        allowed[rows] = True
+        bitmap = np.packbits(allowed, bitorder="little")
+        blocks = [
+            self._search_block(q[i : i + QUERY_BLOCK], k, bitmap, len(ids))
+            for i in range(0, len(q), QUERY_BLOCK)
+        ]
+        return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
+
+    def _selector(self, bitmap: np.ndarray | None):
+        """A FAISS selector of allowed live rows, or None when every row may be returned."""
+        if bitmap is None:
+            if not self.dead:
+                return None
+            if self._live_bitmap is None:
+                live = self._row_ids[: self._nrows] >= 0
+                self._live_bitmap = np.packbits(live, bitorder="little")
+            bitmap = self._live_bitmap
+        faiss = import_faiss()
+        # The caller keeps `bitmap` alive for the search: the selector only points at it.
+        return faiss.IDSelectorBitmap(self._nrows, faiss.swig_ptr(bitmap))
+
+    def _search_block(
+        self, q: np.ndarray, k: int, bitmap: np.ndarray | None = None, allowed: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        want = min(k, self.count if allowed is None else allowed)
+        kc = k * self.rescore_factor
+        if allowed is not None:  # a walk meets allowed rows at this rate: widen the beam to match
+            kc = min(MAX_FILTERED_CANDIDATES, max(kc, int(kc * self.count / allowed)))
+        kc = min(self._nrows, kc)
+        selector = self._selector(bitmap)
         while True:
-            scores, rows = self._ann_search(q, kc)
+            scores, rows = self._ann_search(q, kc, selector)
             rows = np.asarray(rows, np.int64)
             ids = np.where(rows >= 0, self._row_ids[np.maximum(rows, 0)], -1)
             if self._lossy:
@@ -150,7 +192,8 @@ class _RowIndex(VectorIndex):
     def _ann_remove(self, rows: np.ndarray) -> None:
         raise NotImplementedError
 
-    def _ann_search(self, q: np.ndarray, kc: int) -> tuple[np.ndarray, np.ndarray]:
+    def _ann_search(self, q: np.ndarray, kc: int, selector) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search for ``kc`` candidate rows; ``selector`` (or None) limits the rows."""
         raise NotImplementedError
 
     def _row_vectors(self, rows: np.ndarray) -> np.ndarray:
@@ -240,10 +283,13 @@ class IVFIndex(_RowIndex):
     def _ann_remove(self, rows: np.ndarray) -> None:
         self._index.remove_ids(rows)
 
-    def _ann_search(self, q: np.ndarray, kc: int) -> tuple[np.ndarray, np.ndarray]:
+    def _ann_search(self, q: np.ndarray, kc: int, selector) -> tuple[np.ndarray, np.ndarray]:
         faiss = import_faiss()
         params = faiss.SearchParametersIVF()
         params.nprobe = self.nprobe
+        if selector is not None:
+            params.sel = selector
+            params.nprobe = self._nlist  # a sparse allow-list may live in any list
         return self._index.search(q, kc, params=params)
 
     def _row_vectors(self, rows: np.ndarray) -> np.ndarray:
@@ -326,7 +372,6 @@ class HNSWIndex(_RowIndex):
         super().__init__(dim, metric, encoder=encoder, rescore_factor=rescore_factor)
         self.m, self.ef_construction, self.ef_search = int(m), int(ef_construction), int(ef_search)
         self._index = self._new_graph()
-        self._live_bitmap: np.ndarray | None = None  # cached IDSelectorBitmap storage
 
     @property
     def factory(self) -> str:
@@ -355,17 +400,12 @@ class HNSWIndex(_RowIndex):
     def _ann_remove(self, rows: np.ndarray) -> None:
         self._live_bitmap = None  # tombstones live in _row_ids
 
-    def _ann_search(self, q: np.ndarray, kc: int) -> tuple[np.ndarray, np.ndarray]:
+    def _ann_search(self, q: np.ndarray, kc: int, selector) -> tuple[np.ndarray, np.ndarray]:
         faiss = import_faiss()
         params = faiss.SearchParametersHNSW()
         params.efSearch = max(self.ef_search, kc)
-        if self.dead:
-            if self._live_bitmap is None:
-                live = self._row_ids[: self._nrows] >= 0
-                self._live_bitmap = np.packbits(live, bitorder="little")
-            selector = faiss.IDSelectorBitmap(self._nrows, faiss.swig_ptr(self._live_bitmap))
+        if selector is not None:
             params.sel = selector
-            return self._index.search(q, kc, params=params)
         return self._index.search(q, kc, params=params)
 
     def _row_vectors(self, rows: np.ndarray) -> np.ndarray:

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 METRICS = ("ip",)
 """Supported metrics. "ip" on L2-normalised vectors is cosine, which is what CLIP is trained for."""
 
+SUBSET_EXACT_MAX = 20_000
+"""A filter that allows at most this many ids is answered by scoring exactly those vectors:
+cheaper than steering an ANN structure around a sparse allow-list, and exact by construction."""
+
 
 class VectorIndex(ABC):
     """An id-addressed set of vectors searchable by inner product."""
@@ -83,16 +87,40 @@ class VectorIndex(ABC):
         self._remove(ids[present])
         return int(present.sum())
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` per query: ``(scores float32 (m, k), ids int64 (m, k))``, best first,
-        padded with id -1 and score -inf when fewer than ``k`` vectors exist."""
+        padded with id -1 and score -inf when fewer than ``k`` vectors exist.
+
+        ``allowed`` restricts the search to these ids (a filter pushed down): the answer is the
+        best ``k`` among them, never a post-filtered shorter list. Unknown ids are ignored.
+        """
         q = _as_queries(queries, self.dim)
         if not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         k = int(k)
         if not self.count or not len(q):
             return empty_result(len(q), k)
-        return self._search(q, k)
+        if allowed is None:
+            return self._search(q, k)
+        ids = np.unique(_as_ids(allowed))
+        ids = ids[self._contains(ids)] if len(ids) else ids
+        if not len(ids):
+            return empty_result(len(q), k)
+        if len(ids) == self.count:
+            return self._search(q, k)
+        if len(ids) <= SUBSET_EXACT_MAX:
+            return self._search_subset(q, k, ids)
+        return self._search_filtered(q, k, ids)
+
+    def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(present ids, their vectors)`` for the ids this index holds, in the order asked."""
+        ids = _as_ids(ids)
+        ids = ids[self._contains(ids)] if len(ids) else ids
+        if not len(ids):
+            return ids, np.empty((0, self.dim), np.float32)
+        return ids, np.ascontiguousarray(self._vectors(ids), dtype=np.float32)
 
     def save(self, path: str | os.PathLike[str], *, encoder: str | None = None) -> None:
         """Write the index and its sidecar atomically (see ``mmsearch.vectors.storage``)."""
@@ -156,6 +184,24 @@ class VectorIndex(ABC):
     @abstractmethod
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Search a non-empty index."""
+
+    @abstractmethod
+    def _vectors(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of present ids, ``(n, dim)``, in the order given."""
+
+    def _search_subset(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top ``k`` among a small set of present ids."""
+        from mmsearch.query.exact import exact_topk
+
+        scores, rows = exact_topk(q, self._vectors(ids), min(k, len(ids)))
+        found = np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
+        return pad_results(scores, found, k)
+
+    def _search_filtered(
+        self, q: np.ndarray, k: int, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` among a large set of present ids; backends steer their structure with it."""
+        return self._search_subset(q, k, ids)
 
     @abstractmethod
     def _state(self) -> dict[str, np.ndarray]:

@@ -64,6 +64,19 @@ class FlatIndex(VectorIndex):
         scores, ids = self._searcher(kk).search(queries, kk)
         return pad_results(scores, ids, k)
 
+    def _vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self._index.reconstruct_batch(ids)
+
+    def _search_filtered(
+        self, q: np.ndarray, k: int, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        faiss = import_faiss()
+        params = faiss.SearchParameters()
+        params.sel = faiss.IDSelectorBatch(ids)  # IDMap2 translates it to external ids
+        kk = min(k, len(ids))
+        scores, found = self._index.search(q, kk, params=params)
+        return pad_results(scores, found, k)
+
     def _searcher(self, k: int):
         """The CPU index, or a cached GPU copy of it when faiss-gpu has a device (untested here:
         CI has no GPU; any failure falls back to the CPU for good)."""

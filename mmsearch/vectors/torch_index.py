@@ -126,6 +126,26 @@ class TorchIndex(VectorIndex):
         rows = np.concatenate(out_r)
         return pad_results(np.concatenate(out_s), self._row_ids[rows], k)
 
+    def _vectors(self, ids: np.ndarray) -> np.ndarray:
+        torch = import_torch()
+        rows = torch.from_numpy(self._map.lookup(ids)[1]).to(self.device)
+        return self._vecs[rows].float().cpu().numpy()
+
+    def _search_filtered(
+        self, q: np.ndarray, k: int, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A mask over rows: disallowed rows score -inf in the one matrix multiply."""
+        torch = import_torch()
+        mask = torch.full((self._n,), float("-inf"), device=self.device)
+        mask[torch.from_numpy(self._map.lookup(ids)[1]).to(self.device)] = 0.0
+        kk = min(k, len(ids))
+        corpus = self._vecs[: self._n]
+        with torch.inference_mode():
+            qt = torch.from_numpy(q).to(self.device, self._dtype)
+            scores, rows = torch.topk((qt @ corpus.T).float() + mask, kk, dim=1)
+        rows = rows.cpu().numpy()
+        return pad_results(scores.cpu().numpy(), self._row_ids[rows], k)
+
     def _state(self) -> dict[str, np.ndarray]:
         return {
             "ids": self._row_ids[: self._n].copy(),

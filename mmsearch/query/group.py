@@ -1,0 +1,42 @@
+"""Fold adjacent moments of one video or recording into its best one, so one file can't flood a page."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mmsearch.results import Moment
+
+if TYPE_CHECKING:
+    from mmsearch.query.stages import Candidate
+
+GROUP_GAP_S = 5.0
+"""Hits of one file whose time spans are this close are shown as one hit."""
+
+
+def group_adjacent(hits: list[Candidate], gap_s: float = GROUP_GAP_S) -> list[Candidate]:
+    """Hits arrive best first; each folded hit joins the best hit of its file and stretch of time.
+
+    The kept hit keeps its own span and score (the moment to seek to); the folded neighbours are
+    listed in its ``moments``.
+    """
+    out: list[Candidate] = []
+    reach: list[tuple[float, float] | None] = []  # time range covered by each kept group
+    for hit in hits:
+        rec = hit.record
+        if rec.start_s is None:
+            out.append(hit)
+            reach.append(None)
+            continue
+        end = rec.end_s if rec.end_s is not None else rec.start_s
+        for i, kept in enumerate(out):
+            span = reach[i]
+            if span is None or kept.record.path != rec.path or kept.record.kind != rec.kind:
+                continue
+            if rec.start_s <= span[1] + gap_s and span[0] <= end + gap_s:
+                kept.moments.append(Moment(rec.id, rec.start_s, rec.end_s))
+                reach[i] = (min(span[0], rec.start_s), max(span[1], end))
+                break
+        else:
+            out.append(hit)
+            reach.append((rec.start_s, end))
+    return out

@@ -1,0 +1,510 @@
+"""A collection home: the ONLY writer of the catalog, the CLIP vector store and the passage store.
+
+Layout of a home with the embedded backends:
+
+    <home>/catalog.db             SQLite catalog: folders, assets, items with their vectors (truth)
+    <home>/index/vectors.idx      the CLIP vector store (+ .json sidecar), derived and rebuildable
+    <home>/index/text.idx         the passage store (sentence-model vectors), derived and rebuildable
+    <home>/writer.lock            the single-writer lock
+
+Writers go through `Collection.writer()`, which takes the lock, validates every vector before
+anything is committed, commits catalog rows first and then applies the same change to the
+stores, and flushes the stores atomically. A crash between a commit and a flush leaves a store
+behind the catalog, never ahead of it; `refresh` (readers) and `writer` (the next run) bring it
+level from the catalog's stored vectors. Readers never write: they only mirror committed data,
+and learn whether anything changed from the catalog's write generation (one row lookup).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mmsearch.catalog import PASSAGE_KINDS, Catalog, ItemData
+from mmsearch.errors import (
+    ConfigError,
+    EncoderMismatchError,
+    InvalidVectorError,
+    MissingDependencyError,
+)
+from mmsearch.store.protocols import VectorStore
+from mmsearch.store.registry import open_vector_store
+from mmsearch.vectors import INDEX_KINDS
+
+if TYPE_CHECKING:
+    from mmsearch.catalog import AssetInfo, UpsertResult
+    from mmsearch.models.sentence import TextEncoder
+
+log = logging.getLogger(__name__)
+
+CATALOG_FILE = "catalog.db"
+WRITER_LOCK_FILE = "writer.lock"
+CLIP_STORE = "vectors"
+TEXT_STORE = "text"
+INDEX_KIND_KEY = "index_kind"  # meta: the user's index kind ("auto" unless chosen)
+VECTOR_STORE_KEY = "vector_store"  # meta: which vector store backend holds the vectors
+TEXT_MODEL_KEY = "text_model"  # meta: the sentence model that embedded the passages
+SYNC_BATCH = 8192
+BACKFILL_BATCH = 256  # passages embedded per transaction when catching up
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """How far a store was behind the catalog."""
+
+    added: int
+    removed: int
+
+
+class Collection:
+    """One home: opens the catalog, binds the encoder, and owns every write to it."""
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        create: bool = True,
+        catalog_url: str | None = None,
+        index_kind: str | None = None,
+        vector_store: str | None = None,
+    ) -> None:
+        self.home = Path(home)
+        if not create and catalog_url is None and not (self.home / CATALOG_FILE).exists():
+            raise ConfigError(
+                f"No mmsearch collection at {self.home}. Index a folder first: "
+                f"mmsearch index PATH (or pass --home / set MMSEARCH_HOME to another home)."
+            )
+        if index_kind is not None and index_kind not in INDEX_KINDS:
+            raise ConfigError(
+                f"Unknown vector index kind {index_kind!r}; choose one of: {', '.join(INDEX_KINDS)}."
+            )
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog.open(catalog_url or (self.home / CATALOG_FILE))
+        self._requested_kind = index_kind
+        self._requested_store = vector_store
+        self._vectors: VectorStore | None = None
+        self._passages: VectorStore | None = None
+        self._seen_generation: int | None = None  # the catalog generation the stores mirror
+
+    def close(self) -> None:
+        self.catalog.close()
+        self._vectors = self._passages = None
+        self._seen_generation = None
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ settings
+    @property
+    def index_kind(self) -> str:
+        """The kind the user chose for this home (saved by `index`/`rebuild`), else ``auto``."""
+        return self._requested_kind or self.catalog.get_meta(INDEX_KIND_KEY) or "auto"
+
+    @property
+    def vector_store_spec(self) -> str | None:
+        return self._requested_store or self.catalog.get_meta(VECTOR_STORE_KEY)
+
+    def text_model_name(self) -> str | None:
+        """The sentence model the passages were embedded with, or None (none yet, or off)."""
+        return self.catalog.get_meta(TEXT_MODEL_KEY)
+
+    # ------------------------------------------------------- encoder binding
+    def encoder_name(self) -> str | None:
+        """The encoder this collection was built with, or None for a new, empty collection."""
+        info = self.catalog.encoder()
+        return info.name if info else None
+
+    def check_encoder(self, name: str) -> None:
+        bound = self.encoder_name()
+        if bound is not None and bound != name:
+            raise EncoderMismatchError(
+                f"This collection ({self.home}) was indexed with the encoder '{bound}', not '{name}'. "
+                f"Use --model {bound}, or index into a new home (--home PATH) to use '{name}'."
+            )
+
+    # ------------------------------------------------------------- reading
+    def refresh(self) -> int:
+        """Mirror the committed catalog in memory (nothing is written); returns its generation.
+
+        Costs one row lookup when nothing changed since the last call.
+        """
+        generation = self.catalog.generation()
+        if generation == self._seen_generation and self._vectors is not None:
+            return generation
+        info = self.catalog.encoder()
+        if info is None:
+            raise ConfigError(
+                f"The collection at {self.home} is empty: index a folder first (mmsearch index PATH)."
+            )
+        if self._vectors is None:
+            self._vectors = self._open_store(CLIP_STORE, info.dim, info.name)
+        sync_store(self._vectors, self.catalog.item_ids(), self.catalog.vectors_for)
+        self._passages = self._refresh_passages(self._passages)
+        self._seen_generation = generation
+        return generation
+
+    @property
+    def vectors(self) -> VectorStore:
+        """The CLIP vector store, level with the catalog as of the last `refresh`."""
+        if self._vectors is None:
+            self.refresh()
+        assert self._vectors is not None
+        return self._vectors
+
+    @property
+    def passages(self) -> VectorStore | None:
+        """The passage store (sentence-model vectors), or None when no passage has one."""
+        if self._vectors is None:
+            self.refresh()
+        return self._passages
+
+    def _refresh_passages(self, store: VectorStore | None) -> VectorStore | None:
+        model = self.text_model_name()
+        ids = self.catalog.text_vector_ids()
+        if model is None or not len(ids):
+            return None
+        if store is None:
+            found, first = self.catalog.text_vectors_for(ids[:1])
+            store = self._open_store(TEXT_STORE, first.shape[1], model, kind="flat")
+        sync_store(store, ids, self.catalog.text_vectors_for)
+        return store
+
+    def _open_store(
+        self, name: str, dim: int, encoder: str, kind: str | None = None
+    ) -> VectorStore:
+        return open_vector_store(
+            self.vector_store_spec,
+            home=self.home,
+            name=name,
+            dim=dim,
+            encoder=encoder,
+            preference=kind or self.index_kind,
+        )
+
+    # ------------------------------------------------------------- writing
+    @contextmanager
+    def writer(self, text_encoder: TextEncoder | None = None) -> Iterator[CollectionWriter]:
+        """The one way to change the collection: under the single-writer lock, flushed at the end.
+
+        ``text_encoder`` embeds passages as they are written (None: passages get no sentence
+        vector, and keyword and CLIP matching still work).
+        """
+        with self._writer_lock():
+            writer = CollectionWriter(self, text_encoder)
+            try:
+                writer.open()
+                yield writer
+            except BaseException:
+                writer.flush_quietly()  # the catalog is committed; stores catch up next time
+                raise
+            else:
+                writer.finish()
+            finally:
+                self._seen_generation = None  # readers in this process re-mirror
+
+    def rebuild(self, kind: str | None = None) -> VectorStore:
+        """Rebuild the CLIP store from the catalog's vectors (no re-encoding), as ``kind``."""
+        if kind is not None:
+            if kind not in INDEX_KINDS:
+                raise ConfigError(
+                    f"Unknown vector index kind {kind!r}; choose one of: {', '.join(INDEX_KINDS)}."
+                )
+            self._requested_kind = kind
+        with self.writer() as writer:
+            writer.rebuild_vectors()
+        return self.vectors
+
+    @contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        """Hold the home's single-writer lock; another writer is refused with a message.
+
+        An OS file lock (flock) is released by the kernel when its process dies, so a killed run
+        never leaves the home locked.
+        """
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: run unguarded
+            yield
+            return
+        path = self.home / WRITER_LOCK_FILE
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise ConfigError(
+                    f"Another `mmsearch index` ({holder}) is writing to {self.home}. Wait for it to "
+                    f"finish, or index into another home (--home PATH). Searching works meanwhile."
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # ---------------------------------------------------------------- status
+    def index_info(self) -> dict | None:
+        """The saved CLIP index's sidecar, for status pages (file stores only)."""
+        from mmsearch.errors import VectorIndexError
+        from mmsearch.vectors import read_sidecar
+
+        path = self.home / "index" / f"{CLIP_STORE}.idx"
+        if not path.exists():
+            return None
+        try:
+            return read_sidecar(path)
+        except VectorIndexError:
+            return None
+
+    def disk_bytes(self) -> int:
+        """Bytes used by the home (catalog, WAL, index files)."""
+        total = 0
+        for root, _dirs, files in os.walk(self.home):
+            for name in files:
+                try:
+                    total += (Path(root) / name).stat().st_size
+                except OSError:
+                    pass
+        return total
+
+
+class CollectionWriter:
+    """Writes one batch of changes at a time: catalog first, then the stores; flushed on schedule."""
+
+    def __init__(self, collection: Collection, text_encoder: TextEncoder | None) -> None:
+        self.collection = collection
+        self.catalog = collection.catalog
+        self.text_encoder = text_encoder
+        self.vectors: VectorStore | None = None
+        self.passages: VectorStore | None = None
+        self.behind = False  # a store was missing or behind the catalog when opened
+        self.last_flush = time.monotonic()
+        self.flush_cost = 0.0
+
+    # ------------------------------------------------------------ lifecycle
+    def open(self) -> None:
+        """Load the stores level with the catalog; record the user's index kind."""
+        c = self.collection
+        if c._requested_kind and c._requested_kind != self.catalog.get_meta(INDEX_KIND_KEY):
+            self.catalog.set_meta(INDEX_KIND_KEY, c._requested_kind)
+        if c._requested_store and c._requested_store != self.catalog.get_meta(VECTOR_STORE_KEY):
+            self.catalog.set_meta(VECTOR_STORE_KEY, c._requested_store)
+        if self.text_encoder is not None:
+            recorded = c.text_model_name()
+            if recorded != self.text_encoder.name:
+                if recorded is not None:
+                    log.warning(
+                        "passages were embedded with %s; re-embedding them with %s",
+                        recorded,
+                        self.text_encoder.name,
+                    )
+                    self.catalog.clear_text_vectors()
+                    _remove_store_file(c.home, TEXT_STORE)
+                self.catalog.set_meta(TEXT_MODEL_KEY, self.text_encoder.name)
+        info = self.catalog.encoder()
+        if info is not None:
+            self._open_stores(info.dim, info.name)
+
+    def bind_encoder(self, name: str, dim: int) -> None:
+        """Record the collection's encoder on first use; refuse another one later."""
+        self.catalog.bind_encoder(name, dim)
+        if self.vectors is None:
+            self._open_stores(dim, name)
+
+    def _open_stores(self, dim: int, name: str) -> None:
+        c = self.collection
+        self.vectors = c._open_store(CLIP_STORE, dim, name)
+        report = sync_store(self.vectors, self.catalog.item_ids(), self.catalog.vectors_for)
+        self.behind = bool(report.added or report.removed) or getattr(self.vectors, "dirty", False)
+        self.passages = c._refresh_passages(None)
+        self.backfill_passages()
+
+    def finish(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Make the stores durable (atomic file writes for the embedded store)."""
+        began = time.monotonic()
+        for store in (self.vectors, self.passages):
+            if store is not None:
+                store.flush()
+        self.last_flush = time.monotonic()
+        self.flush_cost = self.last_flush - began
+
+    def maybe_flush(self, every_s: float) -> None:
+        """Flush on schedule; a large store is flushed less often than its flush time allows."""
+        if time.monotonic() - self.last_flush >= max(every_s, 5 * self.flush_cost):
+            self.flush()
+
+    def flush_quietly(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:
+            log.warning("could not save the vector index (the next run rebuilds it): %s", exc)
+
+    # --------------------------------------------------------------- changes
+    def write(self, asset: AssetInfo, items: Sequence[ItemData]) -> UpsertResult:
+        """Store one file and its items atomically, replacing what it had before."""
+        if self.vectors is None:
+            raise ConfigError("Bind the collection's encoder before writing items.")
+        rows = [ItemData(*it) for it in items]
+        vectors = validate_vectors([r.vector for r in rows], self.vectors.dim, asset.path)
+        rows = self._with_text_vectors(rows)
+        result = self.catalog.upsert_asset_with_items(asset, rows)
+        self._drop(result.replaced_ids)
+        self.vectors.add(np.asarray(result.item_ids, np.int64), vectors)
+        self._add_passages(result.item_ids, rows)
+        return result
+
+    def delete(self, paths: Sequence[str]) -> list[int]:
+        """Forget files; returns the item ids removed."""
+        removed = self.catalog.delete_assets(paths)
+        self._drop(removed)
+        return removed
+
+    def move(self, old: str, new: str, *, size: int, mtime_ns: int, folder_id: int | None) -> None:
+        """A file moved (same bytes): its items, vectors and ids are kept."""
+        self.catalog.move_asset(old, new, size=size, mtime_ns=mtime_ns, folder_id=folder_id)
+
+    def touch(self, path: str, *, size: int, mtime_ns: int) -> None:
+        """A file's time changed but not its bytes."""
+        self.catalog.move_asset(path, path, size=size, mtime_ns=mtime_ns)
+
+    def rebuild_vectors(self) -> None:
+        """Replace the CLIP store with a fresh one built from the catalog's stored vectors."""
+        info = self.catalog.encoder()
+        if info is None:
+            raise ConfigError(
+                f"The collection at {self.collection.home} is empty: index a folder first."
+            )
+        _remove_store_file(self.collection.home, CLIP_STORE)
+        self.vectors = self.collection._open_store(CLIP_STORE, info.dim, info.name)
+        sync_store(self.vectors, self.catalog.item_ids(), self.catalog.vectors_for)
+
+    def backfill_passages(self) -> int:
+        """Embed passages that have no sentence vector yet (older homes, a changed text model)."""
+        if self.text_encoder is None:
+            return 0
+        done = 0
+        while True:
+            todo = self.catalog.passages_without_text_vectors(BACKFILL_BATCH)
+            if not todo:
+                return done
+            vectors = self._embed([t for _, t in todo])
+            if vectors is None:
+                return done
+            ids = [i for i, _ in todo]
+            self.catalog.set_text_vectors(ids, vectors)
+            self._ensure_passages(vectors.shape[1])
+            self.passages.add(np.asarray(ids, np.int64), vectors)
+            done += len(ids)
+            if done == len(todo):
+                log.info("embedding passages that have no sentence vector yet")
+
+    # ------------------------------------------------------------- helpers
+    def _drop(self, ids: Sequence[int]) -> None:
+        if ids:
+            arr = np.asarray(ids, np.int64)
+            self.vectors.remove(arr)
+            if self.passages is not None:
+                self.passages.remove(arr)
+
+    def _with_text_vectors(self, rows: list[ItemData]) -> list[ItemData]:
+        wanted = [
+            i for i, r in enumerate(rows)
+            if r.kind in PASSAGE_KINDS and r.text and r.text_vector is None
+        ]  # fmt: skip
+        if not wanted or self.text_encoder is None:
+            return rows
+        vectors = self._embed([rows[i].text for i in wanted])
+        if vectors is None:
+            return rows
+        out = list(rows)
+        for i, vec in zip(wanted, vectors, strict=True):
+            out[i] = out[i]._replace(text_vector=vec)
+        return out
+
+    def _embed(self, texts: list[str]) -> np.ndarray | None:
+        try:
+            vectors = self.text_encoder.encode(texts)
+        except MissingDependencyError as exc:
+            log.warning(
+                "passages get no sentence vectors (keyword and CLIP matching still work): %s", exc
+            )
+            self.text_encoder = None
+            return None
+        return validate_vectors(list(vectors), vectors.shape[1], "passages")
+
+    def _add_passages(self, item_ids: list[int], rows: list[ItemData]) -> None:
+        pairs = [(i, r.text_vector) for i, r in zip(item_ids, rows) if r.text_vector is not None]
+        if not pairs:
+            return
+        vecs = np.stack([np.asarray(v, np.float32) for _, v in pairs])
+        self._ensure_passages(vecs.shape[1])
+        self.passages.add(np.asarray([i for i, _ in pairs], np.int64), vecs)
+
+    def _ensure_passages(self, dim: int) -> None:
+        if self.passages is None:
+            model = self.collection.text_model_name() or "unknown"
+            self.passages = self.collection._open_store(TEXT_STORE, dim, model, kind="flat")
+
+
+def validate_vectors(vectors: Sequence[np.ndarray], dim: int, source: str) -> np.ndarray:
+    """Stack vectors as float32 ``(n, dim)``; refuse NaN/inf and wrong shapes before any commit."""
+    try:
+        arr = np.stack([np.asarray(v, dtype=np.float32).reshape(-1) for v in vectors])
+    except ValueError as exc:
+        raise InvalidVectorError(f"Vectors of {source} have different lengths: {exc}") from exc
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise InvalidVectorError(
+            f"Vectors of {source} have shape {arr.shape}, but this collection holds {dim}-d vectors."
+        )
+    if not np.isfinite(arr).all():
+        raise InvalidVectorError(
+            f"The encoder produced NaN or infinite values for {source}; nothing of it was stored."
+        )
+    return arr
+
+
+def sync_store(
+    store: VectorStore,
+    catalog_ids: np.ndarray,
+    fetch: Callable[[list[int]], tuple[np.ndarray, np.ndarray]],
+) -> SyncReport:
+    """Add what the catalog has and the store lacks; drop ids the catalog no longer has."""
+    store_ids = np.sort(store.ids())
+    missing = np.setdiff1d(catalog_ids, store_ids, assume_unique=True)
+    extra = np.setdiff1d(store_ids, catalog_ids, assume_unique=True)
+    if len(extra):
+        store.remove(extra)
+    for start in range(0, len(missing), SYNC_BATCH):
+        ids, vectors = fetch(missing[start : start + SYNC_BATCH].tolist())
+        if len(ids):
+            store.add(ids, vectors)
+    if len(missing) or len(extra):
+        log.info("vector store synced with the catalog: +%d -%d", len(missing), len(extra))
+    return SyncReport(int(len(missing)), int(len(extra)))
+
+
+def _remove_store_file(home: Path, name: str) -> None:
+    for path in (home / "index" / f"{name}.idx", home / "index" / f"{name}.idx.json"):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass

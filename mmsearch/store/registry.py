@@ -1,0 +1,68 @@
+"""Vector stores by name or URL scheme: the embedded file store first, others as added modules.
+
+    register_vector_store("milvus", open_milvus)      # in the module that implements it
+    open_vector_store("faiss", home=..., name="vectors", dim=512, encoder="tiny")
+
+An opener returns the store as it was last flushed (possibly behind the catalog, or empty);
+the collection brings it level with the catalog, so openers never read the catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from mmsearch.errors import ConfigError
+from mmsearch.store.faiss_store import FileVectorStore
+from mmsearch.store.protocols import VectorStore
+
+DEFAULT_VECTOR_STORE = "faiss"
+
+
+class Opener(Protocol):
+    def __call__(
+        self, spec: str, *, home: Path, name: str, dim: int, encoder: str, preference: str
+    ) -> VectorStore: ...
+
+
+_OPENERS: dict[str, Opener] = {}
+
+
+def register_vector_store(scheme: str, opener: Opener) -> None:
+    """Make ``scheme`` (the part of a spec before ``:`` or ``://``) open stores with ``opener``."""
+    _OPENERS[scheme] = opener
+
+
+def vector_store_schemes() -> list[str]:
+    return sorted(_OPENERS)
+
+
+def open_vector_store(
+    spec: str | None, *, home: Path, name: str, dim: int, encoder: str, preference: str = "auto"
+) -> VectorStore:
+    """Open the store a spec names (``faiss`` by default) for one of a collection's indexes."""
+    spec = spec or DEFAULT_VECTOR_STORE
+    scheme = spec.split("://", 1)[0].split(":", 1)[0]
+    opener = _OPENERS.get(scheme)
+    if opener is None:
+        raise ConfigError(
+            f"Unknown vector store {spec!r}; known: {', '.join(vector_store_schemes())}."
+        )
+    return opener(spec, home=home, name=name, dim=dim, encoder=encoder, preference=preference)
+
+
+def _open_file_store(
+    spec: str, *, home: Path, name: str, dim: int, encoder: str, preference: str
+) -> FileVectorStore:
+    path = Path(home) / "index" / f"{name}.idx"
+    store = FileVectorStore.load(path, encoder, preference)
+    if store is None:
+        store = FileVectorStore.create(path, dim, encoder, preference)
+        store.dirty = True
+    return store
+
+
+register_vector_store("faiss", _open_file_store)
+
+StoreOpener = Callable[..., VectorStore]
