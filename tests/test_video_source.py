@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from hostile_media import mkv_claiming
 from PIL import Image
 
 from indexer.sources.base import ASSET_VIDEO, KEYFRAME, TRANSCRIPT
@@ -16,6 +17,7 @@ from indexer.sources.video import (
     VIDEO_EXTENSIONS,
     Sample,
     VideoOptions,
+    probe_video,
     read_video,
     select_keyframes,
 )
@@ -261,3 +263,25 @@ def test_sample_times_follow_the_analysis_rate(shots_mp4):
     samples = list(_decord_samples(shots_mp4, 2.0, (160, 120), 32))
     assert [s.t for s in samples] == [k / 2 for k in range(20)]
     assert samples[0].frame.shape == (120, 160, 3) and samples[0].small.shape == (24, 32, 3)
+
+
+def test_a_header_claiming_1e8_seconds_is_checked_against_the_stream(tmp_path):
+    """decord sizes its tables by the claimed length (gigabytes); the stream's real end decides."""
+    honest = mkv_claiming(tmp_path / "honest.mkv", 3.0)
+    liar = mkv_claiming(tmp_path / "liar.mkv", 1e8)
+    info = probe_video(liar)
+    assert info.duration_s == pytest.approx(1e8) and info.stream_end_s == pytest.approx(
+        3.0, abs=0.3
+    )
+    with pytest.raises(DecodeError, match="false length.*ends at 3.0 s"):
+        read_video(liar)
+    assert read_video(honest).meta["duration_s"] == pytest.approx(3.0, abs=0.3)
+
+
+def test_a_timestamp_jump_does_not_become_millions_of_keyframes():
+    """A frame stamped 10^6 s after the others: keyframes follow the samples, not the span."""
+    small = np.zeros((3, 8, 3), np.uint8)
+    samples = [Sample(t, small, small) for t in (0.0, 0.5, 1.0, 1e6)]
+    keyframes = select_keyframes(iter(samples), 1e6 + 1.0, VideoOptions())
+    assert 1 <= len(keyframes) <= 4
+    assert keyframes[0].start_s == 0.0 and keyframes[-1].end_s <= 1e6 + 10.0

@@ -15,6 +15,7 @@ samples on either side. The floor ignores noise and compression; the ratio ignor
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -73,6 +74,7 @@ class VideoInfo:
     duration_s: float
     fps: float
     has_audio: bool
+    stream_end_s: float | None = None  # where the video packets really end; None if unknown
 
 
 @dataclass
@@ -187,17 +189,28 @@ class KeyframePicker:
         """Close the last shot at end_s (or just after the last sample when the length is unknown)."""
         if self.pending:
             last_t = self.pending[-1].t
-            self._close(end_s if end_s > last_t else last_t + 1.0 / self.opts.analysis_fps)
+            # a claimed length far past the last frame is not trusted: the stream ends where it ends
+            end = min(end_s, last_t + self.opts.max_gap_s)
+            self._close(end if end > last_t else last_t + 1.0 / self.opts.analysis_fps)
         return self.keyframes
 
     def _close(self, end: float) -> None:
-        """End the current shot at `end`: equal pieces no longer than max_gap_s, one keyframe each."""
+        """End the current shot at `end`: equal pieces no longer than max_gap_s, one keyframe each.
+
+        A piece without samples of its own is covered by its neighbour's keyframe, so the work
+        grows with the samples, not with the span (timestamps can jump anywhere).
+        """
         n = max(1, math.ceil((end - self.start) / self.opts.max_gap_s - 1e-9))
         step = (end - self.start) / n
-        for k in range(n):
-            lo, hi = self.start + k * step, self.start + (k + 1) * step
-            inside = [s for s in self.pending if lo <= s.t < hi] or self.pending
-            self._emit(lo, hi, inside)
+        groups: dict[int, list[Sample]] = {}
+        for sample in self.pending:
+            k = min(n - 1, max(0, int((sample.t - self.start) // step)))
+            groups.setdefault(k, []).append(sample)
+        keys = sorted(groups)
+        for i, k in enumerate(keys):
+            lo = self.start + k * step if i else self.start
+            hi = self.start + keys[i + 1] * step if i + 1 < len(keys) else end
+            self._emit(lo, hi, groups[k])
         self.pending, self.start = [], end
 
     def _emit(self, lo: float, hi: float, candidates: list[Sample]) -> None:
@@ -256,7 +269,34 @@ def probe_video(path: Path) -> VideoInfo:
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
             raise DecodeError(f"{path}: video stream has no picture size")
-        return VideoInfo(width, height, duration, fps, bool(container.streams.audio))
+        end = _stream_end(container, stream, duration) if duration > 0 else None
+        return VideoInfo(width, height, duration, fps, bool(container.streams.audio), end)
+
+
+MAX_END_PACKETS = 20_000  # packets read after seeking to the end before giving up on finding it
+
+
+def _stream_end(container, stream, declared_s: float) -> float | None:
+    """Seconds to the last video packet's end, found by seeking to the declared end and reading on.
+
+    The container's duration is only a claim; decoders size tables by it. None when the file
+    cannot seek or the end is not reached within MAX_END_PACKETS packets.
+    """
+    av = require("av", "Reading videos", "video")
+    base = stream.time_base
+    origin = stream.start_time or 0
+    try:
+        container.seek(origin + int(declared_s / base), backward=True, stream=stream)
+        end = None
+        for n, packet in enumerate(container.demux(stream)):
+            if n >= MAX_END_PACKETS:
+                return None
+            if packet.pts is not None:
+                tip = packet.pts + (packet.duration or 0)
+                end = tip if end is None else max(end, tip)
+    except (av.FFmpegError, OverflowError, ValueError):
+        return None
+    return None if end is None else max(0.0, float((end - origin) * base))
 
 
 def frame_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -272,6 +312,21 @@ def _shrink(frame: np.ndarray, width: int) -> np.ndarray:
     )
 
 
+def _sample_indices(n: int, step: float) -> Iterator[int]:
+    """Frame indices about `step` apart, computed as they are needed (n can be absurd)."""
+    last = -1
+    for k in range(max(1, math.ceil(n / step))):
+        idx = min(n - 1, round(k * step))
+        if idx > last:
+            last = idx
+            yield idx
+
+
+def _batches(values: Iterator[int], size: int) -> Iterator[list[int]]:
+    while batch := list(itertools.islice(values, size)):
+        yield batch
+
+
 def _decord_samples(
     path: Path, analysis_fps: float, size: tuple[int, int], small_w: int
 ) -> Iterator[Sample]:
@@ -282,10 +337,10 @@ def _decord_samples(
         n, fps = len(reader), float(reader.get_avg_fps()) or 25.0
     except Exception as exc:  # decord raises DECORDError / RuntimeError for anything it cannot read
         raise _DecoderFailed(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
+    if n <= 0:
+        raise _DecoderFailed("no frames")
     step = fps / analysis_fps
-    indices = sorted({min(n - 1, round(k * step)) for k in range(max(1, math.ceil(n / step)))})
-    for lo in range(0, len(indices), 32):
-        chunk = indices[lo : lo + 32]
+    for chunk in _batches(_sample_indices(n, step), 32):
         try:
             frames = reader.get_batch(chunk).asnumpy()
         except Exception as exc:
@@ -347,6 +402,22 @@ def _keyframes_with(
     return keyframes
 
 
+def check_length(path: Path, info: VideoInfo, opts: VideoOptions) -> None:
+    """A header claiming far more than the stream holds is truncated or false: refuse it early.
+
+    decord sizes its frame tables by the claimed length (10^8 s is gigabytes), so this runs
+    before any decoder opens the file; the same coverage rule as for decoded frames applies.
+    """
+    if info.stream_end_s is None or info.duration_s <= 0:
+        return
+    reach = info.stream_end_s + 1.0 / info.fps
+    if reach < opts.min_coverage * info.duration_s:
+        raise DecodeError(
+            f"{path}: truncated or a false length (the stream ends at "
+            f"{info.stream_end_s:.1f} s, the header says {info.duration_s:.1f} s)"
+        )
+
+
 def extract_keyframes(path: str | Path, info: VideoInfo, opts: VideoOptions) -> list[Keyframe]:
     """Keyframes via decord, or via PyAV where decord cannot open or read the file."""
     path = Path(path)
@@ -397,6 +468,7 @@ def read_video(path: str | Path, opts: VideoOptions | None = None) -> SourceResu
     if path.is_file() and path.stat().st_size == 0:
         raise DecodeError(f"{path}: empty file")
     info = probe_video(path)
+    check_length(path, info, opts)
     keyframes = extract_keyframes(path, info, opts)
     items = [_keyframe_item(kf, opts) for kf in keyframes]
     duration = info.duration_s or (keyframes[-1].end_s if keyframes else 0.0)
