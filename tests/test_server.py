@@ -30,6 +30,7 @@ from mmsearch.synth.media import write_photo_folder
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "mmsearch-tiny/random"
+LOOPBACK = "http://127.0.0.1"  # the app answers loopback names only, not TestClient's "testserver"
 RESULT_FIELDS = {"rank", "score", "path", "kind", "asset_kind", "item_id", "file_url"}
 
 
@@ -48,7 +49,9 @@ def collection(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(collection):
     engine, _, _ = collection
-    with TestClient(create_app(engine_factory=lambda: engine, max_upload_bytes=2 * 2**20)) as c:
+    with TestClient(
+        create_app(engine_factory=lambda: engine, max_upload_bytes=2 * 2**20), base_url=LOOPBACK
+    ) as c:
         yield c
 
 
@@ -244,7 +247,7 @@ def test_the_page_loads_with_the_search_form_and_its_assets(client):
 
 
 def test_a_home_without_a_collection_is_503_with_the_way_out(tmp_path):
-    with TestClient(create_app(home=tmp_path / "nothing-here")) as c:
+    with TestClient(create_app(home=tmp_path / "nothing-here"), base_url=LOOPBACK) as c:
         for url in ("/api/status", "/api/search?q=a+red+circle", "/api/items/1/file"):
             r = c.get(url)
             assert r.status_code == 503, url
@@ -254,7 +257,7 @@ def test_a_home_without_a_collection_is_503_with_the_way_out(tmp_path):
 
 def test_searching_with_another_encoder_is_409(collection):
     _, _, home = collection
-    with TestClient(create_app(home=home, model="ViT-B-32/random")) as c:
+    with TestClient(create_app(home=home, model="ViT-B-32/random"), base_url=LOOPBACK) as c:
         r = c.get("/api/search", params={"q": "a red circle"})
     assert r.status_code == 409
     assert MODEL in r.json()["error"]

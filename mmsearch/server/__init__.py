@@ -9,11 +9,10 @@ when an app is built, so importing mmsearch never needs them.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from mmsearch.errors import ConfigError, require
@@ -37,11 +36,19 @@ def create_app(
     engine_factory: Callable[[], Engine] | None = None,
     max_upload_bytes: int | None = None,
     warm: bool = False,
+    token: str | None = None,
+    allow_hosts: Sequence[str] = (),
+    bind_host: str | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving one collection home (or the engine `engine_factory` makes)."""
+    """The FastAPI app serving one collection home (or the engine `engine_factory` makes).
+
+    It answers requests whose Host is a loopback name, `bind_host` or one of `allow_hosts`
+    (tests: `TestClient(app, base_url="http://127.0.0.1")`); with a `token`, the API needs it.
+    """
     require("fastapi", "The HTTP API", "server")
     require("python_multipart", "Searching by an uploaded picture", "server")
     from mmsearch.server import app as server_app
+    from mmsearch.server import security
 
     if engine_factory is None:
         from mmsearch.engine import Engine
@@ -50,7 +57,10 @@ def create_app(
             return Engine(home=home, model=model, device=device)
 
     limit = server_app.MAX_UPLOAD_BYTES if max_upload_bytes is None else max_upload_bytes
-    return server_app.create_app(engine_factory, max_upload_bytes=limit, warm=warm)
+    if token is not None:
+        security.check_token(token)
+    policy = security.policy_for(bind_host, allow_hosts, token)
+    return server_app.create_app(engine_factory, max_upload_bytes=limit, warm=warm, policy=policy)
 
 
 def serve(
@@ -61,24 +71,39 @@ def serve(
     port: int = DEFAULT_PORT,
     device: str = "auto",
     announce: Callable[[str], None] | None = None,
+    token: str | None = None,
+    allow_hosts: Sequence[str] = (),
 ) -> None:
     """Serve the API and page until interrupted; binds loopback unless told otherwise.
 
     The socket is bound here, not by uvicorn, so a busy port is a ConfigError with a way out
-    (and `port=0` picks a free one, whose URL `announce` receives).
+    (and `port=0` picks a free one, whose URL `announce` receives). Beyond loopback a token is
+    required: `token`, else $MMSEARCH_TOKEN, else a generated one, which the announced URL carries.
     """
+    from mmsearch.server import security
+
     uvicorn = require("uvicorn", "The HTTP server", "server")
-    app = create_app(home, model, device=device, warm=True)
+    required = security.resolve_token(token, host)
+    app = create_app(
+        home,
+        model,
+        device=device,
+        warm=True,
+        token=required,
+        allow_hosts=allow_hosts,
+        bind_host=host,
+    )
     sock = _bind(host, port)
     url = _url(host, sock.getsockname()[1])
-    if not _is_loopback(host):
+    if not security.is_loopback(host):
         log.warning(
-            "listening on %s: anyone who can reach this machine can search and download the "
-            "indexed files; use --host 127.0.0.1 to keep it private.",
+            "listening on %s: anyone who can reach this machine and has the token can search "
+            "and download the indexed files; use --host 127.0.0.1 to keep it private.",
             host,
         )
     if announce is not None:
-        announce(url)
+        generated = required is not None and not (token or os.environ.get(security.TOKEN_ENV))
+        announce(f"{url}?token={required}" if generated else url)
     # log_config=None: uvicorn logs through the caller's logging (the CLI's rich handler, -v levels).
     config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=5)
     try:
@@ -104,15 +129,6 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _url(host: str, port: int) -> str:

@@ -10,6 +10,7 @@ Errors keep one JSON shape, ``{"error": message}``, with the status code chosen 
 """
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +40,7 @@ from mmsearch.errors import (
     VectorIndexError,
 )
 from mmsearch.results import SearchResult
-from mmsearch.server import media
+from mmsearch.server import media, security
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class CollectionNotReady(ConfigError):
 # Most specific first: the first class an error is an instance of decides the status code.
 STATUS_BY_ERROR: tuple[tuple[type[MmsearchError], int], ...] = (
     (CollectionNotReady, 503),
+    (media.DecodeBusy, 503),
     (QueryError, 400),
     (DecodeError, 400),
     (ConfigError, 400),
@@ -138,13 +140,19 @@ def _load_model(engine: Engine) -> None:
     _ = engine.encoder
 
 
-def _item(engine: Engine, item_id: int) -> Any:
-    """The catalog record of one item (with its stored thumbnail), or None.
+def _item(engine: Engine, item_id: int) -> tuple[Any, media.IndexedFile] | None:
+    """The catalog record of one item (with its stored thumbnail) and what its file must be, or None.
 
-    Uses the engine's own collection so the server sees exactly what searches see.
+    The one place the server reads the catalog for files. Uses the engine's own collection so
+    the server sees exactly what searches see.
     """
-    records = engine._open(create=False).catalog.items_by_ids([item_id], with_thumbnails=True)
-    return records[0] if records else None
+    catalog = engine._open(create=False).catalog
+    records = catalog.items_by_ids([item_id], with_thumbnails=True)
+    if not records:
+        return None
+    record = records[0]
+    roots = tuple(folder.path for folder in catalog.list_folders())
+    return record, media.IndexedFile(record.path, roots, record.asset.size, record.asset.mtime_ns)
 
 
 def result_dict(hit: SearchResult) -> dict[str, Any]:
@@ -210,8 +218,12 @@ def create_app(
     *,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     warm: bool = False,
+    policy: security.SecurityPolicy | None = None,
 ) -> FastAPI:
-    """Build the app around one engine; `warm` loads the model at start-up, not on the first search."""
+    """Build the app around one engine; `warm` loads the model at start-up, not on the first search.
+
+    `policy` says who may ask (Host names, token); the default answers loopback names only.
+    """
     host = EngineHost(engine_factory)
 
     @asynccontextmanager
@@ -226,6 +238,8 @@ def create_app(
     app = FastAPI(title="mmsearch", summary="Cross-modal semantic search", lifespan=lifespan)
     app.state.engine_host = host
     app.add_middleware(UploadLimit, max_bytes=max_upload_bytes)
+    # Added last, so it runs first: a refused request never reaches the upload or the engine.
+    app.add_middleware(security.SecurityGate, policy=policy or security.policy_for())
     _add_error_handlers(app)
     _add_search_routes(app, host, max_upload_bytes)
     _add_item_routes(app, host)
@@ -320,26 +334,32 @@ def _add_search_routes(app: FastAPI, host: EngineHost, max_upload_bytes: int) ->
         return st.to_dict()
 
 
-ItemId = Annotated[int, PathParam(ge=0, description="An item id from a search result.")]
+MAX_ITEM_ID = 2**63 - 1  # ids are SQLite integers; a larger one is a bad request, not a crash
+ItemId = Annotated[
+    int, PathParam(ge=0, le=MAX_ITEM_ID, description="An item id from a search result.")
+]
 
 
 def _add_item_routes(app: FastAPI, host: EngineHost) -> None:
     def lookup(item_id: int) -> Any:
-        record = host.call(lambda e: _item(e, item_id))
-        if record is None:
+        found = host.call(lambda e: _item(e, item_id))
+        if found is None:
             raise HTTPException(
                 404, f"No item {item_id} in this collection (it may have been re-indexed)."
             )
-        return record
+        return found
 
     @app.get("/api/items/{item_id}/thumbnail", response_class=Response)
     def thumbnail(item_id: ItemId) -> Response:
         """The item's picture as a small JPEG: stored for keyframes, rendered for photos."""
-        record = lookup(item_id)
+        record, file = lookup(item_id)
         data = record.thumbnail
         if data is None and record.kind == "image":
             try:
-                data = media.render_thumbnail(record.path)
+                data = media.render_thumbnail(file)
+            except media.FileRefused as exc:
+                log.info("%s", exc)
+                raise HTTPException(exc.status, str(exc)) from exc
             except media.ThumbnailError as exc:
                 log.info("%s", exc)
                 raise HTTPException(404, str(exc)) from exc
@@ -351,21 +371,51 @@ def _add_item_routes(app: FastAPI, host: EngineHost) -> None:
 
     @app.get("/api/items/{item_id}/file", response_class=FileResponse)
     def original(item_id: ItemId) -> FileResponse:
-        """The item's original file, found by id (never by a client-given path); Range requests work."""
-        path = Path(lookup(item_id).path)
-        if not path.is_file():
-            raise HTTPException(404, f"{path} is no longer there; re-index its folder.")
+        """The item's original file, found by id (never by a client-given path); Range requests work.
+
+        Served only while it is the regular file that was indexed, inside a registered folder.
+        """
+        _, file = lookup(item_id)
+        try:
+            opened = media.open_indexed(file)
+        except media.FileRefused as exc:
+            log.info("%s", exc)
+            raise HTTPException(exc.status, str(exc)) from exc
+        path = Path(file.path)
         kind = media.media_type(path)
         headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"}
         if kind != "application/pdf":
             headers["Content-Security-Policy"] = FILE_CSP
-        return FileResponse(
-            path,
+        return OpenedFileResponse(
+            opened,
             media_type=kind,
             filename=path.name,
             content_disposition_type="inline",
             headers=headers,
         )
+
+
+class OpenedFileResponse(FileResponse):
+    """A FileResponse that sends the file already opened and checked, not whatever its path is now.
+
+    Starlette opens by path, so it is given the descriptor's own path (/proc/self/fd/N), which
+    reopens the checked file even if its name was swapped since; the descriptor is closed when the
+    response ends, however it ends.
+    """
+
+    def __init__(self, opened: media.OpenedFile, **kwargs: Any) -> None:
+        path = media.fd_url_path(opened.fd) or opened.real_path
+        super().__init__(path, stat_result=opened.stat, **kwargs)
+        self._fd = opened.fd
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The pathsend extension would hand the server a /proc path to open in its own time.
+        scope = {**scope, "extensions": dict(scope.get("extensions") or {})}
+        scope["extensions"].pop("http.response.pathsend", None)
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            os.close(self._fd)
 
 
 def _add_page_routes(app: FastAPI) -> None:
