@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from indexer.hashing import content_hash
+from mmsearch.errors import ConfigError
+from mmsearch.paths import key_path, path_key
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +28,17 @@ HashFn = Callable[[Path], str]
 class FileEntry:
     """A file found on disk, as the catalog compares it."""
 
-    path: Path  # absolute, symbolic links resolved; str(path) is the catalog key
+    # str(path) is the catalog key: absolute, links inside the roots resolved, a link followed
+    # out of the roots kept as the path under its root, and undecodable bytes escaped
+    # (`mmsearch.paths.path_key`); `real` is what to open.
+    path: Path
     size: int  # bytes
     mtime_ns: int  # modification time, integer nanoseconds (floats lose precision)
+
+    @property
+    def real(self) -> Path:
+        """The path to open (the key with escaped bytes turned back into the file's own)."""
+        return key_path(str(self.path))
 
 
 @dataclass(frozen=True)
@@ -67,25 +77,48 @@ class ChangePlan:
 # ---- walking ---------------------------------------------------------------------------------
 
 
+LINKS_INSIDE, LINKS_ALL, LINKS_NONE = "inside", "all", "none"
+LINK_POLICIES = (LINKS_INSIDE, LINKS_ALL, LINKS_NONE)
+# Kernel filesystems, never walked (a link to / must not read /proc/kcore or every device).
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev")
+
+
 def walk(
     roots: Iterable[Path | str],
     extensions: Iterable[str],
     *,
     include_hidden: bool = False,
-    follow_symlinks: bool = True,
+    follow_symlinks: bool | str = LINKS_INSIDE,
     problems: list[ScanProblem] | None = None,
 ) -> Iterator[FileEntry]:
     """Yield every file under `roots` whose (resolved) extension is wanted, each once.
 
-    Symlinked folders are followed, but a folder already visited (same device and inode) is not
-    entered again, so link loops and overlapping roots terminate. Names starting with '.' are
-    skipped unless `include_hidden`. Unreadable folders and files are appended to `problems`.
+    `follow_symlinks` decides which symbolic links are followed: "inside" (the default) those
+    whose target lies inside one of the roots, "all" (or True) any, "none" (or False) none.
+    A link not followed is reported with the reason, so a link to `/` cannot walk the whole
+    filesystem. /proc, /sys and /dev are never entered. A folder already visited (same device
+    and inode) is not entered again, so link loops and overlapping roots terminate. Names
+    starting with '.' are skipped unless `include_hidden`. Unreadable folders and files are
+    appended to `problems`.
     """
     exts = normalise_extensions(extensions)
     sink: list[ScanProblem] = problems if problems is not None else []
-    state = _WalkState(exts, include_hidden, follow_symlinks, sink)
+    roots = [Path(r) for r in roots]
+    state = _WalkState(exts, include_hidden, _link_policy(follow_symlinks), sink, roots)
     for root in roots:
-        yield from state.walk_root(Path(root))
+        yield from state.walk_root(root)
+
+
+def _link_policy(value: bool | str) -> str:
+    if value is True:
+        return LINKS_ALL
+    if value is False:
+        return LINKS_NONE
+    if value not in LINK_POLICIES:
+        raise ConfigError(
+            f"follow_symlinks must be one of {', '.join(LINK_POLICIES)}, not {value!r}"
+        )
+    return value
 
 
 def normalise_extensions(extensions: Iterable[str]) -> frozenset[str]:
@@ -112,11 +145,18 @@ class _WalkState:
     """Visited folders and files shared across all roots of one walk."""
 
     def __init__(
-        self, exts: frozenset[str], hidden: bool, follow: bool, problems: list[ScanProblem]
+        self,
+        exts: frozenset[str],
+        hidden: bool,
+        links: str,
+        problems: list[ScanProblem],
+        roots: Sequence[Path],
     ) -> None:
-        self.exts, self.hidden, self.follow, self.problems = exts, hidden, follow, problems
+        self.exts, self.hidden, self.links, self.problems = exts, hidden, links, problems
+        self.roots = [resolve_root(r) for r in roots]  # what "inside" means for links
         self.seen_dirs: set[tuple[int, int]] = set()
         self.seen_files: set[Path] = set()
+        self.system_devices = _system_devices()
 
     def walk_root(self, root: Path) -> Iterator[FileEntry]:
         real = resolve_root(root)
@@ -124,16 +164,19 @@ class _WalkState:
             st = real.stat()
         except OSError as exc:
             reason = "folder not found" if isinstance(exc, FileNotFoundError) else _reason(exc)
-            self.problems.append(ScanProblem(real, reason, is_folder=True))
+            self.problems.append(ScanProblem(_key(real), reason, is_folder=True))
             return
         if stat.S_ISREG(st.st_mode):  # a single file named on the command line
             if real.suffix.lower() in self.exts:
                 yield from self._emit(real, st)
             else:
-                self.problems.append(ScanProblem(real, "not a supported file type"))
+                self.problems.append(ScanProblem(_key(real), "not a supported file type"))
             return
         if not stat.S_ISDIR(st.st_mode):
-            self.problems.append(ScanProblem(real, "not a folder or a regular file"))
+            self.problems.append(ScanProblem(_key(real), "not a folder or a regular file"))
+            return
+        if self._is_system(real, st):
+            self.problems.append(ScanProblem(_key(real), SYSTEM_REASON))
             return
         if self._first_visit(st):
             yield from self._walk_tree(real)
@@ -145,6 +188,9 @@ class _WalkState:
         self.seen_dirs.add(key)
         return True
 
+    def _is_system(self, real: Path, st: os.stat_result) -> bool:
+        return st.st_dev in self.system_devices or is_under(str(real), SYSTEM_FOLDERS)
+
     def _walk_tree(self, top: Path) -> Iterator[FileEntry]:
         """Depth-first in name order with an explicit stack, so deep trees cannot overflow."""
         stack = [top]
@@ -154,7 +200,7 @@ class _WalkState:
                 with os.scandir(folder) as it:
                     entries = sorted(it, key=lambda e: e.name)
             except OSError as exc:
-                self.problems.append(ScanProblem(folder, _reason(exc), is_folder=True))
+                self.problems.append(ScanProblem(_key(folder), _reason(exc), is_folder=True))
                 continue
             subfolders: list[Path] = []
             for entry in entries:
@@ -163,36 +209,83 @@ class _WalkState:
                 try:
                     yield from self._visit(folder, entry, subfolders)
                 except OSError as exc:
-                    self.problems.append(ScanProblem(Path(entry.path), _reason(exc)))
+                    self.problems.append(ScanProblem(_key(Path(entry.path)), _reason(exc)))
             stack.extend(reversed(subfolders))
 
     def _visit(
         self, folder: Path, entry: os.DirEntry, subfolders: list[Path]
     ) -> Iterator[FileEntry]:
-        is_link = entry.is_symlink()
-        if is_link and not self.follow:
-            return
+        path = folder / entry.name  # `folder` is resolved, or the path under a root of a link
+        if entry.is_symlink():
+            if not os.path.exists(entry.path):  # broken, or a loop
+                path = folder / entry.name
+            elif (followed := self._through_link(path, entry)) is None:
+                return
+            else:
+                path = followed
         if entry.is_dir():  # follows links; raises OSError (ELOOP) for a link pointing at itself
-            if self._first_visit(entry.stat()):
-                subfolders.append(self._real(folder, entry, is_link))
+            st = entry.stat()
+            if self._is_system(path, st):
+                self.problems.append(ScanProblem(_key(path), SYSTEM_REASON))
+            elif self._first_visit(st):
+                subfolders.append(path)
             else:
                 log.debug("skipping %s: folder already visited (link loop or overlap)", entry.path)
         elif entry.is_file():
-            path = self._real(folder, entry, is_link)
             if path.suffix.lower() in self.exts:
                 yield from self._emit(path, entry.stat())
-        elif is_link and Path(entry.name).suffix.lower() in self.exts:
-            self.problems.append(ScanProblem(Path(entry.path), "broken symbolic link"))
+        elif Path(entry.name).suffix.lower() in self.exts:
+            self.problems.append(ScanProblem(_key(folder / entry.name), "broken symbolic link"))
 
-    @staticmethod
-    def _real(folder: Path, entry: os.DirEntry, is_link: bool) -> Path:
-        # `folder` is already resolved, so only links need resolving (one readlink chain each).
-        return Path(os.path.realpath(entry.path)) if is_link else folder / entry.name
+    def _through_link(self, path: Path, entry: os.DirEntry) -> Path | None:
+        """The path a link's files are known by, or None when the link is not followed.
+
+        A target inside the roots is known by its real path (so a file reached twice is one
+        asset); a target outside them, followed only with "all", keeps the path under the root,
+        so the catalog remembers which root it came through and drops it when the link goes.
+        """
+        if self.links == LINKS_NONE:
+            return None
+        target = Path(os.path.realpath(entry.path))
+        if is_under(str(target), self.roots):
+            return target
+        wanted = entry.is_dir() or target.suffix.lower() in self.exts
+        if self.links == LINKS_ALL and not is_under(str(target), SYSTEM_FOLDERS):
+            return path
+        if wanted:
+            reason = (
+                SYSTEM_REASON
+                if is_under(str(target), SYSTEM_FOLDERS)
+                else f"symbolic link to {_key(target)}, outside the indexed folders (not followed)"
+            )
+            self.problems.append(ScanProblem(_key(path), reason))
+            log.info("not following %s -> %s", entry.path, target)
+        return None
 
     def _emit(self, path: Path, st: os.stat_result) -> Iterator[FileEntry]:
-        if path not in self.seen_files:
-            self.seen_files.add(path)
-            yield FileEntry(path, st.st_size, st.st_mtime_ns)
+        real = Path(os.path.realpath(path))
+        if real not in self.seen_files:
+            self.seen_files.add(real)
+            yield FileEntry(_key(path), st.st_size, st.st_mtime_ns)
+
+
+SYSTEM_REASON = "system folder (/proc, /sys and /dev are never indexed)"
+
+
+def _key(path: Path) -> Path:
+    """A path in its catalog form (`mmsearch.paths.path_key`), still as a Path."""
+    return Path(path_key(path))
+
+
+def _system_devices() -> frozenset[int]:
+    """Devices of the kernel filesystems, to spot them mounted anywhere (a chroot's /proc)."""
+    devices = set()
+    for folder in SYSTEM_FOLDERS:
+        try:
+            devices.add(os.stat(folder).st_dev)
+        except OSError:
+            continue
+    return frozenset(devices)
 
 
 # ---- diffing ---------------------------------------------------------------------------------
@@ -242,7 +335,7 @@ def plan_changes(
 
     def hash_of(entry: FileEntry) -> str | None:
         try:
-            digest = hash_fn(entry.path)
+            digest = hash_fn(entry.real)
         except OSError as exc:  # unreadable now; the source will report it when decoding
             log.debug("cannot hash %s: %s", entry.path, exc)
             return None
@@ -334,7 +427,7 @@ def scan(
     *,
     hash_fn: HashFn = content_hash,
     include_hidden: bool = False,
-    follow_symlinks: bool = True,
+    follow_symlinks: bool | str = LINKS_INSIDE,
 ) -> ScanReport:
     """Walk `roots` and diff against `known`, scoped to those roots and extensions.
 
@@ -355,7 +448,7 @@ def scan(
             problems=problems,
         )
     )
-    resolved = [resolve_root(r) for r in roots]
+    resolved = [_key(resolve_root(r)) for r in roots]
     unreadable = [p.path for p in problems if p.is_folder]
     plan = plan_changes(
         current, known, hash_fn, roots=resolved, extensions=exts, unreadable=unreadable

@@ -47,6 +47,7 @@ from indexer.sources.text import TextOptions
 from indexer.sources.video import VideoOptions
 from mmsearch.errors import DecodeError, MissingDependencyError, MmsearchError
 from mmsearch.models.preprocess import ImagePreprocess
+from mmsearch.paths import key_path, path_key
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ Outcome = Decoded | Failed
 
 def decode(job: DecodeJob, config: WorkerConfig) -> Outcome:
     """Read, hash and preprocess one file; any failure becomes a `Failed`, never an exception."""
-    path = Path(job.path)
+    path = key_path(job.path)  # the catalog key, with escaped bytes of non-UTF-8 names restored
     try:
         reader = load_reader(job.reader)
         args, kwargs = _reader_arguments(job.asset_kind, config)
@@ -145,7 +146,7 @@ def decode(job: DecodeJob, config: WorkerConfig) -> Outcome:
         return Failed(job, "out of memory while decoding")
     except Exception as exc:  # an unforeseen library error costs this file, not the run
         log.warning("unexpected error decoding %s", path, exc_info=True)
-        return Failed(job, f"unexpected error: {type(exc).__name__}: {exc}")
+        return Failed(job, short_reason(f"unexpected error: {type(exc).__name__}: {exc}", path))
     return Decoded(job, digest, dict(result.meta), items)
 
 
@@ -171,11 +172,23 @@ def _prepare(item: SourceItem, preprocess: ImagePreprocess, path: Path) -> Decod
     return DecodedItem(item.kind, pixels, item.text, item.start_s, item.end_s, item.thumbnail)
 
 
-def short_reason(exc: BaseException, path: Path | str) -> str:
-    """A DecodeError's message without the leading "<path>: " (the path is reported beside it)."""
+def short_reason(exc: BaseException | str, path: Path | str) -> str:
+    """A DecodeError's message without the leading "<path>: " (the path is reported beside it).
+
+    Undecodable bytes of a file name left in the message are escaped as in catalog keys.
+    """
     text = str(exc)
     prefix = f"{path}: "
-    return text[len(prefix) :] if text.startswith(prefix) else text
+    text = text[len(prefix) :] if text.startswith(prefix) else text
+    return path_key(text) if not _is_utf8(text) else text
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def normalise_pixels(pixels: np.ndarray, preprocess: ImagePreprocess) -> np.ndarray:

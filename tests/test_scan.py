@@ -92,15 +92,53 @@ def test_symlink_loop_terminates_and_yields_each_file_once(tmp_path: Path) -> No
     assert [p.reason for p in problems] == ["symbolic link loop"]
 
 
-def test_symlinked_folders_are_followed_to_their_real_paths(tmp_path: Path) -> None:
+def test_links_out_of_the_roots_are_reported_not_followed_unless_asked(tmp_path: Path) -> None:
     outside = touch(tmp_path / "elsewhere" / "far.jpg").parent
     root = tmp_path / "library"
-    root.mkdir()
+    touch(root / "own.jpg")
     os.symlink(outside, root / "linked")
-    os.symlink(outside / "far.jpg", root / "alias.jpg")  # same file twice: reported once
-    found = list(walk([root], EXTS))
-    assert [e.path for e in found] == [(outside / "far.jpg").resolve()]
-    assert list(walk([root], EXTS, follow_symlinks=False)) == []
+    os.symlink(outside / "far.jpg", root / "alias.jpg")
+    problems: list[ScanProblem] = []
+    found = list(walk([root], EXTS, problems=problems))
+    assert names(found) == ["own.jpg"]
+    assert sorted(p.path.name for p in problems) == ["alias.jpg", "linked"]
+    assert all("outside the indexed folders" in p.reason and not p.is_folder for p in problems)
+    # "all": followed, and known by the path under the root they were reached through
+    found = list(walk([root], EXTS, follow_symlinks="all"))
+    assert [e.path for e in found] == [root.resolve() / "alias.jpg", root.resolve() / "own.jpg"]
+    assert names(walk([root], EXTS, follow_symlinks="none")) == ["own.jpg"]
+
+
+def test_links_inside_the_roots_are_followed_to_their_real_paths(tmp_path: Path) -> None:
+    real = touch(tmp_path / "lib" / "2024" / "a.jpg").parent
+    os.symlink(real, tmp_path / "lib" / "latest")
+    os.symlink(real / "a.jpg", tmp_path / "lib" / "best.jpg")
+    found = list(walk([tmp_path / "lib"], EXTS))
+    assert [e.path for e in found] == [(real / "a.jpg").resolve()]  # one file, once
+
+
+def test_a_link_to_the_filesystem_root_is_not_walked(tmp_path: Path) -> None:
+    touch(tmp_path / "lib" / "a.jpg")
+    os.symlink("/", tmp_path / "lib" / "everything")
+    problems: list[ScanProblem] = []
+    found = list(islice(walk([tmp_path / "lib"], EXTS, problems=problems), 1000))
+    assert names(found) == ["a.jpg"]
+    assert [(p.path.name, "outside" in p.reason) for p in problems] == [("everything", True)]
+
+
+def test_system_folders_are_never_entered_even_when_links_are_followed(tmp_path: Path) -> None:
+    os.symlink("/proc", tmp_path / "proc")
+    os.symlink("/dev", tmp_path / "devices")
+    problems: list[ScanProblem] = []
+    found = list(islice(walk([tmp_path], EXTS, follow_symlinks="all", problems=problems), 10))
+    assert found == []
+    assert sorted(p.path.name for p in problems) == ["devices", "proc"]
+    assert all("never indexed" in p.reason for p in problems)
+    problems.clear()
+    assert (
+        list(walk(["/proc"], EXTS, problems=problems)) == []
+        and "never indexed" in problems[0].reason
+    )
 
 
 def test_overlapping_roots_and_single_file_roots(tmp_path: Path) -> None:
@@ -304,7 +342,7 @@ def as_catalog(plan: ChangePlan, previous: dict[str, KnownAsset]) -> dict[str, K
     for old, _ in plan.moved:
         catalog.pop(old)
     for e in [*plan.new, *plan.changed, *plan.touched, *(e for _, e in plan.moved)]:
-        catalog[str(e.path)] = KnownAsset(e.size, e.mtime_ns, content_hash(e.path))
+        catalog[str(e.path)] = KnownAsset(e.size, e.mtime_ns, content_hash(e.real))
     return catalog
 
 
@@ -352,3 +390,45 @@ def test_scan_defaults_to_registered_extensions(tmp_path: Path) -> None:
     touch(tmp_path / "photo.webp")
     touch(tmp_path / "random.xyz")
     assert names(scan([tmp_path], {}).plan.new) == ["photo.HEIC", "photo.webp"]
+
+
+def test_files_reached_through_a_removed_link_are_deleted_on_the_next_scan(tmp_path: Path) -> None:
+    """Known by the path under the root they came through, so the root's scan can judge them."""
+    far = touch(tmp_path / "far" / "x.jpg", b"far away").parent
+    lib = tmp_path / "lib"
+    touch(lib / "own.jpg")
+    os.symlink(far, lib / "link")
+    first = scan([lib], {}, EXTS, follow_symlinks="all").plan
+    assert sorted(str(e.path) for e in first.new) == [
+        str(lib.resolve() / "link" / "x.jpg"),
+        str(lib.resolve() / "own.jpg"),
+    ]
+    catalog = as_catalog(first, {})
+    (lib / "link").unlink()
+    assert scan([lib], catalog, EXTS, follow_symlinks="all").plan.deleted == [
+        str(lib.resolve() / "link" / "x.jpg")
+    ]
+    # and a default scan, which no longer follows the link, drops them too
+    os.symlink(far, lib / "link")
+    report = scan([lib], catalog, EXTS)
+    assert report.plan.deleted == [str(lib.resolve() / "link" / "x.jpg")]
+    assert [p.path.name for p in report.problems] == ["link"]
+
+
+def test_names_that_are_not_utf8_get_a_lossless_printable_key(tmp_path: Path) -> None:
+    """b'caf\\xe9.jpg' (Latin-1) is a valid Linux name; SQLite cannot store its surrogate str."""
+    raw = os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg")
+    with open(raw, "wb") as f:
+        f.write(b"bytes")
+    touch(tmp_path / "back\\slash.jpg", b"bs")
+    report = scan([tmp_path], {}, EXTS)
+    keys = sorted(str(e.path) for e in report.plan.new)
+    base = str(tmp_path.resolve())
+    assert keys == [f"{base}/back\\\\slash.jpg", f"{base}/caf\\xe9.jpg"]
+    for e in report.plan.new:
+        str(e.path).encode("utf-8")  # storable
+        assert e.real.read_bytes() in (b"bytes", b"bs")  # and the real file opens
+    assert os.fsencode(next(e for e in report.plan.new if "caf" in str(e.path)).real) == raw
+    catalog = as_catalog(report.plan, {})
+    again = scan([tmp_path], catalog, EXTS).plan
+    assert len(again.unchanged) == 2 and again.new == [] and again.deleted == []
