@@ -135,3 +135,20 @@ def test_url_size_limit(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: Response(b"x"))
     with pytest.raises(QueryError, match="limited"):
         fetch_url("https://example.org/huge.jpg")
+
+
+def test_transparent_png_reads_the_same_on_every_face(tmp_path):
+    """An HTTP upload and a CLI/Engine query picture both put transparency on white, as indexing does."""
+    from mmsearch.query.embed import load_query_image
+    from mmsearch.server.media import decode_upload
+
+    picture = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
+    picture.paste((255, 0, 0, 255), (10, 10, 30, 30))
+    path = tmp_path / "logo.png"
+    picture.save(path)
+    via_path = np.asarray(load_query_image(path, "logo.png"))
+    via_upload = np.asarray(decode_upload(path.read_bytes(), "logo.png"))
+    via_pil = np.asarray(load_query_image(Image.open(path), "logo.png"))
+    assert via_path[0, 0].tolist() == [255, 255, 255]  # white, not black
+    np.testing.assert_array_equal(via_path, via_upload)
+    np.testing.assert_array_equal(via_path, via_pil)

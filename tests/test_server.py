@@ -369,3 +369,35 @@ def test_a_busy_port_is_a_config_error_with_the_way_out():
             _bind("127.0.0.1", first.getsockname()[1])
     finally:
         first.close()
+
+
+# ---- the query layer through HTTP -------------------------------------------------------------
+
+
+def test_http_takes_the_same_query_options_as_the_cli(client, collection):
+    engine, photos, _ = collection
+    files = photo_files(photos)
+    target = files[2]
+    liked = item_id_of(client, target)
+    like = client.get("/api/search", params={"like": liked, "k": 3}).json()
+    assert like["by"] == "item" and liked not in [r["item_id"] for r in like["results"]]
+    assert [r["item_id"] for r in like["results"]] == [h.item_id for h in engine.search(like=liked, k=3)]
+    only_png = client.get("/api/search", params={"q": "a red circle", "path": "*.png", "k": 5}).json()
+    assert only_png["results"] and all(r["path"].endswith(".png") for r in only_png["results"])
+    page = client.get("/api/search", params={"q": "a shape", "k": 2, "offset": 2, "group": False}).json()
+    whole = client.get("/api/search", params={"q": "a shape", "k": 4, "group": False}).json()
+    assert [r["item_id"] for r in page["results"]] == [r["item_id"] for r in whole["results"][2:]]
+    assert whole["results"][0]["parts"]["clip"]["rank"] == 1
+    away = client.get("/api/search", params={"q": "a shape", "not": "red", "k": 4}).json()
+    assert away["query"] == "a shape - red"
+    counted = client.get("/api/search", params={"q": "a shape", "min_score": -1, "count": True}).json()
+    assert counted["count"] == 12
+    dated = client.get("/api/search", params={"q": "a shape", "sort": "-date", "k": 5}).json()
+    dates = [r["date"] for r in dated["results"]]
+    assert dates == sorted(dates, reverse=True)
+    bad = client.get("/api/search", params={"q": "x", "after": "yesterday"})
+    assert bad.status_code == 400 and "ISO date" in bad.json()["error"]
+    huge = client.get("/api/search", params={"like": 2**63})
+    assert huge.status_code in (400, 422)
+    nothing = client.get("/api/search")
+    assert nothing.status_code == 400 and "Nothing to search" in nothing.json()["error"]

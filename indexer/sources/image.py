@@ -198,6 +198,11 @@ def _transpose(img: Image.Image, path: Path) -> Image.Image:
         return img
 
 
+def to_rgb(img: Image.Image, name: str = "picture") -> Image.Image:
+    """Any Pillow mode to RGB exactly as indexing does it (transparency on white): every face's one rule."""
+    return _to_rgb(img, Path(name))
+
+
 def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
     """Any Pillow mode to a new RGB image; transparency is composited on white."""
     if img.mode in ("P", "PA") or (img.mode in ("L", "RGB") and "transparency" in img.info):

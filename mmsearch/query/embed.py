@@ -178,9 +178,9 @@ def load_query_image(value: object, label: str, *, target_size: int | None = Non
     from PIL import Image
 
     if isinstance(value, Image.Image):
-        from indexer.sources.image import _to_rgb
+        from indexer.sources.image import to_rgb
 
-        return _to_rgb(value, Path(label))
+        return to_rgb(value, label)
     raise QueryError(f"Cannot use {type(value).__name__} as a query picture.")
 
 

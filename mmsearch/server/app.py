@@ -13,12 +13,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -39,7 +39,8 @@ from mmsearch.errors import (
     QueryError,
     VectorIndexError,
 )
-from mmsearch.results import SearchResult
+from mmsearch.query.model import Filters, Term
+from mmsearch.results import SearchResult, SearchResults
 from mmsearch.server import media, security
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _item(engine: Engine, item_id: int) -> tuple[Any, media.IndexedFile] | None:
     The one place the server reads the catalog for files. Uses the engine's own collection so
     the server sees exactly what searches see.
     """
-    catalog = engine._open(create=False).catalog
+    catalog = engine.collection.catalog
     records = catalog.items_by_ids([item_id], with_thumbnails=True)
     if not records:
         return None
@@ -275,55 +276,121 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "Bad request."
 
 
-def _payload(query: str, by: str, hits: Sequence[SearchResult], started: float) -> dict[str, Any]:
-    return {
-        "query": query,
+def _payload(
+    hits: SearchResults, by: str, started: float, count: int | None, label: str | None = None
+) -> dict[str, Any]:
+    """The one JSON shape of a search, whatever asked for it (text, picture, item)."""
+    body = {
+        "query": label or (hits.query.describe() if hits.query is not None else ""),
         "by": by,
         "results": [result_dict(h) for h in hits],
         "took_ms": round((time.perf_counter() - started) * 1000, 2),
     }
+    if count is not None:
+        body["count"] = count
+    return body
 
 
-TopK = Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")]
-Types = Annotated[
-    list[str] | None,
-    Query(
-        alias="type", description="Only these file types (repeatable): image, video, audio, text."
-    ),
-]
-Group = Annotated[
-    bool, Query(description="Merge adjacent keyframes/windows of one file into one hit.")
-]
+class SearchParams:
+    """Every query option of the HTTP API: the same names as the CLI and `Engine.search`."""
+
+    def __init__(
+        self,
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")] = 10,
+        offset: Annotated[int, Query(ge=0, le=10_000, description="Skip this many results (paging).")] = 0,
+        types: Annotated[list[str] | None, Query(alias="type", description="Only these file types (repeatable): image, video, audio, text.")] = None,
+        group: Annotated[bool, Query(description="Merge adjacent keyframes/windows of one file into one hit.")] = True,
+        not_: Annotated[list[str] | None, Query(alias="not", description="Text to move away from (repeatable).")] = None,
+        like: Annotated[list[int] | None, Query(description="More like these item ids (repeatable).")] = None,
+        unlike: Annotated[list[int] | None, Query(description="Less like these item ids (repeatable).")] = None,
+        path: Annotated[list[str] | None, Query(description="Only paths matching these globs or folders.")] = None,
+        after: Annotated[str | None, Query(description="Taken (else modified) on or after this ISO date.")] = None,
+        before: Annotated[str | None, Query(description="Taken (else modified) before this ISO date.")] = None,
+        min_width: Annotated[int | None, Query(ge=0)] = None,
+        min_height: Annotated[int | None, Query(ge=0)] = None,
+        camera: Annotated[str | None, Query(max_length=200)] = None,
+        min_duration: Annotated[float | None, Query(ge=0)] = None,
+        max_duration: Annotated[float | None, Query(ge=0)] = None,
+        min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
+        sort: Annotated[str, Query(description="relevance, date or -date.")] = "relevance",
+        cutoff: Annotated[str | None, Query(description="'auto': stop where the scores drop.")] = None,
+        count: Annotated[bool, Query(description="Also count the items scoring at least min_score.")] = False,
+    ) -> None:
+        self.__dict__.update({k2: v for k2, v in locals().items() if k2 != "self"})
+
+    def terms(self) -> list[Term]:
+        """The terms besides the main text or picture: negatives and items."""
+        out = [Term("text", t, -1.0) for t in self.not_ or () if t.strip()]
+        out += [Term("item", _item_id(i)) for i in self.like or ()]
+        out += [Term("item", _item_id(i), -1.0) for i in self.unlike or ()]
+        return out
+
+    def filters(self) -> Filters:
+        return Filters(
+            types=frozenset(self.types or ()), paths=tuple(self.path or ()),
+            after=_iso(self.after, "after"), before=_iso(self.before, "before"),
+            min_width=self.min_width, min_height=self.min_height, camera=self.camera,
+            min_duration=self.min_duration, max_duration=self.max_duration,
+        )  # fmt: skip
+
+    def run(self, host: EngineHost, terms: list[Term]) -> tuple[SearchResults, int | None]:
+        def go(engine: Engine) -> tuple[SearchResults, int | None]:
+            q = engine.build_query(
+                terms + self.terms(), self.k, filters=self.filters(), offset=self.offset,
+                sort=self.sort, cutoff=self.cutoff, min_score=self.min_score, group=self.group,
+            )  # fmt: skip
+            hits = engine.search(q)
+            total = engine.count(q, self.min_score if self.min_score is not None else 0.0) if self.count else None
+            return hits, total
+
+        return host.call(go)
+
+
+def _item_id(value: int) -> int:
+    if not 0 <= value < 2**63:
+        raise QueryError(f"No item {value} in this collection.")
+    return value
+
+
+def _iso(value: str | None, name: str) -> float | None:
+    if value is None or not value.strip():
+        return None
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value.strip()).timestamp()
+    except ValueError:
+        raise QueryError(f"{name} takes an ISO date like 2024-06-01, not {value!r}.") from None
 
 
 def _add_search_routes(app: FastAPI, host: EngineHost, max_upload_bytes: int) -> None:
     @app.get("/api/search")
     def search_text(
-        q: Annotated[str, Query(description='What to look for, e.g. "a red car".')],
-        k: TopK = 10,
-        types: Types = None,
-        group: Group = True,
+        params: Annotated[SearchParams, Depends()],
+        q: Annotated[str | None, Query(description='What to look for, e.g. "a red car".')] = None,
     ) -> dict[str, Any]:
-        """Search the collection with a sentence."""
+        """Search with a sentence, items (`like`), or both; every filter and option applies."""
         started = time.perf_counter()
-        hits = host.call(lambda e: e.search(q, k, types=types, group=group))
-        return _payload(q, "text", hits, started)
+        terms = [Term("text", q)] if q is not None else []
+        hits, total = params.run(host, terms)
+        by = "text" if q is not None else "item"
+        return _payload(hits, by, started, total)
 
     @app.post("/api/search/image")
     def search_image(
         file: Annotated[UploadFile, File(description="The query picture (JPEG, PNG, WebP, ...).")],
-        k: TopK = 10,
-        types: Types = None,
-        group: Group = True,
+        params: Annotated[SearchParams, Depends()],
+        q: Annotated[str | None, Query(description="Text to add to the picture.")] = None,
     ) -> dict[str, Any]:
-        """Search the collection with a picture: its nearest images, keyframes and passages."""
+        """Search with a picture (plus any text, items and filters): its nearest images, keyframes and passages."""
         started = time.perf_counter()
         data = file.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"The upload is larger than {max_upload_bytes // 2**20} MB.")
         image = media.decode_upload(data, file.filename)
-        hits = host.call(lambda e: e.search(None, k, image=image, types=types, group=group))
-        return _payload(file.filename or "upload", "image", hits, started)
+        terms = [Term("image", image)] + ([Term("text", q)] if q else [])
+        hits, total = params.run(host, terms)
+        return _payload(hits, "image", started, total, file.filename or "upload")
 
     @app.get("/api/status")
     def status() -> dict[str, Any]:

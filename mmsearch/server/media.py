@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from indexer.sources.image import to_rgb
 from mmsearch.errors import MmsearchError, QueryError
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ def _decode_bounded(fp: BinaryIO, side: int) -> Image.Image:
             with _decode_slot():
                 img.load()
                 img.thumbnail((side, side), Image.Resampling.BICUBIC)
-                return ImageOps.exif_transpose(img).convert("RGB")
+                return to_rgb(ImageOps.exif_transpose(img))  # transparency on white, as indexed
 
 
 @contextmanager
