@@ -65,9 +65,9 @@ def _run(fn: Callable[[], T]) -> T:
 
         err.print(Text("error: ", style="bold red") + Text(literal(str(exc))), highlight=False)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM during an index run (143)
         err.print("interrupted; committed work is kept, run the same command again to finish.")
-        raise typer.Exit(130) from None
+        raise typer.Exit(getattr(exc, "exit_code", 130)) from None
 
 
 def _engine(home: Path | None, model: str | None = None, device: str = "auto", **kw):
@@ -127,7 +127,7 @@ def query(
     camera: Annotated[str | None, typer.Option(help="Only photos whose camera make/model contains this text.", show_default=False)] = None,
     min_duration: Annotated[float | None, typer.Option(help="Only videos/recordings at least this many seconds long.", show_default=False)] = None,
     max_duration: Annotated[float | None, typer.Option(help="Only videos/recordings at most this many seconds long.", show_default=False)] = None,
-    min_score: Annotated[float | None, typer.Option(help="Drop results scoring below this.", show_default=False)] = None,
+    min_score: Annotated[float | None, typer.Option(help="Drop results whose CLIP cosine to the query is below this (also what --count counts).", show_default=False)] = None,
     sort: Annotated[str, typer.Option(help="relevance, date (oldest first) or -date (newest first); dates order the most relevant results.")] = "relevance",
     cutoff: Annotated[str | None, typer.Option(help="'auto': stop where the scores drop (a gap after the top hits).", show_default=False)] = None,
     count: Annotated[bool, typer.Option("--count", help="Print how many items score at least --min-score, instead of results.")] = False,

@@ -2,7 +2,7 @@
 
 Each picture's nearest neighbours come from the collection's vector store (the same ANN index
 that serves searches, restricted to the wanted kinds), pairs above a cosine threshold are
-joined with union-find, and each group lists its files, best-connected first. Nothing is
+joined with union-find, and each group lists its files in the order they were indexed. Nothing is
 re-encoded and no file is read.
 """
 

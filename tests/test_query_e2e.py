@@ -249,3 +249,49 @@ def test_paths_are_printed_literally(tmp_path):
     assert "\\x1b[31m" in table.output
     status = cli("status", "--home", home)
     assert status.exit_code == 0 and "[bold]x[/b]" in status.output
+
+
+def test_an_index_copied_from_another_home_is_not_trusted(library, tmp_path):
+    """Item ids overlap between homes; the sidecar's collection id tells the files apart."""
+    _, home, _, _ = library
+    other = tmp_path / "other"
+    photos = write_photo_folder(tmp_path / "p", 81, seed=77)
+    with Engine(other, "tiny") as e:
+        e.index([photos], options=IndexOptions(in_process=True))
+    shutil.copy(other / "index" / "vectors.idx", tmp_path / "foreign.idx")
+    mine = Engine(home).search("a red circle", k=5)
+    victim = tmp_path / "victim"
+    shutil.copytree(home, victim)
+    shutil.copy(other / "index" / "vectors.idx", victim / "index" / "vectors.idx")
+    shutil.copy(other / "index" / "vectors.idx.json", victim / "index" / "vectors.idx.json")
+    with Engine(victim) as e:
+        assert [h.item_id for h in e.search("a red circle", k=5)] == [h.item_id for h in mine]
+        e.index([library[0] / "photos"])  # the writer replaces the foreign file
+    from mmsearch.vectors import read_sidecar
+
+    with Engine(victim) as e:
+        owner = read_sidecar(victim / "index" / "vectors.idx")["owner"]["collection"]
+        assert owner == e.collection.catalog.collection_id() != ""
+
+
+def test_cutoff_and_min_score_judge_clip_cosines_when_passages_are_fused(tmp_path):
+    """With passages, results are ordered by fused ranks, whose scores fall smoothly: the cut-off
+    and min_score must still judge the CLIP cosine, the same score `count` counts."""
+    import random
+
+    from mmsearch.synth import sample_scene
+    from mmsearch.synth.media import write_note
+
+    photos = write_photo_folder(tmp_path / "lib", 40, seed=31)
+    rng = random.Random(3)
+    write_note(photos / "note.txt", [sample_scene(rng) for _ in range(6)])
+    with Engine(tmp_path / "home", "tiny") as e:
+        e.index([photos], options=IndexOptions(in_process=True))
+        fused = e.search("a large green triangle", k=20)
+        assert any(h.part("rrf") for h in fused)
+        cut = e.search("a large green triangle", k=20, cutoff="auto")
+        assert len(cut) < 20
+        threshold = sorted((h.part("clip").score for h in fused if h.kind == "image"), reverse=True)[4]
+        above = e.search("a large green triangle", k=40, min_score=threshold, group=False)
+        assert all(h.part("clip").score >= threshold for h in above)
+        assert len(above) == e.count("a large green triangle", threshold)

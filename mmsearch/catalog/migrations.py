@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 
 from sqlalchemy import (
@@ -60,6 +61,7 @@ def _v3_to_v4(conn: Connection) -> None:
     filled here from the camera date or the file's modification time."""
     from mmsearch.catalog.dates import asset_date_s
 
+    _write_meta(conn, "collection_id", uuid.uuid4().hex)
     conn.execute(text("ALTER TABLE items ADD COLUMN text_vector BLOB"))
     conn.execute(text("ALTER TABLE assets ADD COLUMN date_s FLOAT"))
     conn.execute(text("CREATE INDEX ix_assets_date_s ON assets (date_s)"))
@@ -141,6 +143,7 @@ def _create_current(conn: Connection) -> None:
     Base.metadata.create_all(conn)
     create_keyword_index(conn, backfill=False)
     _write_meta(conn, VERSION_KEY, str(SCHEMA_VERSION))
+    _write_meta(conn, "collection_id", uuid.uuid4().hex)
     _write_meta(conn, "created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     log.info("created catalog schema version %d at %r", SCHEMA_VERSION, conn.engine.url)
 

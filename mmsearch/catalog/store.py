@@ -47,6 +47,9 @@ VECTOR_DTYPE = np.dtype("<f4")
 KEYWORD_FILTER_FETCH = 100_000
 """Matches ranked before an allow-list is applied to keyword search (a bound, not a page size)."""
 
+COLLECTION_ID_KEY = "collection_id"
+"""The ``meta`` row naming this catalog, so an index copied from another home is recognised."""
+
 GENERATION_KEY = "generation"
 """The ``meta`` row counting committed writes (bumped in the same transaction as each write)."""
 
@@ -182,6 +185,10 @@ class Catalog:
     def set_meta(self, key: str, value: str) -> None:
         with self._write.begin() as s:
             s.merge(Meta(key=key, value=value))
+
+    def collection_id(self) -> str:
+        """This catalog's identity (made with the schema), recorded by every index that mirrors it."""
+        return self.get_meta(COLLECTION_ID_KEY) or ""
 
     def generation(self) -> int:
         """Committed writes so far: one primary-key lookup tells a reader whether anything changed."""

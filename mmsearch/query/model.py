@@ -131,7 +131,7 @@ class Query:
     sort: str = "relevance"
     pool: int = 50  # `sort` orders this many of the most relevant results (or the cut-off set)
     cutoff: str | None = None  # None, "auto" (a score gap after the top hits)
-    min_score: float | None = None  # drop results below this score
+    min_score: float | None = None  # drop results whose CLIP cosine is below this
     group: bool = True  # fold adjacent moments of one video/recording into its best one
     explain: bool = False  # keep every ranker's score part (always computed; shown on request)
     rerank: tuple[str, ...] | None = None  # reranker names; None = the collection's defaults

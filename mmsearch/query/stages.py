@@ -62,6 +62,13 @@ class Candidate:
     def id(self) -> int:
         return self.record.id
 
+    @property
+    def relevance(self) -> float:
+        """The CLIP cosine to the query: the one absolute score every item has, whatever the
+        fused rank, so `min_score`, `--count` and the cut-off mean the same on every query."""
+        part = next((p for p in self.parts if p.source == "clip"), None)
+        return part.score if part is not None else float("-inf")
+
 
 class Stage(Protocol):
     """A step that reorders or rescores candidates and says what it did in their `parts`."""
@@ -105,17 +112,18 @@ def run_query(query: Query, ctx: SearchContext) -> SearchResults:
     while True:
         lists = candidate_lists(query, embedded, allowed, depth, ctx)
         hits = fuse(lists, ctx)
+        add_missing_clip_scores(hits, embedded, ctx)
         for stage in (*ctx.rerankers, *ctx.personalizers):
             hits = stage(query, hits, ctx)
         if query.min_score is not None:
-            hits = [h for h in hits if h.score >= query.min_score]
+            hits = [h for h in hits if h.relevance >= query.min_score]
         if query.group:
             hits = group_adjacent(hits)
         if len(hits) >= wanted or depth >= available:
             break
         depth *= 4
     if query.cutoff == "auto":
-        hits = hits[: score_gap_cutoff([h.score for h in hits])]
+        hits = relevance_cutoff(hits)
     if query.sort != "relevance":
         pool = hits if query.cutoff else hits[: max(query.pool, query.offset + query.k)]
         hits = sort_by_date(pool, newest_first=query.sort == "-date")
@@ -126,7 +134,8 @@ def run_query(query: Query, ctx: SearchContext) -> SearchResults:
 
 
 def count_matches(query: Query, ctx: SearchContext) -> int:
-    """How many items score at least `query.min_score` by CLIP (within the filters)."""
+    """How many items have a CLIP cosine of at least `query.min_score` (within the filters),
+    the same score `min_score` compares in a search."""
     if query.min_score is None:
         from mmsearch.errors import QueryError
 
@@ -256,6 +265,39 @@ def rrf_fuse(
         parts.append(ScorePart("rrf", float(f.score)))
         out.append(Candidate(records[f.id], float(f.score), parts))
     return out
+
+
+def add_missing_clip_scores(
+    hits: list[Candidate], embedded: EmbeddedQuery, ctx: SearchContext
+) -> None:
+    """Give every candidate its CLIP cosine (passages found only by words or the sentence model
+    have none yet), from the stored vectors: nothing is re-encoded."""
+    missing = [h for h in hits if h.relevance == float("-inf")]
+    if not missing:
+        return
+    ids, vectors = ctx.collection.vectors.vectors(np.array([h.id for h in missing], np.int64))
+    score_of = dict(zip(ids.tolist(), (vectors @ embedded.clip).tolist()))
+    for h in missing:
+        if h.id in score_of:
+            h.parts.insert(0, ScorePart("clip", float(score_of[h.id])))
+
+
+def relevance_cutoff(hits: list[Candidate]) -> list[Candidate]:
+    """Keep the results above the score gap after the top hits, judged on CLIP cosines.
+
+    Pictures and passages are judged apart: CLIP scores text much nearer a text query than any
+    picture (the modality gap), so one gap over both would only separate the modalities. The
+    order of `hits` is kept.
+    """
+    keep: set[int] = set()
+    for passage in (False, True):
+        group = sorted(
+            (h for h in hits if (h.record.kind in PASSAGE_KINDS) == passage),
+            key=lambda h: -h.relevance,
+        )
+        n = score_gap_cutoff([h.relevance for h in group])
+        keep |= {h.id for h in group[:n]}
+    return [h for h in hits if h.id in keep]
 
 
 def sort_by_date(hits: list[Candidate], *, newest_first: bool) -> list[Candidate]:

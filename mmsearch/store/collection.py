@@ -190,6 +190,7 @@ class Collection:
             dim=dim,
             encoder=encoder,
             preference=kind or self.index_kind,
+            owner=self.catalog.collection_id(),
         )
 
     # ------------------------------------------------------------- writing

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mmsearch.errors import EncoderMismatchError, VectorIndexError
-from mmsearch.vectors import VectorIndex, choose_kind, create_index, load_index
+from mmsearch.vectors import VectorIndex, choose_kind, create_index, load_index, read_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -26,36 +26,56 @@ REBUILD_BATCH = 65_536
 class FileVectorStore:
     """A `VectorStore` over one `VectorIndex`, saved to ``path`` on `flush`."""
 
-    def __init__(self, path: Path, index: VectorIndex, preference: str = "auto") -> None:
+    def __init__(
+        self, path: Path, index: VectorIndex, preference: str = "auto", owner: str | None = None
+    ) -> None:
         self.path = Path(path)
         self.index = index
         self.preference = preference  # "auto" or a fixed backend kind
+        self.owner = owner  # the id of the catalog this store mirrors (recorded in the sidecar)
         self.dirty = False  # changed since the last flush (or the file is behind the catalog)
 
     # --------------------------------------------------------------- opening
     @classmethod
     def create(
-        cls, path: Path, dim: int, encoder: str, preference: str = "auto", expected: int = 0
+        cls,
+        path: Path,
+        dim: int,
+        encoder: str,
+        preference: str = "auto",
+        expected: int = 0,
+        owner: str | None = None,
     ) -> FileVectorStore:
         kind = choose_kind(expected) if preference == "auto" else preference
-        return cls(path, create_index(kind, dim, "ip", encoder=encoder), preference)
+        return cls(path, create_index(kind, dim, "ip", encoder=encoder), preference, owner)
 
     @classmethod
-    def load(cls, path: Path, encoder: str, preference: str = "auto") -> FileVectorStore | None:
-        """The saved store, or None when the file is missing or unreadable (rebuild from the catalog).
+    def load(
+        cls, path: Path, encoder: str, preference: str = "auto", owner: str | None = None
+    ) -> FileVectorStore | None:
+        """The saved store, or None when the file is missing, unreadable, or another catalog's
+        (then the collection rebuilds it from its own catalog).
 
         An index built with another encoder is refused: its vectors mean something else.
         """
         if not Path(path).exists():
             return None
         try:
+            recorded = (read_sidecar(path).get("owner") or {}).get("collection")
+            if owner is not None and recorded is not None and recorded != owner:
+                log.warning(
+                    "%s belongs to another collection (copied from another home?); rebuilding it "
+                    "from this home's catalog",
+                    path,
+                )
+                return None
             index = load_index(path, expect_encoder=encoder)
         except EncoderMismatchError:
             raise
         except VectorIndexError as exc:
             log.warning("rebuilding %s from the catalog: %s", path, exc)
             return None
-        store = cls(path, index, preference)
+        store = cls(path, index, preference, owner)
         if preference not in ("auto", index.kind):
             store.convert(preference)
         return store
@@ -102,7 +122,7 @@ class FileVectorStore:
         if not self.dirty and self.path.exists():
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.index.save(self.path)
+        self.index.save(self.path, owner={"collection": self.owner} if self.owner else None)
         self.dirty = False
 
     # --------------------------------------------------------------- kinds

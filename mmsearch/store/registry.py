@@ -22,7 +22,15 @@ DEFAULT_VECTOR_STORE = "faiss"
 
 class Opener(Protocol):
     def __call__(
-        self, spec: str, *, home: Path, name: str, dim: int, encoder: str, preference: str
+        self,
+        spec: str,
+        *,
+        home: Path,
+        name: str,
+        dim: int,
+        encoder: str,
+        preference: str,
+        owner: str,
     ) -> VectorStore: ...
 
 
@@ -39,9 +47,19 @@ def vector_store_schemes() -> list[str]:
 
 
 def open_vector_store(
-    spec: str | None, *, home: Path, name: str, dim: int, encoder: str, preference: str = "auto"
+    spec: str | None,
+    *,
+    home: Path,
+    name: str,
+    dim: int,
+    encoder: str,
+    preference: str = "auto",
+    owner: str = "",
 ) -> VectorStore:
-    """Open the store a spec names (``faiss`` by default) for one of a collection's indexes."""
+    """Open the store a spec names (``faiss`` by default) for one of a collection's indexes.
+
+    ``owner`` is the catalog's id: a store that mirrors another catalog is not trusted.
+    """
     spec = spec or DEFAULT_VECTOR_STORE
     scheme = spec.split("://", 1)[0].split(":", 1)[0]
     opener = _OPENERS.get(scheme)
@@ -49,16 +67,18 @@ def open_vector_store(
         raise ConfigError(
             f"Unknown vector store {spec!r}; known: {', '.join(vector_store_schemes())}."
         )
-    return opener(spec, home=home, name=name, dim=dim, encoder=encoder, preference=preference)
+    return opener(
+        spec, home=home, name=name, dim=dim, encoder=encoder, preference=preference, owner=owner
+    )
 
 
 def _open_file_store(
-    spec: str, *, home: Path, name: str, dim: int, encoder: str, preference: str
+    spec: str, *, home: Path, name: str, dim: int, encoder: str, preference: str, owner: str
 ) -> FileVectorStore:
     path = Path(home) / "index" / f"{name}.idx"
-    store = FileVectorStore.load(path, encoder, preference)
+    store = FileVectorStore.load(path, encoder, preference, owner or None)
     if store is None:
-        store = FileVectorStore.create(path, dim, encoder, preference)
+        store = FileVectorStore.create(path, dim, encoder, preference, owner=owner or None)
         store.dirty = True
     return store
 

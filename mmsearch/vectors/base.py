@@ -122,8 +122,18 @@ class VectorIndex(ABC):
             return ids, np.empty((0, self.dim), np.float32)
         return ids, np.ascontiguousarray(self._vectors(ids), dtype=np.float32)
 
-    def save(self, path: str | os.PathLike[str], *, encoder: str | None = None) -> None:
-        """Write the index and its sidecar atomically (see ``mmsearch.vectors.storage``)."""
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        encoder: str | None = None,
+        owner: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the index and its sidecar atomically (see ``mmsearch.vectors.storage``).
+
+        ``owner`` is recorded in the sidecar: which catalog (id and write generation) the index
+        mirrors, so an index copied from another home is recognised and not trusted.
+        """
         if encoder is not None:
             self.encoder = encoder
         generation = storage.new_generation()
@@ -149,6 +159,7 @@ class VectorIndex(ABC):
                 "generation": generation,
                 "created_at": self.created_at,
                 "updated_at": now,
+                **({"owner": owner} if owner else {}),
             },
         )
         log.debug("saved %s index with %d vectors to %s", self.kind, self.count, path)
@@ -189,7 +200,9 @@ class VectorIndex(ABC):
     def _vectors(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors of present ids, ``(n, dim)``, in the order given."""
 
-    def _search_subset(self, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _search_subset(
+        self, q: np.ndarray, k: int, ids: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top ``k`` among a small set of present ids."""
         from mmsearch.query.exact import exact_topk
 
