@@ -34,6 +34,7 @@ import numpy as np
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from indexer.scan import ChangePlan, FileEntry, KnownAsset, is_under, resolve_root, scan
+from indexer.signals import stops_on_sigterm
 from indexer.sources import SOURCES, SourceSpec
 from indexer.sources.audio import AudioOptions
 from indexer.sources.base import ASSET_AUDIO, ASSET_IMAGE, ASSET_TEXT, ASSET_VIDEO
@@ -41,7 +42,13 @@ from indexer.sources.image import DEFAULT_LIMITS, ImageLimits
 from indexer.sources.subtitles import SUBTITLE_EXTENSIONS, media_for_subtitles
 from indexer.sources.text import TextOptions
 from indexer.sources.video import VideoOptions
-from indexer.summary import IndexSummary, NoProgress, ProgressReporter, SkippedFile
+from indexer.summary import (
+    IndexSummary,
+    NoProgress,
+    ProgressReporter,
+    SkippedFile,
+    TruncatedFile,
+)
 from indexer.workers import (
     PICTURE_KINDS,
     Decoded,
@@ -135,6 +142,7 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+@stops_on_sigterm
 def run_index(
     writer: CollectionWriter,
     load_encoder: Callable[[], Encoder],
@@ -441,6 +449,8 @@ class _Ingest:
             self.summary.changed += 1
         else:
             self.summary.new += 1
+        if decoded.meta.get("truncated"):  # a reader left part of the file out (a limit)
+            self.summary.truncated.append(TruncatedFile(key, str(decoded.meta["truncated"])))
         kind = decoded.job.asset_kind
         self.summary.per_kind[kind] = self.summary.per_kind.get(kind, 0) + 1
 

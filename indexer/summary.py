@@ -18,6 +18,14 @@ class SkippedFile:
     reason: str  # short and human: "empty file", "decoder crashed (killed by SIGSEGV)", ...
 
 
+@dataclass(frozen=True)
+class TruncatedFile:
+    """A file indexed only in part because it passed a limit (passages per file, PDF pages)."""
+
+    path: str  # absolute path as scanned
+    note: str  # what was kept, naming the option: "kept the first 5,000 passages (max_passages)"
+
+
 @dataclass
 class IndexSummary:
     """Counts of one run; new/changed count files that were indexed, failures are in `skipped`."""
@@ -34,6 +42,7 @@ class IndexSummary:
     seconds: float = 0.0  # wall-clock time of the run
     per_kind: dict[str, int] = field(default_factory=dict)  # files indexed per asset kind
     kept: int = 0  # known files under folders that could not be read: left as they were
+    truncated: list[TruncatedFile] = field(default_factory=list)  # indexed in part, with a note
 
     @property
     def indexed(self) -> int:
@@ -68,4 +77,4 @@ class NoProgress:
         pass
 
 
-__all__ = ["IndexSummary", "NoProgress", "ProgressReporter", "SkippedFile"]
+__all__ = ["IndexSummary", "NoProgress", "ProgressReporter", "SkippedFile", "TruncatedFile"]

@@ -224,3 +224,27 @@ def test_extensions():
 def test_missing_file(tmp_path: Path):
     with pytest.raises(DecodeError, match="cannot read"):
         read_text(tmp_path / "gone.txt")
+
+
+def test_a_long_note_keeps_max_passages_and_says_so(tmp_path):
+    path = tmp_path / "long.txt"
+    path.write_text(numbered_text([[10] * 8] * 40))  # 40 paragraphs of 80 words: 40 passages
+    whole = read_text(path)
+    assert len(whole.items) == 40 and "truncated" not in whole.meta
+    capped = read_text(path, TextOptions(max_passages=7))
+    assert [i.text for i in capped.items] == [i.text for i in whole.items[:7]]
+    assert capped.meta["truncated"] == "kept the first 7 passages (max_passages)"
+    exact = read_text(path, TextOptions(max_passages=40))  # at the limit: nothing left out
+    assert "truncated" not in exact.meta
+
+
+def test_a_pdf_past_max_pdf_pages_keeps_its_first_pages_and_says_so(tmp_path):
+    path = tmp_path / "tome.pdf"
+    path.write_bytes(make_pdf([[f"Page {n} holds a green star."] for n in range(1, 31)]))
+    result = read_text(path, TextOptions(max_pdf_pages=5))
+    assert [i.text.split("]")[0] for i in result.items] == [f"[page {n}" for n in range(1, 6)]
+    assert result.meta["truncated"] == "read the first 5 of 30 pages (max_pdf_pages)"
+    capped = read_text(path, TextOptions(max_passages=3))
+    assert len(capped.items) == 3 and "max_passages" in capped.meta["truncated"]
+    with pytest.raises(ConfigError, match="max_passages"):
+        TextOptions(max_passages=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mmsearch.errors import ConfigError
@@ -73,9 +74,17 @@ class _Unit:
     ends_paragraph: bool = False
 
 
-def _units(text: str, max_words: int) -> list[_Unit]:
-    units: list[_Unit] = []
-    for paragraph in _PARAGRAPH_BREAK.split(text):
+def _paragraphs(text: str) -> Iterator[str]:
+    """Paragraphs one at a time, so a huge text is never split into one big list."""
+    at = 0
+    for brk in _PARAGRAPH_BREAK.finditer(text):
+        yield text[at : brk.start()]
+        at = brk.end()
+    yield text[at:]
+
+
+def _units(text: str, max_words: int) -> Iterator[_Unit]:
+    for paragraph in _paragraphs(text):
         sentences = [s.split() for s in _SENTENCE_END.split(paragraph.strip())]
         pieces = [
             _Unit(words[k : k + max_words])
@@ -85,8 +94,7 @@ def _units(text: str, max_words: int) -> list[_Unit]:
         ]
         if pieces:
             pieces[-1].ends_paragraph = True
-            units.extend(pieces)
-    return units
+            yield from pieces
 
 
 def _tail(units: list[_Unit], budget: int) -> list[_Unit]:
@@ -108,29 +116,28 @@ def chunk_text(text: str, target_words: int = 100, overlap: float = 0.25) -> lis
 
     Each passage starts with the last sentences (about `overlap` of a passage) of the one before.
     """
+    return list(iter_chunks(text, target_words, overlap))
+
+
+def iter_chunks(text: str, target_words: int = 100, overlap: float = 0.25) -> Iterator[str]:
+    """`chunk_text` one passage at a time: a caller that wants only the first N stops the work there."""
     _check_window(target_words, overlap)
     budget = int(target_words * overlap)
-    chunks: list[str] = []
     current: list[_Unit] = []
     fresh = 0  # units in `current` that no earlier passage holds
-
-    def flush() -> None:
-        nonlocal current, fresh
-        if fresh:
-            chunks.append(" ".join(w for unit in current for w in unit.words))
-            current, fresh = _tail(current, budget), 0
-
     for unit in _units(text, target_words):
         if fresh and _count(current) + len(unit.words) > target_words:
-            flush()
+            yield " ".join(w for u in current for w in u.words)
+            current, fresh = _tail(current, budget), 0
         while current and _count(current) + len(unit.words) > target_words:
             current.pop(0)  # carried overlap gives way to new text
         current.append(unit)
         fresh += 1
         if unit.ends_paragraph and _count(current) >= 0.6 * target_words:
-            flush()
-    flush()
-    return chunks
+            yield " ".join(w for u in current for w in u.words)
+            current, fresh = _tail(current, budget), 0
+    if fresh:
+        yield " ".join(w for u in current for w in u.words)
 
 
 def _count(units: list[_Unit]) -> int:

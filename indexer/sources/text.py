@@ -6,13 +6,15 @@ keeps them near the target length. A PDF passage names its page; a subtitle pass
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.sources.base import ASSET_TEXT, TEXT, SourceItem, SourceResult
-from indexer.sources.chunking import chunk_text, spread_words, window_timed_words
+from indexer.sources.chunking import iter_chunks, spread_words, window_timed_words
 from indexer.sources.subtitles import (
     SUBTITLE_EXTENSIONS,
     media_for_subtitles,
@@ -41,12 +43,42 @@ class TextOptions:
     )
     subtitle_window_seconds: float = 20.0  # ... and at most this many seconds per passage
     max_bytes: int = 50_000_000  # larger files are skipped as "too large" (logs, dumps)
+    # One file may not flood the index (a 49 MB note is 130,000 passages): past these limits the
+    # rest of the file is left out, and the run reports the file as truncated.
+    max_passages: int = 5_000  # passages kept per file (about 375,000 words at the defaults)
+    max_pdf_pages: int = 1_000  # PDF pages read per file
 
     def __post_init__(self) -> None:
         if self.chunk_words < 10:
             raise ConfigError(f"chunk_words should be at least 10, not {self.chunk_words}")
         if not 0.0 <= self.chunk_overlap < 1.0:
             raise ConfigError(f"chunk_overlap is a fraction in [0, 1), not {self.chunk_overlap}")
+        if self.max_passages < 1 or self.max_pdf_pages < 1:
+            raise ConfigError("max_passages and max_pdf_pages must be at least 1")
+
+
+class _Budget:
+    """Passages still allowed in one file, and a note once some were left out."""
+
+    def __init__(self, opts: TextOptions) -> None:
+        self.left = opts.max_passages
+        self.notes: list[str] = []
+
+    def take(self, passages: Iterator[str], opts: TextOptions) -> list[str]:
+        kept = list(itertools.islice(passages, self.left))
+        self.left -= len(kept)
+        if self.left == 0 and next(passages, None) is not None:
+            self.left_out(opts)
+        return kept
+
+    def left_out(self, opts: TextOptions) -> None:
+        """Text remains that the limit leaves out."""
+        if not self.notes:
+            self.notes.append(f"kept the first {opts.max_passages:,} passages (max_passages)")
+
+    @property
+    def full(self) -> bool:
+        return self.left <= 0
 
 
 def _read_bytes(path: Path, opts: TextOptions) -> bytes:
@@ -117,19 +149,17 @@ def strip_markdown(text: str) -> str:
     return text
 
 
-def _passages(text: str, opts: TextOptions, prefix: str = "") -> list[SourceItem]:
-    return [
-        SourceItem(TEXT, text=prefix + c)
-        for c in chunk_text(text, opts.chunk_words, opts.chunk_overlap)
-    ]
+def _passages(text: str, opts: TextOptions, budget: _Budget, prefix: str = "") -> list[SourceItem]:
+    chunks = iter_chunks(text, opts.chunk_words, opts.chunk_overlap)
+    return [SourceItem(TEXT, text=prefix + c) for c in budget.take(chunks, opts)]
 
 
-def _read_plain(path: Path, opts: TextOptions, markdown: bool) -> list[SourceItem]:
+def _read_plain(path: Path, opts: TextOptions, budget: _Budget, markdown: bool) -> list[SourceItem]:
     text = decode_text(_read_bytes(path, opts), path)
-    return _passages(strip_markdown(text) if markdown else text, opts)
+    return _passages(strip_markdown(text) if markdown else text, opts, budget)
 
 
-def _read_subtitles(path: Path, opts: TextOptions) -> list[SourceItem]:
+def _read_subtitles(path: Path, opts: TextOptions, budget: _Budget) -> list[SourceItem]:
     media = media_for_subtitles(path)
     if media is not None:
         raise DecodeError(f"{path}: subtitles of {media.name}; they are indexed with that file")
@@ -138,44 +168,63 @@ def _read_subtitles(path: Path, opts: TextOptions) -> list[SourceItem]:
     chunks = window_timed_words(
         words, opts.subtitle_window_words, opts.subtitle_window_seconds, 0.5
     )
-    return [SourceItem(TEXT, text=c.text, start_s=c.start_s, end_s=c.end_s) for c in chunks]
+    items = [SourceItem(TEXT, text=c.text, start_s=c.start_s, end_s=c.end_s) for c in chunks]
+    kept = budget.take(iter(items), opts)  # the cues are small: the file is at most max_bytes
+    return items[: len(kept)]
 
 
-def _read_pdf(path: Path, opts: TextOptions) -> tuple[list[SourceItem], int]:
+def _read_pdf(path: Path, opts: TextOptions, budget: _Budget) -> tuple[list[SourceItem], int]:
     pypdf = require("pypdf", "Reading PDF documents", "text")
     _read_bytes(path, opts)  # size checks
+    items: list[SourceItem] = []
     try:
         reader = pypdf.PdfReader(str(path))
         if reader.is_encrypted and not reader.decrypt(""):
             raise DecodeError(f"{path}: encrypted PDF (needs a password)")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        n_pages = len(reader.pages)
+        for n in range(min(n_pages, opts.max_pdf_pages)):
+            if budget.full:  # pages remain
+                budget.left_out(opts)
+                break
+            text = reader.pages[n].extract_text() or ""
+            items += _passages(text, opts, budget, f"[page {n + 1}] ")
     except DecodeError:
         raise
     except (
         Exception
     ) as exc:  # pypdf raises many kinds (PdfReadError, KeyError, ValueError...) on damage
         raise DecodeError(f"{path}: unreadable PDF ({type(exc).__name__}: {exc})") from exc
-    items = [
-        item for n, page in enumerate(pages, 1) for item in _passages(page, opts, f"[page {n}] ")
-    ]
+    if n_pages > opts.max_pdf_pages and not budget.full:
+        budget.notes.append(
+            f"read the first {opts.max_pdf_pages:,} of {n_pages:,} pages (max_pdf_pages)"
+        )
     if not items:
         raise DecodeError(f"{path}: PDF has no extractable text (scanned pages need OCR)")
-    return items, len(pages)
+    return items, n_pages
 
 
 def read_text(path: str | Path, opts: TextOptions | None = None) -> SourceResult:
-    """A document's passages as TEXT items; binary, empty or text-less files are DecodeErrors."""
+    """A document's passages as TEXT items; binary, empty or text-less files are DecodeErrors.
+
+    A file past `max_passages` or `max_pdf_pages` keeps its beginning; `meta["truncated"]` says
+    what was left out, and the run lists it.
+    """
     opts = opts or TextOptions()
     path = Path(path)
     ext = path.suffix.lower()
+    budget = _Budget(opts)
     if ext in PDF_EXTENSIONS:
-        items, n_pages = _read_pdf(path, opts)
+        items, n_pages = _read_pdf(path, opts, budget)
         log.debug("%s: %d pages", path.name, n_pages)
     elif ext in SUBTITLE_EXTENSIONS:
-        items = _read_subtitles(path, opts)
+        items = _read_subtitles(path, opts, budget)
     else:
-        items = _read_plain(path, opts, markdown=ext in MARKDOWN_EXTENSIONS)
+        items = _read_plain(path, opts, budget, markdown=ext in MARKDOWN_EXTENSIONS)
     if not items:
         raise DecodeError(f"{path}: no text in it")
+    meta = {}
+    if budget.notes:
+        meta["truncated"] = "; ".join(budget.notes)
+        log.warning("%s: truncated: %s", path, meta["truncated"])
     log.info("%s: %d passages", path.name, len(items))
-    return SourceResult(ASSET_TEXT, items)
+    return SourceResult(ASSET_TEXT, items, meta)
