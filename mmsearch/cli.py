@@ -239,6 +239,13 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
             print(json.dumps(st.to_dict()))
         else:
             out.print(status_table(st))
+        if not st.healthy:
+            from mmsearch.errors import CatalogError
+
+            raise CatalogError(
+                f"The catalog at {st.home} is damaged ({st.catalog_health}): restore it from a "
+                "backup, or index into a new home (see docs/RECOVERY.md)."
+            )
 
     _run(body)
 

@@ -177,4 +177,12 @@ def status_table(status: CollectionStatus) -> Table:
     table.add_row("items", ", ".join(f"{k}: {v}" for k, v in sorted(status.items_by_kind.items())) or "0")
     table.add_row("index", f"{status.index_kind} ({status.index_count} vectors)" if status.index_kind else "not built yet")
     table.add_row("disk used", _size(status.disk_bytes))
+    table.add_row("catalog check", _plain(status.catalog_health))
+    state = {
+        "level": "level with the catalog",
+        "behind": "behind the catalog: the next search or index run catches it up and saves it",
+        "missing": "not saved yet: built from the catalog when needed",
+        "foreign": "from another home: rebuilt from this catalog when needed",
+    }.get(status.index_state, status.index_state)
+    table.add_row("index state", state)
     return table

@@ -282,6 +282,8 @@ class Engine:
             index_kind=sidecar.get("kind"),
             index_count=sidecar.get("count"),
             disk_bytes=collection.disk_bytes(),
+            catalog_health=collection.catalog.integrity(),
+            index_state=collection.index_state(sidecar),
         )
 
 

@@ -76,3 +76,9 @@ class InvalidVectorError(MmsearchError):
     """An encoder produced vectors that cannot be stored (NaN, infinity, wrong shape)."""
 
     exit_code = 7
+
+
+class DiskFullError(CatalogError):
+    """The disk is full: nothing committed is lost, and the run can go on once space is freed."""
+
+    exit_code = 8

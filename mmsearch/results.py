@@ -99,6 +99,12 @@ class CollectionStatus:
     index_kind: str | None
     index_count: int | None
     disk_bytes: int
+    catalog_health: str = "ok"  # "ok", or what the integrity check found
+    index_state: str = "level"  # "level", "behind", "missing", "foreign" (another home's)
+
+    @property
+    def healthy(self) -> bool:
+        return self.catalog_health == "ok"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import sessionmaker
 
 from mmsearch.catalog.dates import asset_date_s
 from mmsearch.catalog.db import make_engine, writer
+from mmsearch.catalog.guard import database_errors, guarded
 from mmsearch.catalog.keyword import fts_match_expression
 from mmsearch.catalog.migrations import ensure_schema
 from mmsearch.catalog.schema import (
@@ -145,19 +146,24 @@ class EncoderInfo(NamedTuple):
     dim: int
 
 
+@guarded
 class Catalog:
     """SQL store of folders, assets and items (with their vectors)."""
 
     def __init__(self, target: str | os.PathLike[str]) -> None:
+        _refuse_truncated(target)
         self.engine: Engine = make_engine(target)
+        self.where = self.engine.url.render_as_string(hide_password=True).removeprefix("sqlite:///")
         try:
-            self.schema_version = ensure_schema(self.engine)
+            with database_errors(self.where):
+                self.schema_version = ensure_schema(self.engine)
         except BaseException:
             self.engine.dispose()
             raise
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(writer(self.engine), expire_on_commit=False)
-        self.has_keyword_index = KEYWORD_TABLE in inspect(self.engine).get_table_names()
+        with database_errors(self.where):
+            self.has_keyword_index = KEYWORD_TABLE in inspect(self.engine).get_table_names()
 
     @classmethod
     def open(cls, target: str | os.PathLike[str]) -> Catalog:
@@ -594,6 +600,14 @@ class Catalog:
                     out.setdefault(path, []).append(int(item_id))
         return out
 
+    def integrity(self) -> str:
+        """"ok", or what SQLite's quick check found wrong (damaged pages, broken indexes)."""
+        if self.engine.dialect.name != "sqlite":
+            return "ok"
+        with self.engine.connect() as conn:
+            rows = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+        return "ok" if rows == ["ok"] else "; ".join(rows[:3])
+
     def thumbnail(self, item_id: int) -> bytes | None:
         with self._read() as s:
             return s.scalar(select(Item.thumbnail).where(Item.id == int(item_id)))
@@ -627,6 +641,19 @@ class Catalog:
                 "The catalog holds vectors of different dimensions; re-index into a new home."
             )
         return np.stack(arrays).astype(np.float32)
+
+
+def _refuse_truncated(target: str | os.PathLike[str]) -> None:
+    """A catalog file of 0 bytes was truncated: never mistake it for a new, empty home."""
+    text = os.fspath(target)
+    if "://" in text:
+        return
+    path = os.path.expanduser(text)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise CatalogError(
+            f"The catalog {path} is empty (0 bytes): it was truncated or never written. Restore it "
+            "from a backup, or remove the home to start again (see docs/RECOVERY.md)."
+        )
 
 
 def _bump_generation(s: Any) -> None:

@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mmsearch.catalog import PASSAGE_KINDS, Catalog, ItemData
+from mmsearch.catalog.guard import database_errors
 from mmsearch.errors import (
+    CatalogError,
     ConfigError,
     EncoderMismatchError,
     InvalidVectorError,
@@ -152,7 +154,23 @@ class Collection:
         sync_store(self._vectors, self.catalog.item_ids(), self.catalog.vectors_for)
         self._passages = self._refresh_passages(self._passages)
         self._seen_generation = generation
+        self._save_if_free()
         return generation
+
+    def _save_if_free(self) -> None:
+        """A reader that had to bring a saved store level saves it, when no writer is at work,
+        so the next process starts level instead of catching up again (under the writer lock)."""
+        stores = [s for s in (self._vectors, self._passages) if getattr(s, "dirty", False)]
+        if not stores:
+            return
+        try:
+            with self._writer_lock(), database_errors(str(self.home)):
+                for store in stores:
+                    store.flush(generation=self.catalog.generation())
+        except ConfigError:  # a writer holds the lock: it saves when it finishes
+            return
+        except (CatalogError, OSError) as exc:
+            log.warning("could not save the caught-up vector index: %s", exc)
 
     @property
     def vectors(self) -> VectorStore:
@@ -273,6 +291,22 @@ class Collection:
         except VectorIndexError:
             return None
 
+    def index_state(self, sidecar: dict | None = None) -> str:
+        """How the saved CLIP index stands against the catalog, read from its sidecar alone:
+        "level", "behind" (a search or index run catches it up and saves it), "missing"
+        (rebuilt from the catalog when needed) or "foreign" (another home's; it will be rebuilt)."""
+        sidecar = self.index_info() if sidecar is None else sidecar
+        if not sidecar:
+            return "missing" if self.encoder_name() else "level"
+        owner = sidecar.get("owner") or {}
+        mine = self.catalog.collection_id()
+        if owner.get("collection") and mine and owner["collection"] != mine:
+            return "foreign"
+        if owner.get("generation") == self.catalog.generation():
+            return "level"
+        count = sum(self.catalog.item_counts().values())
+        return "level" if sidecar.get("count") == count and not owner else "behind"
+
     def disk_bytes(self) -> int:
         """Bytes used by the home (catalog, WAL, index files)."""
         total = 0
@@ -302,6 +336,7 @@ class CollectionWriter:
     def open(self) -> None:
         """Load the stores level with the catalog; record the user's index kind."""
         c = self.collection
+        sweep_temporaries(c.home / "index")
         if c._requested_kind and c._requested_kind != self.catalog.get_meta(INDEX_KIND_KEY):
             self.catalog.set_meta(INDEX_KIND_KEY, c._requested_kind)
         if c._requested_store and c._requested_store != self.catalog.get_meta(VECTOR_STORE_KEY):
@@ -342,9 +377,11 @@ class CollectionWriter:
     def flush(self) -> None:
         """Make the stores durable (atomic file writes for the embedded store)."""
         began = time.monotonic()
-        for store in (self.vectors, self.passages):
-            if store is not None:
-                store.flush()
+        generation = self.catalog.generation()
+        with database_errors(str(self.collection.home)):  # a full disk: one typed error
+            for store in (self.vectors, self.passages):
+                if store is not None:
+                    store.flush(generation=generation)
         self.last_flush = time.monotonic()
         self.flush_cost = self.last_flush - began
 
@@ -501,6 +538,20 @@ def sync_store(
     if len(missing) or len(extra):
         log.info("vector store synced with the catalog: +%d -%d", len(missing), len(extra))
     return SyncReport(int(len(missing)), int(len(extra)))
+
+
+def sweep_temporaries(folder: Path) -> int:
+    """Remove temporary files a killed save left behind (only ever done under the writer lock)."""
+    removed = 0
+    for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+        try:
+            tmp.unlink()
+            removed += 1
+        except OSError:
+            pass
+    if removed:
+        log.info("removed %d temporary files left by an interrupted save", removed)
+    return removed
 
 
 def _remove_store_file(home: Path, name: str) -> None:

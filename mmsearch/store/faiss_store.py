@@ -114,15 +114,19 @@ class FileVectorStore:
     def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.index.vectors(ids)
 
-    def flush(self) -> None:
-        """Apply the size policy, then write the file atomically (only when something changed)."""
+    def flush(self, generation: int | None = None) -> None:
+        """Apply the size policy, then write the file atomically (only when something changed).
+
+        ``generation`` is the catalog's write generation the store is level with (for status).
+        """
         wanted = choose_kind(self.count) if self.preference == "auto" else self.preference
         if wanted != self.index.kind:
             self.convert(wanted)
         if not self.dirty and self.path.exists():
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.index.save(self.path, owner={"collection": self.owner} if self.owner else None)
+        owner = {"collection": self.owner, "generation": generation} if self.owner else None
+        self.index.save(self.path, owner=owner)
         self.dirty = False
 
     # --------------------------------------------------------------- kinds

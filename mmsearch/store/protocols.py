@@ -43,8 +43,10 @@ class VectorStore(Protocol):
     def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(present ids, vectors)`` in the order asked."""
 
-    def flush(self) -> None:
-        """Make every change so far durable (a file store writes atomically; a server persists)."""
+    def flush(self, generation: int | None = None) -> None:
+        """Make every change so far durable (a file store writes atomically; a server persists).
+
+        ``generation`` is the catalog write generation the store is now level with."""
 
 
 @runtime_checkable
