@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,7 @@ class Engine:
         self._encoder: Encoder | None = None
         self._text_encoder: TextEncoder | None = None
         self._context: SearchContext | None = None
+        self._loading = threading.RLock()  # one thread loads a model; the others wait for it
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -86,6 +88,10 @@ class Engine:
         return self._open(create=False)
 
     def _open(self, create: bool) -> Collection:
+        with self._loading:
+            return self._open_locked(create)
+
+    def _open_locked(self, create: bool) -> Collection:
         if self._collection is None:
             self._collection = Collection(
                 self.home,
@@ -115,10 +121,11 @@ class Engine:
     @property
     def encoder(self) -> Encoder:
         """The collection's encoder, loaded on first use (so `status` never loads a model)."""
-        if self._encoder is None:
-            from mmsearch.models import load_encoder
+        with self._loading:
+            if self._encoder is None:
+                from mmsearch.models import load_encoder
 
-            self._encoder = load_encoder(self.model_name, device=self.device)
+                self._encoder = load_encoder(self.model_name, device=self.device)
         return self._encoder
 
     @property
@@ -127,12 +134,13 @@ class Engine:
         choice = self._text_model
         if choice is not None and str(choice).lower() == TEXT_MODEL_OFF:
             return None
-        if self._text_encoder is None:
-            from mmsearch.models.sentence import TextEncoder
+        with self._loading:
+            if self._text_encoder is None:
+                from mmsearch.models.sentence import TextEncoder
 
-            if choice is None and self._exists():
-                choice = self._open(create=False).text_model_name()
-            self._text_encoder = TextEncoder(choice, device=self.device)
+                if choice is None and self._exists():
+                    choice = self._open(create=False).text_model_name()
+                self._text_encoder = TextEncoder(choice, device=self.device)
         return self._text_encoder
 
     def _query_text_encoder(self) -> TextEncoder | None:
@@ -249,11 +257,12 @@ class Engine:
                 f"The collection at {self.home} is empty: index a folder first (mmsearch index PATH)."
             )
         _ = self.model_name  # EncoderMismatchError for another model
-        if self._context is None or self._context.collection is not collection:
-            self._context = SearchContext(
-                collection, lambda: self.encoder, self._query_text_encoder
-            )
-        return self._context
+        with self._loading:
+            if self._context is None or self._context.collection is not collection:
+                self._context = SearchContext(
+                    collection, lambda: self.encoder, self._query_text_encoder
+                )
+            return self._context
 
     def duplicates(
         self, threshold: float = 0.95, types: Sequence[str] = ("image",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,3 +59,16 @@ def test_search_while_indexing_sees_committed_data_only(tmp_path) -> None:
     assert any(0 < n < N_PHOTOS for n in seen), seen  # searched part-way through
     assert len(seen) >= 3
     assert assert_index_matches_catalog(home).size == N_PHOTOS
+
+
+def test_server_answers_concurrent_searches_while_an_index_run_adds_files(tmp_path) -> None:
+    """The load test at a small size: real server, real index run, concurrent clients, 0 errors."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "load_test.py"
+    spec = importlib.util.spec_from_file_location("load_test", path)
+    load_test = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(load_test)
+    row = load_test.run(clients=6, seconds=4, photos=20, added=20, workdir=tmp_path)
+    assert row["errors"] == 0, row["first_errors"]
+    assert row["requests"] >= 6 and row["index_run_exit"] == 0

@@ -45,6 +45,7 @@ FUSION_WEIGHTS = {"clip": 1.0, "text": 1.0, "keyword": 1.0}
 """RRF weight of each ranker for text queries; equal, as in plain RRF, until evaluation says otherwise."""
 MIN_DEPTH = 50
 """Candidates each ranker returns at least (the reranking window)."""
+_MISSING = object()
 MAX_CUTOFF_SCAN = 100
 """Results examined for the score gap of `--cutoff auto`."""
 
@@ -97,6 +98,11 @@ def run_query(query: Query, ctx: SearchContext) -> SearchResults:
     """Run every stage for one query; returns one page of typed results."""
     started = time.perf_counter()
     generation = ctx.collection.refresh()
+    with ctx.collection.reading():
+        return _run(query, ctx, generation, started)
+
+
+def _run(query: Query, ctx: SearchContext, generation: int, started: float) -> SearchResults:
     embedded = embed_query(
         query, ctx.collection, ctx.encoder, ctx.text_encoder,
         passages=_wants_passages(query, ctx.collection),
@@ -141,6 +147,11 @@ def count_matches(query: Query, ctx: SearchContext) -> int:
 
         raise QueryError("Counting needs a score to count above: give --min-score.")
     generation = ctx.collection.refresh()
+    with ctx.collection.reading():
+        return _count(query, ctx, generation)
+
+
+def _count(query: Query, ctx: SearchContext, generation: int) -> int:
     embedded = embed_query(query, ctx.collection, ctx.encoder, ctx.text_encoder, passages=False)
     allowed = allow_list(query, generation, ctx)
     store = ctx.collection.vectors
@@ -164,11 +175,13 @@ def allow_list(query: Query, generation: int, ctx: SearchContext) -> np.ndarray 
     if not filters.on_assets:
         return None
     key = (generation, filters)
-    if key not in ctx._allowed:
+    found = ctx._allowed.get(key, _MISSING)
+    if found is _MISSING:  # searches run in threads: never read a key another one may clear
+        found = ctx.collection.catalog.filtered_item_ids(filters)
         if len(ctx._allowed) > 32:
             ctx._allowed.clear()
-        ctx._allowed[key] = ctx.collection.catalog.filtered_item_ids(filters)
-    return ctx._allowed[key]
+        ctx._allowed[key] = found
+    return found
 
 
 def candidate_lists(

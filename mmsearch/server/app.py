@@ -1,9 +1,10 @@
 """The FastAPI app: search by text or picture, status, thumbnails, original files, the web page.
 
 One `Engine` serves every request. Endpoints are plain `def`s, so FastAPI runs them in its
-thread pool; the engine (SQLite connection cache, lazily loaded model and index, torch) is not
-meant to be shared between threads, so every call into it holds one lock. File I/O (thumbnails,
-downloads) happens outside the lock so a slow disk never stalls searches.
+thread pool; searches run concurrently, at most `MAX_CONCURRENT_SEARCHES` at a time (the
+collection's readers-writer lock keeps its in-memory stores steady while a search reads them),
+and a request that finds no free slot within `SLOT_WAIT_S` gets 503. File I/O (thumbnails,
+downloads) happens outside the slots so a slow disk never stalls searches.
 
 Errors keep one JSON shape, ``{"error": message}``, with the status code chosen from the
 `MmsearchError` subclass (see `STATUS_BY_ERROR`).
@@ -64,6 +65,14 @@ PAGE_CSP = (
 FILE_CSP = "sandbox"
 
 
+MAX_CONCURRENT_SEARCHES = 4  # searches run at once; on 2 cores more only add queueing
+SLOT_WAIT_S = 30.0  # a request waits at most this long for a search slot, then gets 503
+
+
+class ServerBusy(MmsearchError):
+    """Every search slot stayed taken for the whole wait: the client should retry (503)."""
+
+
 class CollectionNotReady(ConfigError):
     """There is no collection at the home yet, or it is empty: nothing can be searched (503)."""
 
@@ -71,6 +80,7 @@ class CollectionNotReady(ConfigError):
 # Most specific first: the first class an error is an instance of decides the status code.
 STATUS_BY_ERROR: tuple[tuple[type[MmsearchError], int], ...] = (
     (CollectionNotReady, 503),
+    (ServerBusy, 503),
     (media.DecodeBusy, 503),
     (QueryError, 400),
     (DecodeError, 400),
@@ -93,26 +103,49 @@ def status_for(exc: MmsearchError) -> int:
 
 
 class EngineHost:
-    """Owns the app's one Engine and serialises every call into it."""
+    """Owns the app's one Engine; runs calls into it concurrently, at most `slots` at a time.
 
-    def __init__(self, factory: Callable[[], Engine]) -> None:
+    The engine is safe for concurrent searches (its collection holds the stores steady with a
+    readers-writer lock while catching up with new commits). A request that waits longer than
+    `wait_s` for a slot is answered 503 rather than queueing without bound.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], Engine],
+        slots: int = MAX_CONCURRENT_SEARCHES,
+        wait_s: float = SLOT_WAIT_S,
+    ) -> None:
         self._factory = factory
         self._engine: Engine | None = None
-        self._lock = threading.Lock()
+        self._create = threading.Lock()
+        self._slots = threading.BoundedSemaphore(slots)
+        self._wait_s = wait_s
 
-    def call(self, fn: Callable[[Engine], T]) -> T:
-        """Run fn with the engine under the lock; says 'not ready' (503) when there is no collection."""
-        with self._lock:
+    def _get(self) -> Engine:
+        with self._create:
             if self._engine is None:
                 self._engine = self._factory()
+            return self._engine
+
+    def call(self, fn: Callable[[Engine], T]) -> T:
+        """Run fn with the engine in a free slot; says 'not ready' (503) when there is no collection."""
+        if not self._slots.acquire(timeout=self._wait_s):
+            raise ServerBusy(
+                f"The server is busy ({self._wait_s:.0f} s without a free search slot); try again."
+            )
+        try:
+            engine = self._get()
             try:
-                return fn(self._engine)
+                return fn(engine)
             except CollectionNotReady:
                 raise
             except ConfigError as exc:
-                if not _has_collection(self._engine):
+                if not _has_collection(engine):
                     raise CollectionNotReady(str(exc)) from exc
                 raise
+        finally:
+            self._slots.release()
 
     def warm(self) -> None:
         """Load the model before the first search, when there is a collection to search."""
@@ -122,7 +155,7 @@ class EngineHost:
             log.warning("not loading the model yet: %s", exc)
 
     def close(self) -> None:
-        with self._lock:
+        with self._create:
             if self._engine is not None:
                 self._engine.close()
                 self._engine = None

@@ -39,6 +39,7 @@ from mmsearch.errors import (
 )
 from mmsearch.store.protocols import VectorStore
 from mmsearch.store.registry import open_vector_store
+from mmsearch.store.rwlock import ReadWriteLock
 from mmsearch.vectors import INDEX_KINDS
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ class Collection:
         self._vectors: VectorStore | None = None
         self._passages: VectorStore | None = None
         self._seen_generation: int | None = None  # the catalog generation the stores mirror
+        self._lock = ReadWriteLock()  # searches read the stores; catching up writes them
 
     def close(self) -> None:
         self.catalog.close()
@@ -139,11 +141,24 @@ class Collection:
     def refresh(self) -> int:
         """Mirror the committed catalog in memory (nothing is written); returns its generation.
 
-        Costs one row lookup when nothing changed since the last call.
+        Costs one row lookup when nothing changed since the last call. Thread-safe: catching up
+        waits for searches in `reading()` to finish and holds new ones back meanwhile.
         """
         generation = self.catalog.generation()
         if generation == self._seen_generation and self._vectors is not None:
             return generation
+        with self._lock.writing():
+            if generation == self._seen_generation and self._vectors is not None:
+                return generation  # another thread caught up meanwhile
+            return self._catch_up(generation)
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Hold the in-memory stores steady while searching them (many readers at once)."""
+        with self._lock.reading():
+            yield
+
+    def _catch_up(self, generation: int) -> int:
         info = self.catalog.encoder()
         if info is None:
             raise ConfigError(
