@@ -107,13 +107,15 @@ def test_k_constant():
 
 
 def test_grouping_folds_neighbouring_moments_into_the_best_one():
-    from mmsearch.engine import _group_adjacent
-    from mmsearch.results import SearchResult
+    from mmsearch.catalog import AssetInfo, ItemRecord
+    from mmsearch.query.group import group_adjacent
+    from mmsearch.query.stages import Candidate
 
     def hit(item_id, score, start, end, path="/v.mp4"):
-        return SearchResult(0, score, path, "keyframe", "video", item_id, start, end)
+        asset = AssetInfo(path=path, kind="video", size=1, mtime_ns=1, content_hash=path)
+        return Candidate(ItemRecord(item_id, "keyframe", start, end, None, asset), score)
 
     hits = [hit(2, 0.9, 4.0, 7.0), hit(1, 0.5, 0.0, 4.0), hit(3, 0.4, 7.0, 10.0), hit(9, 0.3, 60.0, 64.0), hit(5, 0.2, 0, 4, "/w.mp4")]
-    grouped = _group_adjacent(hits)
-    assert [(g.item_id, g.start, g.end) for g in grouped] == [(2, 4.0, 7.0), (9, 60.0, 64.0), (5, 0, 4)]
-    assert [m["item_id"] for m in grouped[0].extra["grouped"]] == [1, 3]
+    grouped = group_adjacent(hits)
+    assert [(g.id, g.record.start_s, g.record.end_s) for g in grouped] == [(2, 4.0, 7.0), (9, 60.0, 64.0), (5, 0, 4)]
+    assert [m.item_id for m in grouped[0].moments] == [1, 3]

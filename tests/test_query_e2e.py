@@ -295,3 +295,37 @@ def test_cutoff_and_min_score_judge_clip_cosines_when_passages_are_fused(tmp_pat
         above = e.search("a large green triangle", k=40, min_score=threshold, group=False)
         assert all(h.part("clip").score >= threshold for h in above)
         assert len(above) == e.count("a large green triangle", threshold)
+
+
+def test_auto_index_becomes_hnsw_past_the_threshold_and_a_chosen_kind_is_kept(tmp_path, monkeypatch):
+    import mmsearch.vectors.factory as factory
+
+    monkeypatch.setattr(factory, "AUTO_EXACT_MAX_VECTORS", 10)
+    photos = write_photo_folder(tmp_path / "p", 8, seed=41)
+    with Engine(tmp_path / "home", "tiny") as e:
+        e.index([photos], options=IndexOptions(in_process=True))
+        assert e.status().index_kind == "flat"  # 8 vectors: exact search
+        more = write_photo_folder(tmp_path / "q", 6, seed=42)
+        e.index([more], options=IndexOptions(in_process=True))
+        assert e.status().index_kind == "hnsw"  # 14 > 10: the saved index follows the size
+    with Engine(tmp_path / "home2", "tiny", index_kind="flat") as e:
+        e.index([photos, more], options=IndexOptions(in_process=True))
+        assert e.status().index_kind == "flat"  # chosen, so kept past the threshold
+    with Engine(tmp_path / "home2") as e:
+        e.index([photos])
+        assert e.status().index_kind == "flat" and e.collection.index_kind == "flat"
+
+
+def test_an_unchanged_collection_is_checked_with_one_row_read(library, monkeypatch):
+    _, home, _, _ = library
+    with Engine(home) as e:
+        e.search("a red circle", k=3)
+        catalog = e.collection.catalog
+
+        def scan(*_a, **_k):
+            raise AssertionError("an O(N) read when nothing changed")
+
+        monkeypatch.setattr(catalog, "item_ids", scan)
+        monkeypatch.setattr(catalog, "item_counts", scan)
+        for _ in range(3):
+            assert len(e.search("a blue square", k=3)) == 3
