@@ -17,7 +17,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -114,6 +115,11 @@ class Library:
     captions: dict[str, dict]  # photo file name -> its row in captions.jsonl (caption, labels)
     video: Path
     video_spans: dict[str, tuple[float, float]]  # "red circle" -> (start, end) seconds on screen
+    days: dict[str, str] = field(default_factory=dict)  # file name -> the day it was modified
+
+    def photo_names(self) -> list[str]:
+        """The photos' file names, oldest first (one day apart)."""
+        return sorted(self.captions, key=lambda name: self.days[name])
 
     def photos_with(self, colour: str, shape: str) -> set[str]:
         """Names of the photos that really show a `colour` `shape` (the oracle for a query)."""
@@ -126,7 +132,7 @@ class Library:
 
 @pytest.fixture(scope="session")
 def indexed_library(tmp_path_factory) -> Library:
-    """16 photos and a 10 s video (blue square, red circle, green star), indexed with `tiny`."""
+    """16 photos and a 10 s video (blue square, red circle, green star) a day apart, with `tiny`."""
     from indexer.pipeline import IndexOptions
     from mmsearch import Engine
     from mmsearch.synth import single_object_scene
@@ -148,6 +154,7 @@ def indexed_library(tmp_path_factory) -> Library:
         size=(320, 240),
         fps=10,
     )
+    days = _date_the_files([*(photos / name for name in captions), video], datetime(2021, 1, 1, 12))
     home = root / "home"
     with Engine(home=home, model="tiny", device="cpu") as engine:
         summary = engine.index([root / "library"], options=IndexOptions(in_process=True))
@@ -159,7 +166,19 @@ def indexed_library(tmp_path_factory) -> Library:
         captions=captions,
         video=video,
         video_spans={f"{c} {s}": span for (c, s, _), span in zip(shown, spans)},
+        days=days,
     )
+
+
+def _date_the_files(files: list[Path], first: datetime) -> dict[str, str]:
+    """Give each file its own modification day, one day apart in order, so date filters and
+    sorting have something to tell apart (the rendered files have no date taken)."""
+    days = {}
+    for i, path in enumerate(files):
+        when = first + timedelta(days=i)
+        os.utime(path, (when.timestamp(), when.timestamp()))
+        days[path.name] = when.date().isoformat()
+    return days
 
 
 @pytest.fixture(scope="session")

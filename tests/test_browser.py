@@ -1,7 +1,8 @@
 """The web page in a real browser: headless system Chromium, driven by Playwright, on `mmsearch serve`.
 
 Assertions are about what a person sees: cards with pictures that loaded, the right picture
-first, a video that plays from its moment, and errors written on the page. Screenshots of the
+first, a video that plays from its moment, filters and "more like this" changing the cards, and
+errors written on the page. Screenshots of the
 main states go to test-artifacts/browser/ (kept by CI as artifacts).
 """
 
@@ -200,7 +201,9 @@ def test_a_video_hit_plays_from_its_moment(page, library_url, indexed_library):
     assert page.is_visible("#viewer")
     state = video.evaluate(
         """v => new Promise((ok, fail) => {
-            const report = () => ok({time: v.currentTime, width: v.videoWidth, error: null});
+            // where playback began (it autoplays, so currentTime may already have moved on)
+            const began = () => v.played.length ? v.played.start(0) : v.currentTime;
+            const report = () => ok({time: began(), width: v.videoWidth, error: null});
             if (v.readyState >= 2) return report();
             v.addEventListener('loadeddata', report, {once: true});
             v.addEventListener('error', () => fail(new Error('cannot play: ' + v.error?.message)), {once: true});
@@ -296,7 +299,175 @@ def test_an_empty_collection_says_to_index_a_folder(page, tmp_path, mmsearch_ser
 
 
 # ---- filters and result feedback ---------------------------------------------------------------
-# The page has no filters (date, folder, size) or result feedback (more like this / less like
-# this) yet. When they land, their browser tests go here, on the same fixtures: tick a filter and
-# check that every card shown satisfies it and that the top card is still right; mark a card as
-# relevant and check the next page of results moves towards it.
+
+
+def answer_to(page, action) -> dict:
+    """Do what a person does (tick, type, click) and wait until the page shows the new answer."""
+    with page.expect_response(re.compile(r"/api/search")) as answer:
+        action()
+    settled(page)
+    return answer.value.json()
+
+
+def settled(page) -> None:
+    """Until no search is in flight (the result list is not marked busy)."""
+    page.wait_for_function("() => !document.querySelector('#results[aria-busy=true]')")
+
+
+def card_button(page, index: int, name: str):
+    """A button on the index-th result card, found by its label."""
+    return page.locator("#results li.card").nth(index).get_by_role("button", name=name)
+
+
+def card_dates(page) -> list[str]:
+    return page.eval_on_selector_all("#results li.card .date", "ds => ds.map(d => d.textContent)")
+
+
+def filter_by(page, box: str, value: str) -> dict:
+    """Type into a filter box and press Enter, as a person would."""
+    page.fill(box, value)
+    return answer_to(page, lambda: page.press(box, "Enter"))
+
+
+def test_a_path_filter_keeps_only_matching_files(page, library_url, indexed_library):
+    search_text(page, library_url, "a red circle")
+    assert any(not c["name"].endswith(".png") for c in cards(page))  # unfiltered: jpg and mp4 too
+    filter_by(page, "#path", "*.png")
+    shown = cards(page)
+    pngs = {n for n in indexed_library.captions if n.endswith(".png")}
+    assert {c["name"] for c in shown} == pngs, shown  # all of them, and nothing else
+    assert "path=*.png" in page.url.replace("%2A", "*")
+    # a folder works too: the clips folder holds only the video
+    filter_by(page, "#path", str(indexed_library.video.parent))
+    assert {c["name"] for c in cards(page)} == {indexed_library.video.name}
+    screenshot(page, "filter-folder")
+
+
+def test_dates_filter_and_sort_the_cards(page, library_url, indexed_library):
+    days = indexed_library.days
+    search_text(page, library_url, "a red circle", types=("images",), k="24")
+    page.fill("#after", "2021-01-10")
+    answer_to(page, lambda: page.fill("#before", "2021-01-14"))  # a full date applies at once
+    shown = cards(page)
+    expected = {n for n, day in days.items() if "2021-01-10" <= day < "2021-01-14"}
+    assert {c["name"] for c in shown} == expected and len(expected) == 4, shown
+    assert all("2021-01-10" <= d < "2021-01-14" for d in card_dates(page))
+
+    page.fill("#after", "")
+    answer_to(page, lambda: page.fill("#before", ""))
+    answer_to(page, lambda: page.select_option("#sort", "-date"))  # newest first
+    newest = card_dates(page)
+    assert newest == sorted(newest, reverse=True) and len(set(newest)) == 16, newest
+    assert cards(page)[0]["name"] == indexed_library.photo_names()[-1]
+    screenshot(page, "sort-newest")
+    answer_to(page, lambda: page.select_option("#sort", "date"))  # oldest first
+    assert card_dates(page) == sorted(newest)
+    assert "sort=date" in page.url
+
+
+def test_more_like_this_shows_similar_pictures_not_the_card_itself(
+    page, library_url, indexed_library
+):
+    search_text(page, library_url, "a green star", types=("images",))
+    liked = cards(page)[1]["name"]
+    item = page.locator("#results li.card").nth(1).get_attribute("data-item")
+    data = answer_to(page, card_button(page, 1, "More like this").click)
+    shown = [c["name"] for c in cards(page)]
+    assert liked not in shown and len(shown) == 10, shown
+    assert [h["path"].split("/")[-1] for h in data["results"]] == shown  # shows what the API said
+
+    # similar: the first picture shows the same kind of shape as the liked one
+    def shapes(name: str) -> set[str]:
+        return {o["shape"] for o in indexed_library.captions[name]["labels"]["objects"]}
+
+    assert shapes(shown[0]) & shapes(liked), (liked, shapes(liked), shown[0], shapes(shown[0]))
+    # the query in the header is the liked picture, by name and with its picture
+    chip = page.locator("#terms .term")
+    assert chip.count() == 1 and liked in chip.inner_text() and "more like" in chip.inner_text()
+    assert chip.locator("img").evaluate("img => img.complete && img.naturalWidth") > 0
+    assert page.input_value("#q") == ""
+    assert f"like {liked} in" in page.inner_text("#summary")
+    assert f"like={item}" in page.url and "q=" not in page.url
+    assert page.is_checked("input[value=image]")  # the filters stayed
+    screenshot(page, "more-like-this")
+
+    # "less like this" on the first card pushes it out, and says so in the header
+    first = shown[0]
+    answer_to(page, card_button(page, 0, "Less like this").click)
+    assert first not in [c["name"] for c in cards(page)]
+    assert "less like" in page.locator("#terms .term.minus").inner_text()
+    assert "unlike=" in page.url
+    # removing the liked item leaves nothing to search for: the page is cleared, filters stay
+    page.locator("#terms .term.plus .remove").click()
+    assert page.locator("#terms .term").count() == 0 and page.locator("#results li").count() == 0
+    assert "like=" not in page.url and "type=image" in page.url
+
+
+def test_the_filters_survive_a_reload(page, library_url, indexed_library):
+    search_text(page, library_url, "a red circle", types=("images",), k="24")
+    page.fill("#path", "*.jpg")
+    page.fill("#after", "2021-01-03")
+    page.fill("#not", "night, stars")
+    page.select_option("#sort", "-date")
+    page.check("#cutoff")
+    answer_to(page, lambda: page.press("#path", "Enter"))
+    before = cards(page)
+    assert before and all(c["name"].endswith(".jpg") for c in before)
+    page.reload()
+    wait_for_answer(page)
+    settled(page)
+    assert page.input_value("#q") == "a red circle"
+    assert page.input_value("#path") == "*.jpg" and page.input_value("#after") == "2021-01-03"
+    assert page.input_value("#not") == "night, stars" and page.input_value("#sort") == "-date"
+    assert page.is_checked("#cutoff") and page.is_checked("input[value=image]")
+    assert page.input_value("#k") == "24"
+    assert cards(page) == before
+    screenshot(page, "filters-reloaded")
+
+
+def test_a_picture_search_keeps_the_filters(page, library_url, indexed_library):
+    photo = sorted(indexed_library.photos.glob("*.jpg"))[0]
+    page.goto(f"{library_url}?path=*.png&k=10")
+    page.set_input_files("#file", str(photo))
+    wait_for_answer(page)
+    shown = cards(page)
+    assert shown and all(c["name"].endswith(".png") for c in shown), shown
+    assert "path=" in page.url
+
+
+def test_more_results_fetches_the_next_page(page, library_url, indexed_library):
+    search_text(page, library_url, "a blue square", types=("images",), k="10")
+    first = [c["name"] for c in cards(page)]
+    answer_to(page, lambda: page.click("text=More results"))
+    shown = [c["name"] for c in cards(page)]
+    assert shown[:10] == first and len(shown) == 16 == len(set(shown)), shown
+    assert not page.is_visible("#more")  # all 16 photos are on the page: nothing more to fetch
+    assert page.inner_text("#summary").startswith("16 results")
+
+
+def test_why_shows_a_cards_score_parts(page, library_url):
+    hit = search_text(page, library_url, "a red circle", types=("images",))["results"][0]
+    first = page.locator("#results li.card").first
+    assert not first.locator(".parts").is_visible()
+    first.get_by_text("why").click()
+    parts = first.locator(".parts").inner_text()
+    clip = hit["parts"]["clip"]
+    assert f"clip {clip['score']:.3f} · #{clip['rank']}" in " ".join(parts.split()), parts
+    screenshot(page, "why")
+
+
+def test_dates_that_cannot_match_are_reported(page, library_url):
+    search_text(page, library_url, "a red circle")
+    page.fill("#after", "2021-02-01")
+    answer_to(page, lambda: page.fill("#before", "2021-01-01"))
+    text = error_message(page)
+    assert "after" in text and "before" in text, text  # the API's reason, on the page
+    assert page.locator("#results li").count() == 0
+    screenshot(page, "error-dates")
+
+
+def test_a_link_with_a_malformed_date_says_so(page, library_url):
+    page.goto(f"{library_url}?q=a+red+circle&after=last+week")
+    text = error_message(page)
+    assert "after=last week" in text and "2024-06-01" in text, text
+    assert page.locator("#results li").count() == 0  # not silently searched without the filter

@@ -11,7 +11,15 @@ const message = $("#message");
 const summary = $("#summary");
 const drop = $("#drop");
 const viewer = $("#viewer");
+const more = $("#more");
 let lastQueryImageUrl = null;
+
+// What is being searched for: text, a picture (a File, not kept in the address), and items
+// the person asked for more or less of. Filters live on the form.
+const query = { q: "", image: null, like: [], unlike: [] };
+const itemLabels = new Map(); // item id -> {name, thumbnail_url} of items seen on cards
+let shown = 0; // cards on the page, the next page's offset
+let latest = 0; // number of the newest request: older answers arriving late are dropped
 
 // ------------------------------------------------------------------ helpers
 
@@ -38,10 +46,33 @@ function selectedTypes() {
   return [...form.querySelectorAll("input[name=type]:checked")].map((el) => el.value);
 }
 
-function searchParams() {
+function words(text) {
+  // "night, people" -> ["night", "people"]: each is its own negative term
+  return text.split(",").map((w) => w.trim()).filter(Boolean);
+}
+
+// The filters and options on the form, as API (and page address) parameters.
+function filterParams() {
   const params = new URLSearchParams();
   params.set("k", $("#k").value);
   for (const t of selectedTypes()) params.append("type", t);
+  const path = $("#path").value.trim();
+  if (path) params.set("path", path);
+  for (const name of ["after", "before"]) {
+    if ($(`#${name}`).value) params.set(name, $(`#${name}`).value);
+  }
+  for (const w of words($("#not").value)) params.append("not", w);
+  if ($("#sort").value !== "relevance") params.set("sort", $("#sort").value);
+  if ($("#cutoff").checked) params.set("cutoff", "auto");
+  return params;
+}
+
+// The whole query besides a picture: text, liked and unliked items, filters.
+function queryParams() {
+  const params = filterParams();
+  if (query.q) params.set("q", query.q);
+  for (const id of query.like) params.append("like", id);
+  for (const id of query.unlike) params.append("unlike", id);
   return params;
 }
 
@@ -71,13 +102,35 @@ async function fetchJson(url, options) {
 
 // ------------------------------------------------------------------ rendering
 
+function isoDay(seconds) {
+  // The local calendar day, in the form the date filters take (2024-06-01).
+  const d = new Date(seconds * 1000);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+}
+
+function fileName(path) {
+  return path.slice(path.lastIndexOf("/") + 1);
+}
+
+function why(hit) {
+  // One line per ranker or stage: its own score, and the rank it gave.
+  return Object.entries(hit.parts || {}).flatMap(([source, part]) => {
+    const dt = document.createElement("dt");
+    const dd = document.createElement("dd");
+    dt.textContent = source;
+    dd.textContent = `${part.score.toFixed(3)}${part.rank ? ` \u00b7 #${part.rank}` : ""}`;
+    return [dt, dd];
+  });
+}
+
 function card(hit) {
   const node = $("#card").content.firstElementChild.cloneNode(true);
   const img = node.querySelector("img");
   const icon = node.querySelector(".icon");
   if (hit.thumbnail_url) {
     img.src = hit.thumbnail_url;
-    img.alt = hit.path.split("/").pop();
+    img.alt = fileName(hit.path);
     icon.remove();
   } else {
     img.remove();
@@ -86,22 +139,91 @@ function card(hit) {
   node.querySelector(".kind").textContent = hit.kind === hit.asset_kind ? hit.kind : `${hit.asset_kind} \u00b7 ${hit.kind}`;
   node.querySelector(".score").textContent = hit.score.toFixed(3);
   node.querySelector(".span").textContent = span(hit);
+  const date = node.querySelector(".date");
+  if (hit.date !== undefined) {
+    date.textContent = isoDay(hit.date);
+    date.dateTime = new Date(hit.date * 1000).toISOString();
+    date.title = "taken, else modified";
+  }
   node.querySelector(".passage").textContent = hit.text || "";
   const slash = hit.path.lastIndexOf("/");
   node.querySelector(".name").textContent = hit.path.slice(slash + 1);
   node.querySelector(".dir").textContent = hit.path.slice(0, slash + 1);
   node.querySelector(".path").title = hit.path;
   node.querySelector(".thumb").addEventListener("click", () => openViewer(hit));
+  node.dataset.item = hit.item_id;
+  node.querySelector(".like").addEventListener("click", () => moreLike(hit));
+  node.querySelector(".unlike").addEventListener("click", () => lessLike(hit));
+  node.querySelector(".parts").append(...why(hit));
   return node;
 }
 
-function render(data) {
-  results.replaceChildren(...data.results.map(card));
-  const n = data.results.length;
-  const what = data.by === "image" ? `picture ${data.query}` : `\u201c${data.query}\u201d`;
-  summary.textContent = n
-    ? `${n} result${n === 1 ? "" : "s"} for ${what} in ${Math.round(data.took_ms)} ms`
-    : `No results for ${what}.`;
+function describe(data) {
+  // What was searched for, as the summary reads it ("for “red car”, less like x.jpg");
+  // items are named by their file where the page has seen it.
+  if (data.by === "image") return `for picture ${data.query}`;
+  const named = (id) => itemLabels.get(id)?.name || `item ${id}`;
+  const parts = [];
+  if (query.q) parts.push(`for \u201c${query.q}\u201d`);
+  if (query.like.length) parts.push(`like ${query.like.map(named).join(", ")}`);
+  if (query.unlike.length) parts.push(`less like ${query.unlike.map(named).join(", ")}`);
+  return parts.join(", ") || `for \u201c${data.query}\u201d`;
+}
+
+function render(data, append) {
+  const nodes = data.results.map(card);
+  if (append) results.append(...nodes);
+  else results.replaceChildren(...nodes);
+  shown = results.children.length;
+  const what = describe(data);
+  summary.textContent = shown
+    ? `${shown} result${shown === 1 ? "" : "s"} ${what} in ${Math.round(data.took_ms)} ms`
+    : `No results ${what}.`;
+  // A full page may have more behind it; a short one (or a cut-off) is the end.
+  more.hidden = data.results.length < Number($("#k").value);
+}
+
+function termChip(id, sign) {
+  const node = $("#term").content.firstElementChild.cloneNode(true);
+  const seen = itemLabels.get(id);
+  node.classList.add(sign > 0 ? "plus" : "minus");
+  node.querySelector(".sign").textContent = sign > 0 ? "more like" : "less like";
+  node.querySelector(".label").textContent = seen?.name || `item ${id}`;
+  node.title = seen?.path || `item ${id}`;
+  const img = node.querySelector("img");
+  // Items from a link were never on this page: their picture is asked for by id (none for text).
+  img.src = seen ? seen.thumbnail_url || "" : `/api/items/${id}/thumbnail`;
+  img.addEventListener("error", () => img.remove());
+  if (!img.getAttribute("src")) img.remove();
+  const remove = node.querySelector(".remove");
+  remove.setAttribute("aria-label", `Remove ${node.querySelector(".label").textContent}`);
+  remove.addEventListener("click", () => {
+    const list = sign > 0 ? query.like : query.unlike;
+    list.splice(list.indexOf(id), 1);
+    if (!hasQuery()) {
+      // "less like" alone asks for nothing: the query is gone, the filters stay
+      query.unlike = [];
+      clearResults();
+      history.replaceState(null, "", `?${filterParams()}`);
+    }
+    renderTerms();
+    if (hasQuery()) run();
+  });
+  return node;
+}
+
+function renderTerms() {
+  const terms = $("#terms");
+  terms.replaceChildren(...query.like.map((id) => termChip(id, 1)),
+                        ...query.unlike.map((id) => termChip(id, -1)));
+  terms.hidden = !terms.children.length;
+}
+
+function clearResults() {
+  results.replaceChildren();
+  summary.textContent = "";
+  more.hidden = true;
+  shown = 0;
 }
 
 function player(hit) {
@@ -155,23 +277,48 @@ function closeViewer() {
 
 // ------------------------------------------------------------------ searching
 
-async function searchText(q) {
+// Run the query on the form, from the first result (a new search) or the next page (append).
+async function run({ append = false } = {}) {
+  const request = ++latest;
   showError("");
-  $("#query-image").hidden = true;
-  const params = searchParams();
-  params.set("q", q);
-  history.replaceState(null, "", `?${params}`);
-  summary.textContent = "Searching\u2026";
+  more.disabled = true;
+  results.setAttribute("aria-busy", "true");
+  const params = queryParams();
+  // The address keeps what a link can restore: the query and every filter; a picture cannot
+  // be in it, so a picture search keeps only the filters there.
+  if (!append) history.replaceState(null, "", `?${query.image ? filterParams() : params}`);
+  if (append) params.set("offset", shown);
+  if (!append) summary.textContent = "Searching\u2026";
   try {
-    render(await fetchJson(`/api/search?${params}`));
+    let data;
+    if (query.image) {
+      const body = new FormData();
+      body.append("file", query.image, query.image.name || "pasted.png");
+      data = await fetchJson(`/api/search/image?${params}`, { method: "POST", body });
+    } else {
+      data = await fetchJson(`/api/search?${params}`);
+    }
+    if (request === latest) render(data, append);
   } catch (err) {
-    summary.textContent = "";
-    results.replaceChildren();
+    if (request !== latest) return;
+    if (!append) clearResults(); // a failed next page leaves the cards already shown
     showError(err.message);
+  } finally {
+    if (request === latest) {
+      more.disabled = false;
+      results.removeAttribute("aria-busy");
+    }
   }
 }
 
-async function searchImage(file) {
+function searchText(q) {
+  query.q = q;
+  query.image = null;
+  $("#query-image").hidden = true;
+  run();
+}
+
+function searchImage(file) {
   showError("");
   if (!file.type.startsWith("image/")) {
     showError(`${file.name} is not a picture: drop a JPEG, PNG, WebP or similar.`);
@@ -183,18 +330,39 @@ async function searchImage(file) {
   preview.onerror = () => { preview.hidden = true; };
   preview.src = lastQueryImageUrl;
   preview.hidden = false;
+  // A picture is a new query: it replaces the text and the items (the filters stay).
+  Object.assign(query, { q: "", image: file, like: [], unlike: [] });
   $("#q").value = "";
-  history.replaceState(null, "", `?${searchParams()}`);
-  const body = new FormData();
-  body.append("file", file, file.name || "pasted.png");
-  summary.textContent = "Searching\u2026";
-  try {
-    render(await fetchJson(`/api/search/image?${searchParams()}`, { method: "POST", body }));
-  } catch (err) {
-    summary.textContent = "";
-    results.replaceChildren();
-    showError(err.message);
-  }
+  renderTerms();
+  run();
+}
+
+function remember(hit) {
+  itemLabels.set(hit.item_id, { name: fileName(hit.path), path: hit.path, thumbnail_url: hit.thumbnail_url });
+}
+
+// "More like this": the card's item becomes the query (the filters stay).
+function moreLike(hit) {
+  remember(hit);
+  Object.assign(query, { q: "", image: null, like: [hit.item_id], unlike: [] });
+  $("#q").value = "";
+  $("#query-image").hidden = true;
+  renderTerms();
+  run();
+  window.scrollTo(0, 0);
+}
+
+// "Less like this": the current query, pushed away from the card's item.
+function lessLike(hit) {
+  remember(hit);
+  if (!query.unlike.includes(hit.item_id)) query.unlike.push(hit.item_id);
+  query.like = query.like.filter((id) => id !== hit.item_id);
+  renderTerms();
+  run();
+}
+
+function hasQuery() {
+  return Boolean(query.q || query.image || query.like.length);
 }
 
 async function loadStatus() {
@@ -215,12 +383,18 @@ async function loadStatus() {
 form.addEventListener("submit", (ev) => {
   ev.preventDefault();
   const q = $("#q").value.trim();
-  if (!q) {
-    showError("Type what you are looking for, or drop a picture below.");
-    return;
-  }
-  searchText(q);
+  if (q) searchText(q);
+  else if (query.image || query.like.length) run(); // Enter in a filter box: the same query again
+  else showError("Type what you are looking for, or drop a picture below.");
 });
+
+// A changed filter or option applies to what is on screen at once.
+form.addEventListener("change", (ev) => {
+  if (ev.target.id === "q" || !hasQuery()) return;
+  run();
+});
+
+more.addEventListener("click", () => run({ append: true }));
 
 $("#file").addEventListener("change", (ev) => {
   if (ev.target.files.length) searchImage(ev.target.files[0]);
@@ -255,17 +429,35 @@ viewer.addEventListener("close", () => {
   for (const m of viewer.querySelectorAll("video, audio")) m.pause();
 });
 
-// Restore a search from the address bar (?q=...&type=...&k=...), so results can be linked.
+// Restore a search and its filters from the address bar, so results can be linked.
 (function restore() {
   const params = new URLSearchParams(location.search);
   const types = params.getAll("type");
   for (const el of form.querySelectorAll("input[name=type]")) el.checked = types.includes(el.value);
-  const k = params.get("k");
-  if ([...$("#k").options].some((o) => o.value === k)) $("#k").value = k;
+  const pick = (select, value) => {
+    if ([...select.options].some((o) => o.value === value)) select.value = value;
+  };
+  pick($("#k"), params.get("k"));
+  pick($("#sort"), params.get("sort"));
+  $("#path").value = params.get("path") || "";
+  $("#not").value = params.getAll("not").join(", ");
+  $("#cutoff").checked = params.get("cutoff") === "auto";
+  const ids = (name) => params.getAll(name).filter((v) => /^\d+$/.test(v)).map(Number);
+  Object.assign(query, { q: params.get("q") || "", like: ids("like"), unlike: ids("unlike") });
+  $("#q").value = query.q;
+  renderTerms();
   loadStatus();
-  const q = params.get("q");
-  if (q) {
-    $("#q").value = q;
-    searchText(q);
+  // A date input cannot hold a malformed date; say so rather than search without it.
+  const bad = [];
+  for (const name of ["after", "before"]) {
+    const value = params.get(name);
+    $(`#${name}`).value = value || "";
+    if (value && $(`#${name}`).value !== value) bad.push(`${name}=${value}`);
   }
+  if (bad.length) {
+    showError(`The link's ${bad.join(" and ")} is not a date like 2024-06-01: ` +
+              "choose the date in the box, then search.");
+    return;
+  }
+  if (hasQuery()) run();
 })();
