@@ -401,3 +401,13 @@ def test_http_takes_the_same_query_options_as_the_cli(client, collection):
     assert huge.status_code in (400, 422)
     nothing = client.get("/api/search")
     assert nothing.status_code == 400 and "Nothing to search" in nothing.json()["error"]
+
+
+def test_an_item_can_be_looked_up_by_id(client, collection):
+    _, photos, _ = collection
+    path = photo_files(photos)[4]
+    item_id = item_id_of(client, path)
+    body = client.get(f"/api/items/{item_id}").json()
+    assert body["path"] == str(path.resolve()) and body["kind"] == "image"
+    assert body["thumbnail_url"].endswith("/thumbnail") and body["date"] > 0
+    assert client.get("/api/items/987654321").status_code == 404

@@ -94,7 +94,7 @@ class Filters:
             if value is not None and value < 0:
                 raise QueryError(f"{name.replace('_', ' ')} cannot be negative ({value}).")
         if self.after is not None and self.before is not None and self.after >= self.before:
-            raise QueryError("--after must be earlier than --before: no file can match both.")
+            raise QueryError("The after date must be earlier than the before date: no file can match both.")
         if (
             self.min_duration is not None
             and self.max_duration is not None
@@ -135,6 +135,7 @@ class Query:
     group: bool = True  # fold adjacent moments of one video/recording into its best one
     explain: bool = False  # keep every ranker's score part (always computed; shown on request)
     rerank: tuple[str, ...] | None = None  # reranker names; None = the collection's defaults
+    rerank_depth: int = 50  # candidates the rerankers and the personaliser reorder
     user: str | None = None  # whose feedback personalises the order; None = nobody's
     exclude_query_items: bool = True  # query pictures and liked items never return themselves
 
@@ -151,6 +152,12 @@ class Query:
             raise QueryError(f"offset must be 0 or more, not {self.offset}.")
         if not isinstance(self.pool, int) or not 1 <= self.pool <= MAX_K:
             raise QueryError(f"The sort pool must be between 1 and {MAX_K}, not {self.pool}.")
+        if not isinstance(self.rerank_depth, int) or not 1 <= self.rerank_depth <= MAX_K:
+            raise QueryError(f"The rerank depth must be between 1 and {MAX_K}, not {self.rerank_depth}.")
+        if self.rerank is not None:
+            from mmsearch.query.rerank import check_names
+
+            object.__setattr__(self, "rerank", check_names(tuple(self.rerank)))
         if self.sort not in SORTS:
             raise QueryError(f"Unknown sort {self.sort!r}; choose from {', '.join(SORTS)}.")
         if self.cutoff not in (None, "auto"):

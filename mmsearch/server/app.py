@@ -449,6 +449,21 @@ def _add_item_routes(app: FastAPI, host: EngineHost) -> None:
             )
         return found
 
+    @app.get("/api/items/{item_id}")
+    def item(item_id: ItemId) -> dict[str, Any]:
+        """One item as a result without a score: path, kinds, time span, date, URLs (for "more like" chips)."""
+        record, _file = lookup(item_id)
+        body: dict[str, Any] = {
+            "item_id": record.id, "path": record.path, "kind": record.kind,
+            "asset_kind": record.asset_kind, "date": record.asset.date_s,
+            "file_url": f"/api/items/{record.id}/file",
+        }  # fmt: skip
+        if record.start_s is not None:
+            body.update(start=record.start_s, end=record.end_s)
+        if record.kind in THUMBNAIL_KINDS:
+            body["thumbnail_url"] = f"/api/items/{record.id}/thumbnail"
+        return body
+
     @app.get("/api/items/{item_id}/thumbnail", response_class=Response)
     def thumbnail(item_id: ItemId) -> Response:
         """The item's picture as a small JPEG: stored for keyframes, rendered for photos."""

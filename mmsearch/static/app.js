@@ -190,6 +190,18 @@ function termChip(id, sign) {
   node.querySelector(".sign").textContent = sign > 0 ? "more like" : "less like";
   node.querySelector(".label").textContent = seen?.name || `item ${id}`;
   node.title = seen?.path || `item ${id}`;
+  if (!seen) {
+    // An item from a link was never on this page: ask the API for its file name.
+    fetch(`/api/items/${id}`)
+      .then((r) => (r.ok ? r.json() : null))
+      .then((item) => {
+        if (!item) return;
+        itemLabels.set(id, { name: fileName(item.path), path: item.path, thumbnail_url: item.thumbnail_url });
+        node.querySelector(".label").textContent = fileName(item.path);
+        node.title = item.path;
+      })
+      .catch(() => {});
+  }
   const img = node.querySelector("img");
   // Items from a link were never on this page: their picture is asked for by id (none for text).
   img.src = seen ? seen.thumbnail_url || "" : `/api/items/${id}/thumbnail`;
