@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy.exc import DBAPIError, StatementError
 
-from indexer.scan import ChangePlan, FileEntry, KnownAsset, is_under, resolve_root, scan
+from indexer.scan import (
+    LINK_POLICIES,
+    ChangePlan,
+    FileEntry,
+    KnownAsset,
+    is_under,
+    resolve_root,
+    scan,
+)
 from indexer.signals import stops_on_sigterm
 from indexer.sources import SOURCES, SourceSpec
 from indexer.sources.audio import AudioOptions
@@ -94,6 +102,7 @@ class IndexOptions:
     max_image_pixels: int = DEFAULT_LIMITS.max_pixels  # pictures with more pixels are skipped
     max_file_bytes: int = DEFAULT_LIMITS.max_bytes  # picture files larger than this are skipped
     in_process: bool = False  # decode in this process: no worker start-up, but no crash isolation
+    follow_symlinks: str = "inside"  # links followed: "inside" the indexed folders, "all", "none"
 
     def __post_init__(self) -> None:
         for name in (
@@ -109,6 +118,10 @@ class IndexOptions:
             raise ConfigError(f"workers must be 0 (auto) or more, not {self.workers}.")
         if self.save_every_s < 0:
             raise ConfigError(f"save_every_s cannot be negative ({self.save_every_s}).")
+        if self.follow_symlinks not in LINK_POLICIES:
+            raise ConfigError(
+                f"follow_symlinks must be one of {', '.join(LINK_POLICIES)}, not {self.follow_symlinks!r}."
+            )
         unknown = sorted(set(self.kinds or ()) - set(ASSET_KINDS))
         if unknown:
             raise ConfigError(
@@ -157,7 +170,11 @@ def run_index(
     catalog = writer.catalog
     sources = selected_sources(options.kinds)
     report = scan(
-        list(roots), known_assets(catalog), sources, include_hidden=options.include_hidden
+        list(roots),
+        known_assets(catalog),
+        sources,
+        include_hidden=options.include_hidden,
+        follow_symlinks=options.follow_symlinks,
     )
     summary = IndexSummary(
         skipped=[SkippedFile(str(p.path), p.reason) for p in report.problems],

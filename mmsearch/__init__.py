@@ -27,7 +27,23 @@ _PUBLIC = {
     "SkippedFile": "indexer.summary",
     "DuplicateGroup": "mmsearch.duplicates",
 }
-__all__ = [*_PUBLIC, "__version__"]
+__all__ = [
+    "CollectionStatus",
+    "DuplicateGroup",
+    "Engine",
+    "Filters",
+    "IndexOptions",
+    "IndexSummary",
+    "MmsearchError",
+    "Moment",
+    "Query",
+    "ScorePart",
+    "SearchResult",
+    "SearchResults",
+    "SkippedFile",
+    "Term",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from indexer.pipeline import IndexOptions

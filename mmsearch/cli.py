@@ -84,23 +84,26 @@ def index(
     device: DeviceOpt = "auto",
     workers: Annotated[int, typer.Option(help="Decoding processes (0 = one per core).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Items per encoder batch.")] = 64,
+    follow_links: Annotated[str, typer.Option("--follow-links", help="Symbolic links to follow: inside (those that stay in the indexed folders), all, or none.")] = "inside",
     index_kind: Annotated[str | None, typer.Option("--index-kind", help="Vector index: auto (flat, HNSW past 50,000 vectors), flat, hnsw, ivf or torch; saved in the home.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index folders: new files are added, changed ones re-encoded, moved ones kept, deleted ones removed."""
     from indexer.pipeline import IndexOptions
-    from mmsearch.cli_output import RichProgress, skipped_table, summary_table
+    from mmsearch.cli_output import RichProgress, skipped_table, summary_table, truncated_table
 
     def body():
         with _engine(home, model, device, index_kind=index_kind) as engine:
             progress = None if as_json else RichProgress(err)
-            summary = engine.index(paths, options=IndexOptions(workers=workers, batch_size=batch_size), progress=progress)
+            summary = engine.index(paths, options=IndexOptions(workers=workers, batch_size=batch_size, follow_symlinks=follow_links), progress=progress)
         if as_json:
             out.print_json(json.dumps(_summary_dict(summary)))
             return
         out.print(summary_table(summary))
         if summary.skipped:
             out.print(skipped_table(summary))
+        if summary.truncated:
+            out.print(truncated_table(summary))
 
     _run(body)
 
@@ -133,6 +136,8 @@ def query(
     count: Annotated[bool, typer.Option("--count", help="Print how many items score at least --min-score, instead of results.")] = False,
     no_group: Annotated[bool, typer.Option("--no-group", help="Show every keyframe/window instead of grouping adjacent hits.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Show each result's score parts (which ranker said what).")] = False,
+    rerank: Annotated[list[str] | None, typer.Option("--rerank", help="Rerankers to run (repeatable): itm, mmr, cross-encoder; 'none' turns all off. Default: itm when the model has one, then mmr.", show_default=False)] = None,
+    cross_encoder: Annotated[str | None, typer.Option("--cross-encoder", help="Weights for --rerank cross-encoder: a local folder or a hub name (or $MMSEARCH_CROSS_ENCODER).", show_default=False)] = None,
     paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="Print only the paths, one per line, for pipes.")] = False,
     home: HomeOpt = None,
     model: ModelOpt = None,
@@ -150,13 +155,14 @@ def query(
             before=_date(before, "--before"), min_width=min_width, min_height=min_height,
             camera=camera, min_duration=min_duration, max_duration=max_duration,
         )
-        with _engine(home, model, device) as engine:
+        with _engine(home, model, device, cross_encoder=cross_encoder) as engine:
             parsed = parse_terms(terms or [])
             for picture in image or ():
                 parsed += parse_terms([str(picture)]) if str(picture).strip() else []
             q = engine.build_query(
                 parsed, k, filters=filters, offset=offset, sort=sort, cutoff=cutoff,
                 min_score=min_score, group=not no_group, explain=explain, like=like or None,
+                rerank=tuple(rerank) if rerank else None,
             )
             if count:
                 print(engine.count(q, min_score if min_score is not None else 0.0))
@@ -168,14 +174,15 @@ def query(
             return
         if paths_only:  # raw bytes into a pipe (for xargs); made safe on a terminal
             from mmsearch.cli_output import literal
+            from mmsearch.paths import key_path
 
             tty = sys.stdout.isatty()
             for h in hits:
                 if tty:
                     print(literal(h.path))
-                else:
+                else:  # the file's real name, bytes and all (catalog keys escape undecodable bytes)
                     sys.stdout.flush()
-                    sys.stdout.buffer.write(os.fsencode(h.path) + b"\n")
+                    sys.stdout.buffer.write(os.fsencode(key_path(h.path)) + b"\n")
             sys.stdout.flush()
             return
         if not hits:

@@ -159,6 +159,15 @@ def skipped_table(summary: IndexSummary) -> Table:
     return table
 
 
+def truncated_table(summary: IndexSummary) -> Table:
+    table = Table(title="Indexed in part", title_justify="left")
+    table.add_column("path", overflow="fold")
+    table.add_column("what was kept", overflow="fold")
+    for t in summary.truncated:
+        table.add_row(_plain(t.path), _plain(t.note))
+    return table
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from mmsearch.duplicates import DuplicateGroup
     from mmsearch.models import Encoder
     from mmsearch.models.sentence import TextEncoder
+    from mmsearch.query.stages import Stage
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,11 @@ class Engine:
         catalog_url: str | None = None,
         vector_store: str | None = None,
         text_model: str | os.PathLike[str] | None = None,
+        cross_encoder: str | None = None,
     ) -> None:
         self.home = paths.data_home(home)
+        self._cross_encoder_name = cross_encoder  # None: $MMSEARCH_CROSS_ENCODER, else off
+        self._rerankers: dict[str, Stage | None] = {}
         self.device = device
         self._index_kind = index_kind  # None: the kind saved in the home (default auto)
         self._catalog_url = catalog_url
@@ -260,9 +264,37 @@ class Engine:
         with self._loading:
             if self._context is None or self._context.collection is not collection:
                 self._context = SearchContext(
-                    collection, lambda: self.encoder, self._query_text_encoder
+                    collection,
+                    lambda: self.encoder,
+                    self._query_text_encoder,
+                    reranker=self._reranker,
+                    default_rerank=self._default_rerank(),
                 )
             return self._context
+
+    def _default_rerank(self) -> tuple[str, ...]:
+        """Image-text matching when the model has a companion for it, then diversity."""
+        return (("itm",) if self._reranker("itm") is not None else ()) + ("mmr",)
+
+    def _reranker(self, name: str) -> Stage | None:
+        """A reranker by name, made once; None when it cannot run here (said once in the log)."""
+        with self._loading:
+            if name not in self._rerankers:
+                self._rerankers[name] = self._make_reranker(name)
+            return self._rerankers[name]
+
+    def _make_reranker(self, name: str) -> Stage | None:
+        from mmsearch.query import rerank
+
+        if name == "mmr":
+            return rerank.MmrStage()
+        if name == "cross-encoder":
+            from mmsearch.models.cross_encoder import load_cross_encoder
+
+            return rerank.CrossEncoderStage(load_cross_encoder(self._cross_encoder_name, self.device))
+        if name == "itm":
+            return None  # needs the collection's patch features; see mmsearch.models.itm
+        return None
 
     def duplicates(
         self, threshold: float = 0.95, types: Sequence[str] = ("image",)

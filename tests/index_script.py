@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from indexer.pipeline import IndexOptions, run_index
-    from mmsearch.store import Collection
     from mmsearch.models import load_encoder
+    from mmsearch.store import Collection
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     torch.manual_seed(args.seed)  # same random weights in every process

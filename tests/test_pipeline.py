@@ -31,13 +31,13 @@ from indexer.workers import (
     decode,
     normalise_pixels,
 )
-from mmsearch.store import Collection
 from mmsearch.errors import (
     ConfigError,
     EncoderMismatchError,
     MissingDependencyError,
     MmsearchError,
 )
+from mmsearch.store import Collection
 from mmsearch.synth import single_object_scene
 from mmsearch.synth.media import speak, write_note, write_photo_folder, write_video
 
@@ -228,9 +228,8 @@ def test_options_are_checked(tmp_path: Path) -> None:
         IndexOptions(kinds=frozenset({"sound"}))
     with pytest.raises(ConfigError, match="batch_size"):
         IndexOptions(batch_size=0)
-    with Collection(tmp_path / "home") as collection, pytest.raises(ConfigError):
-        with collection.writer() as writer:
-            run_index(writer, tiny_encoder, [])
+    with Collection(tmp_path / "home") as c, pytest.raises(ConfigError), c.writer() as writer:
+        run_index(writer, tiny_encoder, [])
 
 
 def test_another_encoder_is_refused(tmp_path: Path) -> None:
@@ -240,11 +239,13 @@ def test_another_encoder_is_refused(tmp_path: Path) -> None:
     class Other:
         name, dim = "ViT-B-32/laion2b_s34b_b79k", 512
 
-    (photos / "new.jpg").write_bytes((photos / sorted(p.name for p in photos.glob("*.jpg"))[0]).read_bytes())
-    noise_jpeg(photos / "new.jpg", 99)
-    with Collection(tmp_path / "home") as collection, pytest.raises(EncoderMismatchError):
-        with collection.writer() as writer:
-            run_index(writer, Other, [photos], INLINE)
+    noise_jpeg(photos / "new.jpg", 99)  # something to encode, so the encoder is asked for
+    with (
+        Collection(tmp_path / "home") as c,
+        pytest.raises(EncoderMismatchError),
+        c.writer() as writer,
+    ):
+        run_index(writer, Other, [photos], INLINE)
 
 
 # ---- bad input ---------------------------------------------------------------------------------
@@ -499,8 +500,8 @@ def test_a_second_writer_on_the_same_home_is_refused_with_a_message(tmp_path):
     import subprocess
     import sys
 
-    from mmsearch.store import Collection
     from mmsearch.errors import ConfigError
+    from mmsearch.store import Collection
 
     home = tmp_path / "home"
     with Collection(home) as collection, collection.writer():

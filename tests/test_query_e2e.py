@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from indexer.pipeline import IndexOptions
 from mmsearch.cli import app
 from mmsearch.engine import Engine
 from mmsearch.errors import QueryError
-from mmsearch.query.model import Filters, Query, Term
+from mmsearch.query.model import Filters, Term
 from mmsearch.synth.media import write_photo_folder
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -89,8 +89,9 @@ class SearchContext:
     encoder: Callable[[], Encoder]
     text_encoder: Callable[[], TextEncoder | None]
     fusion_weights: dict[str, float] = field(default_factory=lambda: dict(FUSION_WEIGHTS))
-    rerankers: Sequence[Stage] = ()
-    personalizers: Sequence[Stage] = ()
+    reranker: Callable[[str], Stage | None] = lambda _name: None  # a reranker by name (None: unavailable)
+    default_rerank: tuple[str, ...] = ("mmr",)  # run when a query names none
+    personalizer: Callable[[Query], Stage | None] = lambda _query: None  # the query user's, if any
     _allowed: dict[tuple, np.ndarray | None] = field(default_factory=dict)
 
 
@@ -119,7 +120,7 @@ def _run(query: Query, ctx: SearchContext, generation: int, started: float) -> S
         lists = candidate_lists(query, embedded, allowed, depth, ctx)
         hits = fuse(lists, ctx)
         add_missing_clip_scores(hits, embedded, ctx)
-        for stage in (*ctx.rerankers, *ctx.personalizers):
+        for stage in stages_for(query, ctx):
             hits = stage(query, hits, ctx)
         if query.min_score is not None:
             hits = [h for h in hits if h.relevance >= query.min_score]
@@ -167,6 +168,22 @@ def _count(query: Query, ctx: SearchContext, generation: int) -> int:
 
 
 # ------------------------------------------------------------------------- stages
+
+
+def stages_for(query: Query, ctx: SearchContext) -> list[Stage]:
+    """The rerankers this query runs (its own choice, else the defaults that are available),
+    then the personaliser of its user."""
+    stages: list[Stage] = []
+    for name in ctx.default_rerank if query.rerank is None else query.rerank:
+        stage = ctx.reranker(name)
+        if stage is None and query.rerank is not None:
+            from mmsearch.errors import ConfigError
+
+            raise ConfigError(f"The {name} reranker is not available for this collection.")
+        if stage is not None:
+            stages.append(stage)
+    personal = ctx.personalizer(query)
+    return stages + ([personal] if personal is not None else [])
 
 
 def allow_list(query: Query, generation: int, ctx: SearchContext) -> np.ndarray | None:

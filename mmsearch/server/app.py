@@ -40,6 +40,7 @@ from mmsearch.errors import (
     QueryError,
     VectorIndexError,
 )
+from mmsearch.paths import key_path
 from mmsearch.query.model import Filters, Term
 from mmsearch.results import SearchResult, SearchResults
 from mmsearch.server import media, security
@@ -185,8 +186,10 @@ def _item(engine: Engine, item_id: int) -> tuple[Any, media.IndexedFile] | None:
     if not records:
         return None
     record = records[0]
-    roots = tuple(folder.path for folder in catalog.list_folders())
-    return record, media.IndexedFile(record.path, roots, record.asset.size, record.asset.mtime_ns)
+    # Catalog keys escape undecodable bytes (mmsearch.paths); the file system wants the real name.
+    roots = tuple(os.fsdecode(key_path(folder.path)) for folder in catalog.list_folders())
+    real = os.fsdecode(key_path(record.path))
+    return record, media.IndexedFile(real, roots, record.asset.size, record.asset.mtime_ns)
 
 
 def result_dict(hit: SearchResult) -> dict[str, Any]:
@@ -287,17 +290,22 @@ def _add_error_handlers(app: FastAPI) -> None:
         code = status_for(exc)
         if code >= 500 and not isinstance(exc, CollectionNotReady):
             log.error("request failed: %s", exc)
-        return JSONResponse({"error": str(exc)}, status_code=code)
+        return JSONResponse({"error": _printable(str(exc))}, status_code=code)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(
-            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+            {"error": _printable(str(exc.detail))}, status_code=exc.status_code, headers=exc.headers
         )
 
     @app.exception_handler(RequestValidationError)
     async def on_bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"error": _validation_message(exc)}, status_code=400)
+
+
+def _printable(message: str) -> str:
+    """A message that JSON can carry: undecodable file-name bytes shown as escapes."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -348,6 +356,7 @@ class SearchParams:
         sort: Annotated[str, Query(description="relevance, date or -date.")] = "relevance",
         cutoff: Annotated[str | None, Query(description="'auto': stop where the scores drop.")] = None,
         count: Annotated[bool, Query(description="Also count the items scoring at least min_score.")] = False,
+        rerank: Annotated[list[str] | None, Query(description="Rerankers (repeatable): itm, mmr, cross-encoder, or none.")] = None,
     ) -> None:
         self.__dict__.update({k2: v for k2, v in locals().items() if k2 != "self"})
 
@@ -371,6 +380,7 @@ class SearchParams:
             q = engine.build_query(
                 terms + self.terms(), self.k, filters=self.filters(), offset=self.offset,
                 sort=self.sort, cutoff=self.cutoff, min_score=self.min_score, group=self.group,
+                rerank=tuple(self.rerank) if self.rerank else None,
             )  # fmt: skip
             hits = engine.search(q)
             total = engine.count(q, self.min_score if self.min_score is not None else 0.0) if self.count else None
