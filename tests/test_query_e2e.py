@@ -74,7 +74,7 @@ def test_filtered_results_equal_exact_search_restricted_to_the_filter(engine, fi
     allowed = engine.collection.catalog.filtered_item_ids(filters)
     assert allowed is not None and len(allowed)
     k = min(10, len(allowed))
-    hits = engine.search("a red circle", k=k, filters=filters)
+    hits = engine.search("a red circle", k=k, filters=filters, rerank=("none",))  # retrieval alone
     assert len(hits) == k, "a filter that keeps enough items returns k results"
     assert [h.item_id for h in hits] == brute_force(engine, vector, allowed, k)
 
@@ -87,7 +87,7 @@ def test_selective_filter_on_an_hnsw_index_still_returns_k(library, tmp_path):
         e.rebuild("hnsw")
         assert e.status().index_kind == "hnsw"
         f = Filters(paths=("*/photos/a/*",))
-        hits = e.search("a blue square", k=10, filters=f)
+        hits = e.search("a blue square", k=10, filters=f, rerank=("none",))
         allowed = e.collection.catalog.filtered_item_ids(f)
         vector = e.encoder.encode_texts(["a blue square"])[0]
         assert [h.item_id for h in hits] == brute_force(e, vector, allowed, 10)
