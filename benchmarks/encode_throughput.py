@@ -3,19 +3,20 @@
     python benchmarks/encode_throughput.py --model ViT-B-32/random --images 512
     python benchmarks/encode_throughput.py --model tiny --device cpu
 
-Prints measured figures and appends them to benchmarks/results/encode_throughput.json with the date and device.
+Prints measured figures and appends them to benchmarks/results/encode_throughput.json with the date and the measured device.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, append_results, device_label, stamp  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--images", type=int, default=256, help="images per timed run")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--queries", type=int, default=50)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "encode_throughput.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "encode_throughput.json")
     args = ap.parse_args(argv)
 
     enc = load_encoder(args.model, device=args.device)
@@ -56,21 +57,20 @@ def main(argv: list[str] | None = None) -> dict:
         _sync(enc.device)
         lat.append(time.perf_counter() - t0)
     lat.sort()
-    device_name = torch.cuda.get_device_name() if enc.device.startswith("cuda") else f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
-    result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "device": device_name,
-        "model": args.model,
-        "precision": enc.precision,
-        "images_per_s": round(args.images / img_s, 1),
-        "batch_size": args.batch_size,
-        "text_query_ms_p50": round(1000 * lat[len(lat) // 2], 2),
-        "text_query_ms_p90": round(1000 * lat[int(len(lat) * 0.9)], 2),
-    }
-    print(json.dumps(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    runs = json.loads(args.out.read_text()) if args.out.exists() else []
-    args.out.write_text(json.dumps(runs + [result], indent=2) + "\n")
+    result = stamp(
+        {
+            "ran_on": enc.device,
+            "torch_threads": torch.get_num_threads(),
+            "model": args.model,
+            "precision": enc.precision,
+            "images_per_s": round(args.images / img_s, 1),
+            "batch_size": args.batch_size,
+            "text_query_ms_p50": round(1000 * lat[len(lat) // 2], 2),
+            "text_query_ms_p90": round(1000 * lat[int(len(lat) * 0.9)], 2),
+        }
+    )
+    print(f"{result} on {device_label(result['device'])}")
+    append_results(args.out, [result])
     return result
 
 

@@ -4,15 +4,12 @@
     python benchmarks/index_rates.py --photos 1000 --model ViT-B-32/random
 
 Each kind is rendered from the shapes world into its own folder and indexed into its own home, so
-the rates don't mix. Prints a table and writes benchmarks/results/index_rates.json.
+the rates don't mix. Prints a table and appends to benchmarks/results/index_rates.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -20,9 +17,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, append_results, device_label, stamp  # noqa: E402
 
 
-def make_media(root: Path, photos: int, videos: int, video_s: float, recordings: int, notes: int) -> dict[str, tuple[Path, float]]:
+def make_media(
+    root: Path, photos: int, videos: int, video_s: float, recordings: int, notes: int
+) -> dict[str, tuple[Path, float]]:
     """Render each kind's folder; returns {kind: (folder, seconds of media or 0)}."""
     from mmsearch.synth import sample_scene, scene_captions
     from mmsearch.synth.media import speak, write_note, write_photo_folder, write_video
@@ -37,7 +39,9 @@ def make_media(root: Path, photos: int, videos: int, video_s: float, recordings:
             d = rng.uniform(3, 8)
             segments.append((sample_scene(rng), d))
             t += d
-        spans = write_video(root / "video" / f"clip_{v}.mp4", segments, size=(640, 360), fps=25, seed=v)
+        spans = write_video(
+            root / "video" / f"clip_{v}.mp4", segments, size=(640, 360), fps=25, seed=v
+        )
         total += spans[-1][1]
     out["video"] = (root / "video", total)
     (root / "audio").mkdir()
@@ -52,7 +56,12 @@ def make_media(root: Path, photos: int, videos: int, video_s: float, recordings:
     out["audio"] = (root / "audio", audio_s)
     (root / "text").mkdir()
     for n in range(notes):
-        write_note(root / "text" / f"note_{n}.txt", [sample_scene(rng) for _ in range(12)], seed=n, filler=4)
+        write_note(
+            root / "text" / f"note_{n}.txt",
+            [sample_scene(rng) for _ in range(12)],
+            seed=n,
+            filler=4,
+        )
     out["text"] = (root / "text", 0.0)
     return out
 
@@ -68,13 +77,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--recordings", type=int, default=4)
     ap.add_argument("--notes", type=int, default=20)
     ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "index_rates.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "index_rates.json")
     args = ap.parse_args(argv)
 
     from indexer.pipeline import IndexOptions
 
     root = Path(tempfile.mkdtemp(prefix="mmsearch-rates-"))
-    media = make_media(root, args.photos, args.videos, args.video_seconds, args.recordings, args.notes)
+    media = make_media(
+        root, args.photos, args.videos, args.video_seconds, args.recordings, args.notes
+    )
     rows = {}
     for kind, (folder, media_s) in media.items():
         with Engine(home=root / f"home_{kind}", model=args.model) as engine:
@@ -97,25 +108,26 @@ def main(argv: list[str] | None = None) -> dict:
             rows[kind]["media_seconds"] = round(media_s, 1)
             rows[kind]["media_seconds_per_wall_second"] = round(media_s / dt, 2)
             rows[kind]["wall_minutes_per_media_hour"] = round(60 * dt / media_s, 2)
-    result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU" ,
-        "model": args.model,
-        "rates": rows,
-    }
+    result = stamp({"model": args.model, "rates": rows})
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"Indexing rates with {args.model} on {result['machine']}")
+    t = Table(title=f"Indexing rates with {args.model} on {device_label(result['device'])}")
     for col in ("kind", "files", "items", "seconds", "files/s", "items/s", "media s per wall s"):
         t.add_column(col, justify="right")
     for kind, r in rows.items():
-        t.add_row(kind, str(r["files"]), str(r["items"]), str(r["seconds"]), str(r["files_per_s"]), str(r["items_per_s"]),
-                  str(r.get("media_seconds_per_wall_second", "")))
+        t.add_row(
+            kind,
+            str(r["files"]),
+            str(r["items"]),
+            str(r["seconds"]),
+            str(r["files_per_s"]),
+            str(r["items_per_s"]),
+            str(r.get("media_seconds_per_wall_second", "")),
+        )
     Console().print(t)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    append_results(args.out, [result])
+    print(f"appended to {args.out}")
     return result
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, append_results, device_label, stamp  # noqa: E402
 
 
 def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "ivf", "torch"])
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--batch", type=int, default=1024)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "search_latency.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "search_latency.json")
     args = ap.parse_args(argv)
 
     rng = np.random.default_rng(0)
@@ -45,7 +47,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     centres = unit(rng, 1000, args.dim)
     corpus = centres[rng.integers(0, 1000, args.n)] + 0.35 * unit(rng, args.n, args.dim)
     corpus /= np.linalg.norm(corpus, axis=1, keepdims=True)
-    queries = corpus[rng.integers(0, args.n, args.queries)] + 0.1 * unit(rng, args.queries, args.dim)
+    queries = corpus[rng.integers(0, args.n, args.queries)] + 0.1 * unit(
+        rng, args.queries, args.dim
+    )
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
     _, truth = exact_topk(queries, corpus, 10)
     ids = np.arange(args.n, dtype=np.int64)
@@ -69,34 +73,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
         index.search(big, 10)
         qps = len(big) / (time.perf_counter() - t0)
         device = getattr(index, "device", "cpu")
-        results.append({
-            "date": time.strftime("%Y-%m-%d"),
-            "device": _device_name(str(device)),
-            "kind": kind,
-            "factory": index.factory,
-            "n": args.n,
-            "dim": args.dim,
-            "build_s": round(build, 2),
-            "single_query_ms_p50": round(1000 * lat[len(lat) // 2], 3),
-            "single_query_ms_p90": round(1000 * lat[int(len(lat) * 0.9)], 3),
-            "batched_queries_per_s": round(qps, 1),
-            "recall_at_10_vs_exact": round(knn_recall(np.array(found), truth, 10), 4),
-        })
+        results.append(
+            stamp(
+                {
+                    "ran_on": str(device),
+                    "kind": kind,
+                    "factory": index.factory,
+                    "n": args.n,
+                    "dim": args.dim,
+                    "build_s": round(build, 2),
+                    "single_query_ms_p50": round(1000 * lat[len(lat) // 2], 3),
+                    "single_query_ms_p90": round(1000 * lat[int(len(lat) * 0.9)], 3),
+                    "batched_queries_per_s": round(qps, 1),
+                    "recall_at_10_vs_exact": round(knn_recall(np.array(found), truth, 10), 4),
+                }
+            )
+        )
         print(json.dumps(results[-1]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    runs = json.loads(args.out.read_text()) if args.out.exists() else []
-    args.out.write_text(json.dumps(runs + results, indent=2) + "\n")
+    print(f"device: {device_label(results[0]['device'])}")
+    append_results(args.out, results)
     return results
-
-
-def _device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.get_device_name()
-    import os
-
-    return f"CPU {platform.machine()}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

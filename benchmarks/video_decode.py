@@ -5,6 +5,7 @@ seconds processed per wall second, extrapolated to an hour of footage.
     python benchmarks/video_decode.py --seconds 120 --video /tmp/v.mp4   # renders once, then reuses
 
 Rendering the synthetic video takes longer than indexing it, so `--video` keeps it for reruns.
+The figures are appended to benchmarks/results/video_decode.json with the date and device.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, append_results, stamp  # noqa: E402
 
 from indexer.sources.video import (  # noqa: E402
     VideoOptions,
@@ -49,12 +53,13 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
-def report(name: str, duration: float, wall: float, frames: int | None = None) -> None:
+def report(name: str, duration: float, wall: float, frames: int | None = None) -> dict:
     rate = duration / wall
     line = f"{name:<34} {wall:6.2f} s wall  {rate:7.1f} s of video per wall s  {3600 / rate / 60:6.1f} min per hour of video"
     if frames is not None:
         line += f"  ({frames / duration:.2f} frames read per s of video)"
     print(line)
+    return {"wall_s": round(wall, 2), "video_s_per_wall_s": round(rate, 1)}
 
 
 def full_decode(path: Path) -> int:
@@ -67,7 +72,7 @@ def full_decode(path: Path) -> int:
         return sum(1 for _ in container.decode(stream))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -79,7 +84,8 @@ def main() -> None:
     parser.add_argument(
         "--video", type=Path, help="use this file, rendering it first if it is missing"
     )
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS / "video_decode.json")
+    args = parser.parse_args(argv)
 
     tmp = tempfile.TemporaryDirectory()
     path = args.video or Path(tmp.name) / "bench.mp4"
@@ -98,27 +104,39 @@ def main() -> None:
     )
 
     frames, wall = timed(lambda: full_decode(path))
-    report("codec only, all frames (PyAV)", info.duration_s, wall)
+    rows = {"codec_only_pyav": report("codec only, all frames (PyAV)", info.duration_s, wall)}
     print(f"{'':<34} {frames / wall:6.0f} frames decoded per wall s")
     samples, wall = timed(
         lambda: list(_decord_samples(path, opts.analysis_fps, size, opts.analysis_width))
     )
-    report("sampling only (decord)", info.duration_s, wall, len(samples))
+    rows["sampling_decord"] = report("sampling only (decord)", info.duration_s, wall, len(samples))
     keyframes, wall = timed(lambda: select_keyframes(iter(samples), info.duration_s, opts))
     print(
         f"{'shot detection on those samples':<34} {wall:6.2f} s wall  -> {len(keyframes)} keyframes"
     )
     keyframes, wall = timed(lambda: extract_keyframes(path, info, opts))
-    report("keyframe extraction (decord)", info.duration_s, wall, len(samples))
+    rows["keyframes_decord"] = report(
+        "keyframe extraction (decord)", info.duration_s, wall, len(samples)
+    )
     pyav = VideoOptions(analysis_fps=args.analysis_fps)
     keyframes_av, wall = timed(
         lambda: select_keyframes(
             _pyav_samples(path, pyav.analysis_fps, size, pyav.analysis_width), info.duration_s, pyav
         )
     )
-    report("keyframe extraction (PyAV fallback)", info.duration_s, wall)
+    rows["keyframes_pyav"] = report("keyframe extraction (PyAV fallback)", info.duration_s, wall)
     print(f"keyframes: {len(keyframes)} (decord), {len(keyframes_av)} (PyAV)")
     tmp.cleanup()
+    result = stamp(
+        {
+            "video": f"{info.duration_s:.1f} s, {info.width}x{info.height}, {info.fps:.0f} fps",
+            "analysis_fps": args.analysis_fps,
+            "keyframes": {"decord": len(keyframes), "pyav": len(keyframes_av)},
+            **rows,
+        }
+    )
+    append_results(args.out, [result])
+    return result
 
 
 if __name__ == "__main__":

@@ -13,11 +13,14 @@ pytestmark = pytest.mark.slow
 def test_recall_benchmark_engine_loses_no_recall(tmp_path):
     import recall_at_k
 
-    result = recall_at_k.main(["--render", "40", "--model", "tiny", "--out", str(tmp_path / "r.json")])
+    result = recall_at_k.main(
+        ["--render", "40", "--model", "tiny", "--out", str(tmp_path / "r.json")]
+    )
+    assert result["engine_index"] == "hnsw"  # measured on an approximate index, not exact search
     assert result["engine_matches_brute_force_top10"] == 1.0
     assert all(loss == 0 for loss in result["engine_recall_loss"].values())
     assert result["brute_force"]["text_to_image"][10] > 0.5  # the trained model, not chance
-    assert json.loads((tmp_path / "r.json").read_text())["images"] == 40
+    assert json.loads((tmp_path / "r.json").read_text())[-1]["images"] == 40
 
 
 def test_recall_benchmark_reads_a_users_csv_layout(tmp_path):
@@ -33,13 +36,106 @@ def test_recall_benchmark_reads_a_users_csv_layout(tmp_path):
         writer = csv.writer(f)
         writer.writerow(["path", "caption"])
         writer.writerows([r["path"], r["caption"]] for r in rows)
-    result = recall_at_k.main(["--images", str(photos), "--captions", str(tmp_path / "captions.csv"), "--out", str(tmp_path / "r.json")])
+    result = recall_at_k.main(
+        [
+            "--images",
+            str(photos),
+            "--captions",
+            str(tmp_path / "captions.csv"),
+            "--out",
+            str(tmp_path / "r.json"),
+        ]
+    )
     assert result["images"] == 12 and result["engine_matches_brute_force_top10"] == 1.0
 
 
 def test_search_latency_benchmark_reports_recall_against_exact(tmp_path):
     import search_latency
 
-    rows = search_latency.main(["--n", "3000", "--dim", "32", "--queries", "20", "--kinds", "flat", "torch", "--out", str(tmp_path / "s.json")])
+    rows = search_latency.main(
+        [
+            "--n",
+            "3000",
+            "--dim",
+            "32",
+            "--queries",
+            "20",
+            "--kinds",
+            "flat",
+            "torch",
+            "--out",
+            str(tmp_path / "s.json"),
+        ]
+    )
     assert {r["kind"] for r in rows} == {"flat", "torch"}
     assert all(r["recall_at_10_vs_exact"] == 1.0 for r in rows)
+    assert all(r["device"]["cores"] >= 1 and r["device"]["cpu"] for r in rows)
+
+
+def test_results_are_appended_with_the_measured_device(tmp_path):
+    from _common import append_results, device, stamp
+
+    out = tmp_path / "x.json"
+    out.write_text(json.dumps({"old": "single object"}))  # a results file written before appending
+    append_results(out, [stamp({"n": 1})])
+    append_results(out, [stamp({"n": 2})])
+    runs = json.loads(out.read_text())
+    assert [r.get("n") for r in runs] == [None, 1, 2]
+    info = device()
+    assert (
+        info["cores"] >= 1
+        and isinstance(info["avx512_bf16"], bool)
+        and isinstance(info["amx"], bool)
+    )
+    assert runs[-1]["device"] == info
+
+
+def test_query_latency_benchmark_filters_keep_k_results(tmp_path):
+    import query_latency
+
+    rows = query_latency.main([
+        "--sizes", "500,1000", "--writer-max", "500", "--queries", "4", "-k", "5",
+        "--work", str(tmp_path), "--out", str(tmp_path / "q.json"),
+    ])  # fmt: skip
+    assert {(r["items"], r["build"]) for r in rows} == {(500, "writer"), (1000, "bulk")}
+    assert {r["filter"] for r in rows} == {"none", "path", "date", "type"}
+    assert all(r["k_results_every_query"] and r["count"] == r["items"] for r in rows)
+    assert all(0 < r["p50_ms"] <= r["p95_ms"] for r in rows)
+    assert len(json.loads((tmp_path / "q.json").read_text())) == len(rows)
+
+
+def test_query_latency_filters_keep_one_percent(tmp_path):
+    import query_latency
+
+    from mmsearch import Engine
+
+    query_latency.build_home(tmp_path / "h", 1000, index_kind="auto", writer_max=0)
+    with Engine(home=tmp_path / "h", model="tiny", device="cpu") as engine:
+        for case, kwargs in query_latency.filter_cases(1000, 2).items():
+            if case == "none":
+                continue
+            hits = engine.search("a red circle", 50, group=False, **kwargs[0])
+            assert len(hits) == 10, case  # 1% of 1000
+
+
+@pytest.mark.parametrize("first", ["real", "direct"])
+def test_rescan_benchmark_unchanged_files_load_no_model(tmp_path, first):
+    import rescan
+
+    result = rescan.main([
+        "--files", "40", "--first-index", first, "--runs", "1",
+        "--work", str(tmp_path), "--out", str(tmp_path / "s.json"),
+    ])  # fmt: skip
+    run = result["runs"][0]
+    assert (run["unchanged"], run["new"], run["changed"]) == (40, 0, 0)
+    assert result["model_loaded"] is False
+
+
+def test_video_decode_benchmark_appends(tmp_path):
+    import video_decode
+
+    result = video_decode.main([
+        "--seconds", "4", "--width", "160", "--height", "96", "--out", str(tmp_path / "v.json"),
+    ])  # fmt: skip
+    assert result["keyframes"]["decord"] >= 1 and result["codec_only_pyav"]["wall_s"] > 0
+    assert json.loads((tmp_path / "v.json").read_text())[-1]["device"]["cores"] >= 1
