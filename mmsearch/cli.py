@@ -137,6 +137,8 @@ def query(
     no_group: Annotated[bool, typer.Option("--no-group", help="Show every keyframe/window instead of grouping adjacent hits.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Show each result's score parts (which ranker said what).")] = False,
     rerank: Annotated[list[str] | None, typer.Option("--rerank", help="Rerankers to run (repeatable): itm, mmr, cross-encoder; 'none' turns all off. Default: itm when the model has one, then mmr.", show_default=False)] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Whose feedback personalises the order (default: your OS user name).", show_default=False)] = None,
+    no_personal: Annotated[bool, typer.Option("--no-personal", help="No personalisation: the same order for everyone.")] = False,
     cross_encoder: Annotated[str | None, typer.Option("--cross-encoder", help="Weights for --rerank cross-encoder: a local folder or a hub name (or $MMSEARCH_CROSS_ENCODER).", show_default=False)] = None,
     paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="Print only the paths, one per line, for pipes.")] = False,
     home: HomeOpt = None,
@@ -146,6 +148,7 @@ def query(
 ) -> None:
     """Search the collection with words, pictures, items, or a mix of them with weights and signs."""
     from mmsearch.cli_output import explain_table, results_json_lines, results_table
+    from mmsearch.engine import default_user
     from mmsearch.query.model import Filters
     from mmsearch.query.parse import parse_terms
 
@@ -163,6 +166,7 @@ def query(
                 parsed, k, filters=filters, offset=offset, sort=sort, cutoff=cutoff,
                 min_score=min_score, group=not no_group, explain=explain, like=like or None,
                 rerank=tuple(rerank) if rerank else None,
+                user=None if no_personal else (user or default_user()),
             )
             if count:
                 print(engine.count(q, min_score if min_score is not None else 0.0))
@@ -207,6 +211,70 @@ def _date(value: str | None, option: str) -> float | None:
         return datetime.fromisoformat(value.strip()).timestamp()
     except ValueError:
         raise QueryError(f"{option} takes an ISO date like 2024-06-01 (or 2024-06-01T18:30), not {value!r}.") from None
+
+
+UserOpt = Annotated[str | None, typer.Option("--user", help="Whose feedback (default: your OS user name).", show_default=False)]
+
+
+@app.command()
+def feedback(
+    item: Annotated[str, typer.Argument(help="An item id from a result, or an indexed file's path.")],
+    good: Annotated[bool, typer.Option("--good/--bad", help="👍 more like this in my searches, or 👎 less.")],
+    user: UserOpt = None,
+    query: Annotated[str | None, typer.Option("--query", help="What you had searched for (kept with the judgement).", show_default=False)] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Tell mmsearch a result was good or bad for you; later searches lean your way."""
+
+    def body():
+        with _engine(home) as engine:
+            event = engine.feedback(item, good, user=user, query=query)
+            n = engine.collection.catalog.feedback_count(event.user)
+        from mmsearch.cli_output import literal
+
+        verdict = "good" if good else "bad"
+        print(literal(f"Noted: {event.path} is {verdict} for {event.user} ({n} judgements so far)."))
+
+    _run(body)
+
+
+profile_app = typer.Typer(help="See, export or forget what mmsearch learned from your feedback.", no_args_is_help=True)
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("show")
+def profile_show(user: UserOpt = None, home: HomeOpt = None) -> None:
+    """Your judgements (resolved to today's files) and the kind of model they train."""
+    from mmsearch.cli_output import profile_table
+
+    def body():
+        with _engine(home) as engine:
+            out.print(profile_table(engine.profile(user)))
+
+    _run(body)
+
+
+@profile_app.command("export")
+def profile_export(user: UserOpt = None, home: HomeOpt = None) -> None:
+    """Everything learned for you, as JSON: the judgements and the model's weights."""
+
+    def body():
+        with _engine(home) as engine:
+            print(json.dumps(engine.profile(user), indent=2, default=str))
+
+    _run(body)
+
+
+@profile_app.command("reset")
+def profile_reset(user: UserOpt = None, home: HomeOpt = None) -> None:
+    """Forget your feedback: searches go back to the same order for you as for everyone."""
+
+    def body():
+        with _engine(home) as engine:
+            n = engine.reset_profile(user)
+        out.print(f"Forgot {n} judgements.")
+
+    _run(body)
 
 
 @app.command()

@@ -168,6 +168,20 @@ def truncated_table(summary: IndexSummary) -> Table:
     return table
 
 
+def profile_table(profile: dict) -> Table:
+    model = profile["model"]
+    kind = "none yet" if model is None else f"{model['kind']} from {model['events']} judgements"
+    table = Table(title=_plain(f"What mmsearch learned for {profile['user']}: {kind}"), title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("judgement")
+    table.add_column("file", overflow="fold")
+    table.add_column("query", overflow="fold")
+    for i, e in enumerate(profile["events"], start=1):
+        where = e["path"] or "(no longer in the collection)"
+        table.add_row(str(i), "👍 good" if e["label"] > 0 else "👎 bad", _plain(where), _plain(e["query"] or ""))
+    return table
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":

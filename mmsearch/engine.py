@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmsearch import paths
-from mmsearch.errors import ConfigError, MissingDependencyError
+from mmsearch.errors import ConfigError, MissingDependencyError, QueryError
 from mmsearch.query.model import Filters, Query, Term
 from mmsearch.query.stages import SearchContext, count_matches, run_query
 from mmsearch.results import CollectionStatus, FolderStatus, SearchResults
@@ -29,6 +29,7 @@ from mmsearch.store import Collection
 if TYPE_CHECKING:
 
     from indexer.pipeline import IndexOptions, IndexSummary, ProgressReporter
+    from mmsearch.catalog import FeedbackEvent
     from mmsearch.duplicates import DuplicateGroup
     from mmsearch.models import Encoder
     from mmsearch.models.sentence import TextEncoder
@@ -60,6 +61,7 @@ class Engine:
         self.home = paths.data_home(home)
         self._cross_encoder_name = cross_encoder  # None: $MMSEARCH_CROSS_ENCODER, else off
         self._rerankers: dict[str, Stage | None] = {}
+        self._profiles: dict[str, tuple] = {}  # user -> ((user, events, generation), Profile)
         self.device = device
         self._index_kind = index_kind  # None: the kind saved in the home (default auto)
         self._catalog_url = catalog_url
@@ -269,8 +271,68 @@ class Engine:
                     self._query_text_encoder,
                     reranker=self._reranker,
                     default_rerank=self._default_rerank(),
+                    personalizer=self._personalizer,
                 )
             return self._context
+
+    def _personalizer(self, query: Query) -> Stage | None:
+        """The query user's personal reranker, or None (no user, or no feedback from them)."""
+        if not query.user:
+            return None
+        from mmsearch.query.personal import PersonalStage, profile_for
+
+        collection = self._open(create=False)
+        count = collection.catalog.feedback_count(query.user)
+        if not count:
+            return None
+        key = (query.user, count, collection.catalog.generation())
+        with self._loading:
+            cached = self._profiles.get(query.user)
+            if cached is None or cached[0] != key:
+                cached = (key, profile_for(query.user, collection))
+                self._profiles[query.user] = cached
+        profile = cached[1]
+        return PersonalStage(query.user, profile) if profile is not None else None
+
+    # ------------------------------------------------------------------ feedback
+
+    def feedback(
+        self, item: int | str | os.PathLike[str], good: bool, *, user: str | None = None,
+        query: str | None = None,
+    ) -> FeedbackEvent:
+        """Record 👍 (good) or 👎 for an item (an id, or an indexed file's path) for one user."""
+        collection = self._open(create=False)
+        item_id = self._item_id(item)
+        return collection.record_feedback(user or default_user(), item_id, good, query)
+
+    def profile(self, user: str | None = None) -> dict:
+        """What was learned for a user: the events (resolved to today's files) and the model."""
+        from mmsearch.query.personal import profile_for
+
+        user = user or default_user()
+        collection = self._open(create=False)
+        events = collection.catalog.feedback_events(user)
+        learned = profile_for(user, collection)
+        return {
+            "user": user,
+            "events": [e._asdict() for e in events],
+            "good": sum(e.label > 0 for e in events),
+            "bad": sum(e.label < 0 for e in events),
+            "unresolved": sum(e.item_id is None for e in events),
+            "model": learned.to_dict() if learned is not None else None,
+        }
+
+    def reset_profile(self, user: str | None = None) -> int:
+        """Forget one user's feedback; returns how many judgements were removed."""
+        return self._open(create=False).catalog.reset_feedback(user or default_user())
+
+    def _item_id(self, item: int | str | os.PathLike[str]) -> int:
+        if isinstance(item, int) or (isinstance(item, str) and item.strip().isdigit()):
+            return int(item)
+        found = self._open(create=False).catalog.item_ids_of_paths([Path(item).expanduser()])
+        if not found:
+            raise QueryError(f"{item} is not an indexed file; give an item id from a result or an indexed path.")
+        return next(iter(found.values()))[0]
 
     def _default_rerank(self) -> tuple[str, ...]:
         """Image-text matching when the model has a companion for it, then diversity."""
@@ -326,6 +388,16 @@ class Engine:
             catalog_health=collection.catalog.integrity(),
             index_state=collection.index_state(sidecar),
         )
+
+
+def default_user() -> str:
+    """Whose feedback personalises results when no user is named: the operating-system user."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "default"
 
 
 def _like_term(like: int | str | os.PathLike[str]) -> Term:

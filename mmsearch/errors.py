@@ -82,3 +82,7 @@ class DiskFullError(CatalogError):
     """The disk is full: nothing committed is lost, and the run can go on once space is freed."""
 
     exit_code = 8
+
+
+class NotFoundError(QueryError):
+    """An item or file named by id or path is not in the collection (any more)."""

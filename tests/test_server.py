@@ -411,3 +411,36 @@ def test_an_item_can_be_looked_up_by_id(client, collection):
     assert body["path"] == str(path.resolve()) and body["kind"] == "image"
     assert body["thumbnail_url"].endswith("/thumbnail") and body["date"] > 0
     assert client.get("/api/items/987654321").status_code == 404
+
+
+def test_feedback_personalises_one_user_only_through_http(collection, tmp_path):
+    import shutil
+
+    engine, photos, home = collection
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    mine = Engine(home=copy, device="cpu")
+    mine._encoder = engine.encoder  # the same random weights the photos were indexed with
+    with TestClient(create_app(engine_factory=lambda: mine), base_url=LOOPBACK) as c:
+        plain = c.get("/api/search", params={"q": "a shape", "k": 12, "user": "ann", "group": False}).json()
+        order = [r["item_id"] for r in plain["results"]]
+        bob_before = c.get("/api/search", params={"q": "a shape", "k": 12, "user": "bob"}).json()["results"]
+        for item in order[-3:]:  # ann likes what came last, and dislikes what came first
+            assert c.post("/api/feedback", json={"item_id": item, "good": True, "user": "ann"}).status_code == 200
+        r = c.post("/api/feedback", json={"item_id": order[0], "good": False, "user": "ann", "query": "a shape"})
+        assert r.status_code == 200 and r.json()["judgements"] == 4
+        after = c.get("/api/search", params={"q": "a shape", "k": 12, "user": "ann", "group": False}).json()
+        assert [r["item_id"] for r in after["results"]] != order
+        assert "personal" in after["results"][0]["parts"]
+        off = c.get("/api/search", params={"q": "a shape", "k": 12, "user": "ann", "personal": False, "group": False}).json()
+        assert [r["item_id"] for r in off["results"]] == order
+        bob_after = c.get("/api/search", params={"q": "a shape", "k": 12, "user": "bob"}).json()["results"]
+        assert bob_after == bob_before  # byte for byte
+        prof = c.get("/api/profile", params={"user": "ann"}).json()
+        assert prof["good"] == 3 and prof["bad"] == 1 and prof["model"]["kind"] == "logistic"
+        assert c.delete("/api/profile", params={"user": "ann"}).json()["removed"] == 4
+        bad = c.post("/api/feedback", json={"item_id": 10**12, "good": True})
+        assert bad.status_code == 404 and "No item" in bad.json()["error"]
+        cross = c.post("/api/feedback", json={"item_id": order[0], "good": True}, headers={"Origin": "https://evil.example"})
+        assert cross.status_code == 403
+    mine.close()

@@ -73,7 +73,19 @@ def _v3_to_v4(conn: Connection) -> None:
         )
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _v1_to_v2, 3: _v2_to_v3, 4: _v3_to_v4}
+def _v4_to_v5(conn: Connection) -> None:
+    """v5 stores users' feedback on results (personalisation), keyed by content hash."""
+    from mmsearch.catalog.schema import Feedback
+
+    Feedback.__table__.create(conn)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    2: _v1_to_v2,
+    3: _v2_to_v3,
+    4: _v3_to_v4,
+    5: _v4_to_v5,
+}
 """``MIGRATIONS[v]`` upgrades a database from version ``v - 1`` to ``v``."""
 
 

@@ -37,7 +37,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bump with a step in ``migrations.MIGRATIONS`` whenever these tables change."""
 
 ASSET_KINDS = ("image", "video", "audio", "text")
@@ -121,6 +121,22 @@ class Item(Base):
     text_vector: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     asset: Mapped[Asset] = relationship(back_populates="items")
+
+
+class Feedback(Base):
+    """v5: one user's judgement of one result, tied to the file's bytes (content hash) and the
+    moment within it, so it survives moves, renames and re-indexing of unchanged files."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user: Mapped[str] = mapped_column(String(128), index=True)
+    content_hash: Mapped[str] = mapped_column(String(128), index=True)
+    item_kind: Mapped[str] = mapped_column(String(16))
+    start_s: Mapped[float | None] = mapped_column(Float)  # the moment, for keyframes and windows
+    label: Mapped[int] = mapped_column(Integer)  # +1 good, -1 bad
+    query: Mapped[str | None] = mapped_column(Text)  # what was searched for, when given
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 KEYWORD_TABLE = "items_fts"

@@ -31,11 +31,12 @@ from mmsearch.catalog.schema import (
     KEYWORD_TABLE,
     PASSAGE_KINDS,
     Asset,
+    Feedback,
     Folder,
     Item,
     Meta,
 )
-from mmsearch.errors import CatalogError, EncoderMismatchError
+from mmsearch.errors import CatalogError, EncoderMismatchError, NotFoundError
 
 if TYPE_CHECKING:
     from mmsearch.query.model import Filters
@@ -133,6 +134,18 @@ class AssetState(NamedTuple):
     size: int
     mtime_ns: int
     content_hash: str
+
+
+class FeedbackEvent(NamedTuple):
+    """One judgement as a user gave it, resolved to today's item (None when the file is gone)."""
+
+    id: int
+    user: str
+    item_id: int | None
+    path: str | None
+    label: int  # +1 good, -1 bad
+    query: str | None
+    created_at: float
 
 
 class FolderInfo(NamedTuple):
@@ -608,6 +621,69 @@ class Catalog:
             rows = [r[0] for r in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
         return "ok" if rows == ["ok"] else "; ".join(rows[:3])
 
+    # ------------------------------------------------------------- feedback
+    def add_feedback(self, user: str, item_id: int, label: int, query: str | None = None) -> FeedbackEvent:
+        """Record one judgement of an item, keyed by its file's bytes and its moment."""
+        if label not in (1, -1):
+            raise ValueError(f"feedback label must be +1 or -1, not {label!r}")
+        with self._write.begin() as s:
+            row = s.execute(
+                select(Asset.content_hash, Item.kind, Item.start_s, Asset.path)
+                .join(Item, Item.asset_id == Asset.id)
+                .where(Item.id == int(item_id))
+            ).first()
+            if row is None:
+                raise NotFoundError(
+                    f"No item {item_id} in this collection (it may have been re-indexed); search "
+                    "again and use an id from the new results."
+                )
+            event = Feedback(
+                user=user, content_hash=row[0], item_kind=row[1], start_s=row[2], label=label,
+                query=query, created_at=time.time(),
+            )  # fmt: skip
+            s.add(event)
+            s.flush()
+            return FeedbackEvent(event.id, user, int(item_id), row[3], label, query, event.created_at)
+
+    def feedback_events(self, user: str) -> list[FeedbackEvent]:
+        """A user's judgements, oldest first, each resolved to the item it names today (item id
+        and path are None when that file is no longer in the collection)."""
+        with self._read() as s:
+            rows = s.execute(
+                select(Feedback).where(Feedback.user == user).order_by(Feedback.id)
+            ).scalars().all()
+            out = []
+            for f in rows:
+                found = s.execute(
+                    select(Item.id, Asset.path)
+                    .join(Asset, Item.asset_id == Asset.id)
+                    .where(Asset.content_hash == f.content_hash, Item.kind == f.item_kind)
+                    .where(Item.start_s.is_(None) if f.start_s is None else Item.start_s == f.start_s)
+                    .order_by(Item.id)
+                    .limit(1)
+                ).first()
+                out.append(
+                    FeedbackEvent(
+                        f.id, f.user, found[0] if found else None, found[1] if found else None,
+                        f.label, f.query, f.created_at,
+                    )
+                )  # fmt: skip
+            return out
+
+    def feedback_users(self) -> list[str]:
+        with self._read() as s:
+            return list(s.scalars(select(Feedback.user).distinct().order_by(Feedback.user)))
+
+    def feedback_count(self, user: str) -> int:
+        """How many judgements a user gave (one indexed count; decides whether to personalise)."""
+        with self._read() as s:
+            return int(s.scalar(select(func.count()).select_from(Feedback).where(Feedback.user == user)))
+
+    def reset_feedback(self, user: str) -> int:
+        """Forget everything one user said; returns how many judgements were removed."""
+        with self._write.begin() as s:
+            return s.execute(delete(Feedback).where(Feedback.user == user)).rowcount or 0
+
     def thumbnail(self, item_id: int) -> bytes | None:
         with self._read() as s:
             return s.scalar(select(Item.thumbnail).where(Item.id == int(item_id)))
@@ -685,6 +761,7 @@ def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[A
 
 __all__ = [
     "AssetInfo",
+    "FeedbackEvent",
     "AssetState",
     "Catalog",
     "EncoderInfo",

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mmsearch.errors import DecodeError, QueryError
+from mmsearch.errors import DecodeError, NotFoundError, QueryError
 from mmsearch.query.model import Query, Term, image_path
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def _item_id(value: object) -> int:
 def _stored(collection: Collection, ids: list[int], what: str) -> np.ndarray:
     found, vectors = collection.catalog.vectors_for(ids)
     if not len(found):
-        raise QueryError(
+        raise NotFoundError(
             f"No item {ids[0]} in this collection (it may have been re-indexed); "
             "search again and use an id from the new results."
             if what.startswith("item ")

@@ -24,10 +24,11 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mmsearch.engine import Engine
+from mmsearch.engine import Engine, default_user
 from mmsearch.errors import (
     CatalogError,
     ConfigError,
@@ -37,6 +38,7 @@ from mmsearch.errors import (
     MmsearchError,
     ModelError,
     ModelUnavailableError,
+    NotFoundError,
     QueryError,
     VectorIndexError,
 )
@@ -82,6 +84,7 @@ class CollectionNotReady(ConfigError):
 STATUS_BY_ERROR: tuple[tuple[type[MmsearchError], int], ...] = (
     (CollectionNotReady, 503),
     (ServerBusy, 503),
+    (NotFoundError, 404),
     (media.DecodeBusy, 503),
     (QueryError, 400),
     (DecodeError, 400),
@@ -357,6 +360,8 @@ class SearchParams:
         cutoff: Annotated[str | None, Query(description="'auto': stop where the scores drop.")] = None,
         count: Annotated[bool, Query(description="Also count the items scoring at least min_score.")] = False,
         rerank: Annotated[list[str] | None, Query(description="Rerankers (repeatable): itm, mmr, cross-encoder, or none.")] = None,
+        user: Annotated[str | None, Query(max_length=128, description="Whose feedback personalises the order (default: the server's user).")] = None,
+        personal: Annotated[bool, Query(description="Personalise with the user's feedback.")] = True,
     ) -> None:
         self.__dict__.update({k2: v for k2, v in locals().items() if k2 != "self"})
 
@@ -381,12 +386,22 @@ class SearchParams:
                 terms + self.terms(), self.k, filters=self.filters(), offset=self.offset,
                 sort=self.sort, cutoff=self.cutoff, min_score=self.min_score, group=self.group,
                 rerank=tuple(self.rerank) if self.rerank else None,
+                user=(self.user or default_user()) if self.personal else None,
             )  # fmt: skip
             hits = engine.search(q)
             total = engine.count(q, self.min_score if self.min_score is not None else 0.0) if self.count else None
             return hits, total
 
         return host.call(go)
+
+
+class FeedbackBody(BaseModel):
+    """A judgement from the page: which result, good or bad, whose, for which search."""
+
+    item_id: int = Field(ge=0, le=2**63 - 1)
+    good: bool
+    user: str | None = Field(default=None, max_length=128)
+    query: str | None = Field(default=None, max_length=2000)
 
 
 def _item_id(value: int) -> int:
@@ -434,6 +449,25 @@ def _add_search_routes(app: FastAPI, host: EngineHost, max_upload_bytes: int) ->
         terms = [Term("image", image)] + ([Term("text", q)] if q else [])
         hits, total = params.run(host, terms)
         return _payload(hits, "image", started, total, file.filename or "upload")
+
+    @app.post("/api/feedback")
+    def feedback(body: FeedbackBody) -> dict[str, Any]:
+        """Record 👍 (good) or 👎 for a result, for one user (default: the server's user)."""
+        user = body.user or default_user()
+        event = host.call(lambda e: e.feedback(_item_id(body.item_id), body.good, user=user, query=body.query))
+        count = host.call(lambda e: e.collection.catalog.feedback_count(user))
+        return {"user": user, "item_id": body.item_id, "good": body.good, "judgements": count, "path": event.path}
+
+    @app.get("/api/profile")
+    def profile(user: Annotated[str | None, Query(max_length=128)] = None) -> dict[str, Any]:
+        """What was learned for a user: their judgements and the model's kind and weights."""
+        return host.call(lambda e: e.profile(user or default_user()))
+
+    @app.delete("/api/profile")
+    def reset_profile(user: Annotated[str | None, Query(max_length=128)] = None) -> dict[str, Any]:
+        """Forget one user's feedback."""
+        removed = host.call(lambda e: e.reset_profile(user or default_user()))
+        return {"user": user or default_user(), "removed": removed}
 
     @app.get("/api/status")
     def status() -> dict[str, Any]:

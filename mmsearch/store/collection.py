@@ -292,6 +292,11 @@ class Collection:
                 handle.truncate(0)
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    # -------------------------------------------------------------- feedback
+    def record_feedback(self, user: str, item_id: int, good: bool, query: str | None = None):
+        """Store one user's judgement of a result (a catalog row; the stores are untouched)."""
+        return self.catalog.add_feedback(user, item_id, 1 if good else -1, query)
+
     # ---------------------------------------------------------------- status
     def index_info(self) -> dict | None:
         """The saved CLIP index's sidecar, for status pages (file stores only)."""

@@ -1,0 +1,156 @@
+"""Personalisation with simulated users in the shapes world, and what reranking costs per query.
+
+    python benchmarks/personalization.py                 # 600 photos, 3 users, 5/10/20 events
+    python benchmarks/personalization.py --photos 200 --events 5 10
+
+Three simulated users each like one thing: large objects, objects on the left, or warm colours
+(red, orange, yellow). A user searches the training queries (three shapes), gives 👍 to the
+first result they like and 👎 to the first they don't, until they have given N judgements.
+Measured on held-out queries they never judged (the other three shapes), top 10:
+
+- preference share: results holding what the user likes (the base rate is before feedback);
+- precision@10: results that hold the queried shape (must not drop by more than 0.02);
+- isolation: another user's results, byte for byte, before and after this user's feedback.
+
+Then the latency of one text query at k = 10, p50/p95, with each stage on and off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RESULTS, append_results, device_label, percentile_ms, set_torch_threads, stamp  # noqa: E402
+
+TRAIN_SHAPES = ("circle", "square", "triangle")
+HELD_OUT_SHAPES = ("star", "diamond", "cross")
+WARM = frozenset({"red", "orange", "yellow"})
+USERS = {
+    "large": lambda objects: any(o["size"] == "large" for o in objects),
+    "left": lambda objects: any(o["position"] == "left" for o in objects),
+    "warm": lambda objects: any(o["colour"] in WARM for o in objects),
+}
+
+
+def query_for(shape: str) -> str:
+    return f"a {shape}"
+
+
+def build(root: Path, photos: int):
+    from mmsearch import Engine, IndexOptions
+    from mmsearch.synth.media import write_photo_folder
+
+    folder = write_photo_folder(root / "photos", photos, seed=2024)
+    labels = {}
+    for line in (folder / "captions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        labels[str((folder / row["path"]).resolve())] = row["labels"]["objects"]
+    with Engine(root / "home", "tiny") as e:
+        e.index([folder], options=IndexOptions(in_process=True))
+    return root / "home", labels
+
+
+def evaluate(engine, user: str | None, likes, labels, k: int = 10) -> tuple[float, float, list]:
+    share, precision, pages = [], [], []
+    for shape in HELD_OUT_SHAPES:
+        hits = engine.search(query_for(shape), k=k, user=user)
+        objects = [labels[h.path] for h in hits]
+        share.append(sum(likes(o) for o in objects) / k)
+        precision.append(sum(any(x["shape"] == shape for x in o) for o in objects) / k)
+        pages.append([h.to_dict() for h in hits])
+    return sum(share) / len(share), sum(precision) / len(precision), pages
+
+
+def give_feedback(engine, user: str, likes, labels, n: int) -> None:
+    """Judge results of the training queries until the user has given n judgements in all."""
+    judged = {e.item_id for e in engine.collection.catalog.feedback_events(user)}
+    given = len(judged)
+    rounds = 0
+    while given < n and rounds < 50:
+        rounds += 1
+        for shape in TRAIN_SHAPES:
+            hits = engine.search(query_for(shape), k=20, user=user)
+            good = next((h for h in hits if h.item_id not in judged and likes(labels[h.path])), None)
+            bad = next((h for h in hits if h.item_id not in judged and not likes(labels[h.path])), None)
+            for hit, verdict in ((good, True), (bad, False)):
+                if hit is not None and given < n:
+                    engine.feedback(hit.item_id, verdict, user=user, query=query_for(shape))
+                    judged.add(hit.item_id)
+                    given += 1
+
+
+def latency(engine, user: str, repeats: int) -> dict:
+    """p50/p95 of one text query at k=10 with each stage on and off."""
+    setups = {
+        "retrieval only": dict(rerank=("none",), user=None),
+        "+ mmr": dict(rerank=("mmr",), user=None),
+        "+ personal": dict(rerank=("none",), user=user),
+        "+ mmr + personal (default)": dict(rerank=None, user=user),
+    }
+    out = {}
+    for label, options in setups.items():
+        engine.search("a red circle", k=10, **options)  # warm
+        took = []
+        for i in range(repeats):
+            began = time.perf_counter()
+            engine.search(("a red circle", "a blue square", "a green star")[i % 3], k=10, **options)
+            took.append(time.perf_counter() - began)
+        out[label] = {"p50_ms": percentile_ms(took, 50), "p95_ms": percentile_ms(took, 95)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--photos", type=int, default=600)
+    ap.add_argument("--events", type=int, nargs="+", default=[5, 10, 20])
+    ap.add_argument("--repeats", type=int, default=60)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the engine's own cost on a shared machine)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "personalization.json")
+    args = ap.parse_args(argv)
+    set_torch_threads(args.threads)
+    from mmsearch import Engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home, labels = build(Path(tmp), args.photos)
+        rows = {}
+        with Engine(home) as engine:
+            for user, likes in USERS.items():
+                base_share, base_p10, _ = evaluate(engine, None, likes, labels)
+                others = [u for u in USERS if u != user]
+                before_other = evaluate(engine, others[0], USERS[others[0]], labels)[2]
+                curve = []
+                for n in sorted(args.events):
+                    give_feedback(engine, user, likes, labels, n)
+                    share, p10, _ = evaluate(engine, user, likes, labels)
+                    curve.append({"events": n, "share": round(share, 3), "precision_at_10": round(p10, 3)})
+                after_other = evaluate(engine, others[0], USERS[others[0]], labels)[2]
+                rows[user] = {
+                    "base_share": round(base_share, 3),
+                    "base_precision_at_10": round(base_p10, 3),
+                    "after": curve,
+                    "other_user_unchanged": json.dumps(before_other) == json.dumps(after_other),
+                }
+                print(
+                    f"{user:>5}: share {base_share:.3f} -> "
+                    + ", ".join(f"{c['share']:.3f} after {c['events']}" for c in curve)
+                    + f"; P@10 {base_p10:.3f} -> {curve[-1]['precision_at_10']:.3f}; "
+                    f"{others[0]}'s results unchanged: {rows[user]['other_user_unchanged']}"
+                )
+            timing = latency(engine, "large", args.repeats)
+    for label, t in timing.items():
+        print(f"{label:>28}: p50 {t['p50_ms']} ms, p95 {t['p95_ms']} ms")
+    row = stamp({"photos": args.photos, "users": rows, "latency_k10": timing, "torch_threads": args.threads})
+    print(device_label(row["device"]))
+    append_results(args.out, [row])
+    return row
+
+
+if __name__ == "__main__":
+    main()
