@@ -75,6 +75,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=500, help="seed of the rendered held-out set")
     ap.add_argument("--model", default="tiny")
     ap.add_argument(
+        "--rerank",
+        default="none",
+        help="rerankers for the engine's queries, comma-separated ('none': the index alone; "
+        "'default': the collection's)",
+    )
+    ap.add_argument(
         "--index-kind", default="hnsw", help="the engine's vector index: hnsw, ivf, flat, ..."
     )
     ap.add_argument("--out", type=Path, default=None)
@@ -118,8 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
     pos = {str((args.images / p).resolve()): i for i, p in enumerate(images)}
     t0 = time.perf_counter()
     engine_ids = []
+    rerank = None if args.rerank == "default" else tuple(args.rerank.split(","))
     for q in queries:
-        hits = engine.search(q, max(KS), types=["image"], group=False)
+        hits = engine.search(q, max(KS), types=["image"], group=False, rerank=rerank)
         engine_ids.append(
             [pos.get(str(Path(h.path).resolve()), -1) for h in hits] + [-1] * (max(KS) - len(hits))
         )
@@ -142,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
             "queries": len(queries),
             "brute_force": brute,
             "engine_index": engine_index,
+            "engine_rerank": args.rerank,
             "engine_text_to_image": engine_recall,
             "engine_matches_brute_force_top10": same_top10,
             "engine_recall_loss": {k: brute["text_to_image"][k] - engine_recall[k] for k in KS},
