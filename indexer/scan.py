@@ -155,7 +155,7 @@ class _WalkState:
         self.exts, self.hidden, self.links, self.problems = exts, hidden, links, problems
         self.roots = [resolve_root(r) for r in roots]  # what "inside" means for links
         self.seen_dirs: set[tuple[int, int]] = set()
-        self.seen_files: set[Path] = set()
+        self.seen_files: set[tuple[int, int]] = set()  # (device, inode) of files emitted
         self.system_devices = _system_devices()
 
     def walk_root(self, root: Path) -> Iterator[FileEntry]:
@@ -263,9 +263,12 @@ class _WalkState:
         return None
 
     def _emit(self, path: Path, st: os.stat_result) -> Iterator[FileEntry]:
-        real = Path(os.path.realpath(path))
-        if real not in self.seen_files:
-            self.seen_files.add(real)
+        # The same file reached twice (through a link, or a hard link) is one file. Its identity
+        # is (device, inode) from the stat already taken: a realpath per file cost a third of a
+        # 100,000-file re-scan.
+        identity = (st.st_dev, st.st_ino)
+        if identity not in self.seen_files:
+            self.seen_files.add(identity)
             yield FileEntry(_key(path), st.st_size, st.st_mtime_ns)
 
 

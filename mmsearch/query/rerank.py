@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 PICTURE_KINDS = frozenset({"image", "keyframe"})
 MMR_LAMBDA = 0.5
 """Weight of relevance against novelty in `mmr` (1.0 would be relevance alone)."""
-MMR_FLOOR = 0.9
+MMR_FLOOR = 0.95
 """Cosine below which two pictures are not penalised as alike (distinct scenes keep their order)."""
 RERANK_NAMES = ("itm", "mmr", "cross-encoder")
 """Rerankers by name, in the order they run when several are asked for."""
