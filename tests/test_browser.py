@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -471,3 +472,158 @@ def test_a_link_with_a_malformed_date_says_so(page, library_url):
     text = error_message(page)
     assert "after=last week" in text and "2024-06-01" in text, text
     assert page.locator("#results li").count() == 0  # not silently searched without the filter
+
+
+# ---- feedback, personalisation and diversity ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def feedback_url(indexed_library, mmsearch_server, tmp_path_factory) -> Iterator[str]:
+    """A server on a copy of the library's home: feedback written here leaves the shared one as it was."""
+    home = tmp_path_factory.mktemp("feedback") / "home"
+    shutil.copytree(indexed_library.home, home)
+    with mmsearch_server(home) as url:
+        yield url
+
+
+def names(page) -> list[str]:
+    return [c["name"] for c in cards(page)]
+
+
+def judge(page, index: int, good: bool) -> str:
+    """Press 👍 (or 👎) on the index-th card and wait until the page says it was recorded."""
+    card = page.locator("#results li.card").nth(index)
+    with page.expect_response(re.compile(r"/api/feedback$")) as answer:
+        card.get_by_role("button", name="good result" if good else "bad result").click()
+    assert answer.value.ok, answer.value.text()
+    card.locator(".judged").wait_for()
+    return card.locator(".name").inner_text()
+
+
+def taught(page) -> list[str]:
+    """The rows of the "what I taught it" panel as a person reads them, newest first."""
+    if not page.locator("#taught").evaluate("d => d.open"):
+        page.get_by_text("what I taught it").click()
+    page.wait_for_function(
+        """() => !document.querySelector('#taught[aria-busy=true]')
+                 && document.querySelector('#taught-who').textContent"""
+    )
+    return page.eval_on_selector_all(
+        "#taught-list li",
+        "rows => rows.map(li => [...li.children].map(c => c.textContent).filter(Boolean).join(' '))",
+    )
+
+
+def pressed(page, index: int) -> dict[str, bool]:
+    card = page.locator("#results li.card").nth(index)
+    return {
+        kind: card.locator(f".{kind}").get_attribute("aria-pressed") == "true"
+        for kind in ("good", "bad")
+    }
+
+
+def test_thumbs_reorder_that_users_search_and_no_one_elses(page, feedback_url):
+    first = search_text(page, f"{feedback_url}?user=alice", "a red circle", types=("images",))
+    before = names(page)
+    assert page.input_value("#user") == "alice" and "user=alice" in page.url
+    # 👍 on the last three cards, 👎 on the first two: each is recorded and stays pressed
+    liked = [judge(page, i, True) for i in (9, 8, 7)]
+    disliked = [judge(page, i, False) for i in (0, 1)]
+    assert pressed(page, 9) == {"good": True, "bad": False}
+    assert pressed(page, 0) == {"good": False, "bad": True}
+    assert page.locator("#results li.card").nth(1).locator(".judged").inner_text() == "5 judgements"
+    assert names(page) == before  # the cards do not jump under the pointer
+    rows = taught(page)
+    assert len(rows) == 5 and rows[0] == f"bad {disliked[1]} for “a red circle”", rows
+    assert {r.split()[1] for r in rows} == {*liked, *disliked}
+    assert "As alice: 3 good, 2 bad" in page.inner_text("#taught-who")
+    screenshot(page, "feedback-recorded")
+
+    # refresh: the same search, now in alice's order; the judged cards stay pressed
+    answer = answer_to(page, lambda: page.get_by_role("button", name="refresh").click())
+    after = names(page)
+    assert sorted(after) == sorted(before) and after != before, (before, after)
+    assert after.index(disliked[0]) > before.index(disliked[0])  # pushed down
+    assert min(after.index(n) for n in liked) < 7  # a liked one came up
+    assert any("personal" in hit["parts"] for hit in answer["results"])
+    assert pressed(page, after.index(liked[0])) == {"good": True, "bad": False}
+    assert not page.is_visible("#refresh")
+    screenshot(page, "feedback-reordered")
+
+    # another user name sees the plain order, and nothing taught
+    page.fill("#user", "bob")
+    answer_to(page, lambda: page.press("#user", "Enter"))
+    assert names(page) == before and "user=bob" in page.url
+    assert taught(page) == [] and "Nothing taught yet as bob" in page.inner_text("#taught-who")
+    assert not any(pressed(page, i)["good"] or pressed(page, i)["bad"] for i in range(10))
+
+    # alice again, remembered by the browser; "personal" off gives her the plain order too
+    page.goto(f"{feedback_url}?q=a+red+circle&type=image&k=10")
+    assert page.input_value("#user") == "bob"  # the last name typed, from localStorage
+    wait_for_answer(page)
+    page.fill("#user", "alice")
+    answer_to(page, lambda: page.press("#user", "Enter"))
+    assert names(page) == after
+    with page.expect_request(re.compile(r"/api/search\?.*personal=false")):
+        answer = answer_to(page, lambda: page.get_by_role("switch", name="personal").uncheck())
+    assert names(page) == before and "personal=false" in page.url
+    assert not any("personal" in hit["parts"] for hit in answer["results"])
+    assert [h["path"] for h in answer["results"]] == [h["path"] for h in first["results"]]
+
+
+def test_forget_all_empties_what_i_taught_it(page, feedback_url):
+    search_text(page, f"{feedback_url}?user=carol", "a blue square", types=("images",))
+    kept = judge(page, 2, True)
+    assert page.locator("#results li.card").nth(2).locator(".judged").inner_text() == "1 judgement"
+    rows = taught(page)
+    assert rows == [f"good {kept} for “a blue square”"], rows
+    assert page.inner_text("#taught-count") == "(1)"
+    screenshot(page, "taught-panel")
+
+    page.once("dialog", lambda d: d.dismiss())  # "Forget all ...?" -> Cancel keeps everything
+    page.get_by_role("button", name="forget all").click()
+    assert taught(page) == rows
+
+    questions = []
+    page.once("dialog", lambda d: (questions.append(d.message), d.accept()))
+    with page.expect_response(lambda r: r.request.method == "DELETE"):
+        page.get_by_role("button", name="forget all").click()
+    page.wait_for_function(
+        "() => /Nothing taught/.test(document.querySelector('#taught-who').textContent)"
+    )
+    assert "1 judgement taught as carol" in questions[0], questions
+    assert taught(page) == [] and page.inner_text("#taught-count") == ""
+    assert not page.is_visible("#forget")
+    assert pressed(page, 2) == {"good": False, "bad": False}
+    screenshot(page, "taught-forgotten")
+
+
+def test_the_diversity_switch_turns_the_rerankers_off(page, library_url):
+    default = search_text(page, library_url, "a red circle", types=("images",))
+    assert page.is_checked("#diversity") and "rerank=" not in page.url
+    assert any({"mmr", "itm"} & set(hit["parts"]) for hit in default["results"])
+    with page.expect_request(re.compile(r"/api/search\?.*rerank=none")):
+        plain = answer_to(page, lambda: page.get_by_role("switch", name="diversity").uncheck())
+    assert not any({"mmr", "itm"} & set(hit["parts"]) for hit in plain["results"])
+    assert "rerank=none" in page.url
+    page.reload()  # kept in the address
+    wait_for_answer(page)
+    assert not page.is_checked("#diversity")
+    with page.expect_request(lambda r: "/api/search?" in r.url and "rerank" not in r.url):
+        answer_to(page, lambda: page.get_by_role("switch", name="diversity").check())
+
+
+def test_a_judgement_that_fails_says_so(page, library_url):
+    search_text(page, library_url, "a red circle", types=("images",))
+    name = cards(page)[0]["name"]
+    page.route(
+        "**/api/feedback",
+        lambda route: route.fulfill(
+            status=404,
+            json={"error": "No item 1 in this collection (it may have been re-indexed)."},
+        ),
+    )
+    card_button(page, 0, "good result").click()
+    text = error_message(page)
+    assert name in text and "re-indexed" in text, text
+    assert pressed(page, 0) == {"good": False, "bad": False}  # nothing was recorded

@@ -1,4 +1,5 @@
-// mmsearch search page: plain JS over the JSON API (/api/search, /api/search/image, /api/status).
+// mmsearch search page: plain JS over the JSON API (/api/search, /api/search/image, /api/status,
+// /api/feedback, /api/profile).
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -20,6 +21,13 @@ const query = { q: "", image: null, like: [], unlike: [] };
 const itemLabels = new Map(); // item id -> {name, thumbnail_url} of items seen on cards
 let shown = 0; // cards on the page, the next page's offset
 let latest = 0; // number of the newest request: older answers arriving late are dropped
+
+// Feedback: whose it is (empty = the server's user), and their latest judgement of each item,
+// so a judged card shows its button pressed in every later search.
+const USER_KEY = "mmsearch.user";
+const judged = new Map(); // item id -> true (good) or false (bad)
+let profileRequest = 0; // number of the newest profile request, like `latest`
+let taughtCount = 0; // judgements in the profile panel, for the "forget all" question
 
 // ------------------------------------------------------------------ helpers
 
@@ -64,6 +72,10 @@ function filterParams() {
   for (const w of words($("#not").value)) params.append("not", w);
   if ($("#sort").value !== "relevance") params.set("sort", $("#sort").value);
   if ($("#cutoff").checked) params.set("cutoff", "auto");
+  const user = currentUser();
+  if (user) params.set("user", user);
+  if (!$("#personal").checked) params.set("personal", "false");
+  if (!$("#diversity").checked) params.set("rerank", "none"); // on: the collection's own rerankers
   return params;
 }
 
@@ -74,6 +86,37 @@ function queryParams() {
   for (const id of query.like) params.append("like", id);
   for (const id of query.unlike) params.append("unlike", id);
   return params;
+}
+
+function currentUser() {
+  return $("#user").value.trim();
+}
+
+// `user=NAME` for the profile endpoints; nothing for the server's user.
+function userParam() {
+  const user = currentUser();
+  return user ? `?${new URLSearchParams({ user })}` : "";
+}
+
+function storedUser() {
+  try {
+    return localStorage.getItem(USER_KEY) || "";
+  } catch {
+    return ""; // storage refused (private mode, file://): the field starts empty
+  }
+}
+
+function storeUser(user) {
+  try {
+    if (user) localStorage.setItem(USER_KEY, user);
+    else localStorage.removeItem(USER_KEY);
+  } catch {
+    // the name still travels in the address
+  }
+}
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
 function showError(text) {
@@ -154,8 +197,48 @@ function card(hit) {
   node.dataset.item = hit.item_id;
   node.querySelector(".like").addEventListener("click", () => moreLike(hit));
   node.querySelector(".unlike").addEventListener("click", () => lessLike(hit));
+  node.querySelector(".good").addEventListener("click", () => judge(hit, true, node));
+  node.querySelector(".bad").addEventListener("click", () => judge(hit, false, node));
+  showJudgement(node, judged.get(hit.item_id));
   node.querySelector(".parts").append(...why(hit));
   return node;
+}
+
+// Press the card's good or bad button (or neither, for undefined).
+function showJudgement(node, good) {
+  node.querySelector(".good").setAttribute("aria-pressed", String(good === true));
+  node.querySelector(".bad").setAttribute("aria-pressed", String(good === false));
+}
+
+// 👍 or 👎 on a card: recorded for the chosen user with the query it was given for; the order
+// changes on the next search (or "refresh"), not under the person's pointer.
+async function judge(hit, good, node) {
+  if (judged.get(hit.item_id) === good) return; // already recorded: the button is pressed
+  showError("");
+  const body = { item_id: hit.item_id, good };
+  if (currentUser()) body.user = currentUser();
+  if (query.q) body.query = query.q;
+  const buttons = node.querySelectorAll(".judge button");
+  for (const b of buttons) b.disabled = true;
+  try {
+    const data = await fetchJson("/api/feedback", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    judged.set(hit.item_id, good);
+    showJudgement(node, good);
+    // The running count on the card judged last; the others keep their pressed button.
+    for (const note of results.querySelectorAll(".judged")) note.textContent = "";
+    node.querySelector(".judged").textContent = plural(data.judgements, "judgement");
+    node.querySelector(".judged").title = `${data.user} has judged ${plural(data.judgements, "result")}`;
+    $("#refresh").hidden = false;
+    loadProfile();
+  } catch (err) {
+    showError(`Could not record that ${fileName(hit.path)} is ${good ? "good" : "bad"}: ${err.message}`);
+  } finally {
+    for (const b of buttons) b.disabled = false;
+  }
 }
 
 function describe(data) {
@@ -300,7 +383,10 @@ async function run({ append = false } = {}) {
   // be in it, so a picture search keeps only the filters there.
   if (!append) history.replaceState(null, "", `?${query.image ? filterParams() : params}`);
   if (append) params.set("offset", shown);
-  if (!append) summary.textContent = "Searching\u2026";
+  if (!append) {
+    summary.textContent = "Searching\u2026";
+    $("#refresh").hidden = true; // this search reads the feedback given so far
+  }
   try {
     let data;
     if (query.image) {
@@ -377,6 +463,83 @@ function hasQuery() {
   return Boolean(query.q || query.image || query.like.length);
 }
 
+// ------------------------------------------------------------------ what I taught it
+
+// The chosen user's judgements, newest first, in the "what I taught it" panel; also which cards
+// show a pressed button.
+async function loadProfile() {
+  const request = ++profileRequest;
+  const panel = $("#taught");
+  panel.setAttribute("aria-busy", "true");
+  try {
+    const data = await fetchJson(`/api/profile${userParam()}`);
+    if (request === profileRequest) renderProfile(data);
+  } catch (err) {
+    if (request !== profileRequest) return;
+    $("#taught-who").textContent = `Could not read what was taught: ${err.message}`;
+    $("#taught-who").classList.add("error");
+  } finally {
+    if (request === profileRequest) panel.removeAttribute("aria-busy");
+  }
+}
+
+function renderProfile(data) {
+  judged.clear();
+  for (const e of data.events) if (e.item_id !== null) judged.set(e.item_id, e.label > 0);
+  for (const node of results.querySelectorAll("li.card")) {
+    showJudgement(node, judged.get(Number(node.dataset.item)));
+  }
+  if (!currentUser()) $("#user").placeholder = `${data.user} (the server's user)`;
+  taughtCount = data.events.length;
+  $("#taught-count").textContent = taughtCount ? `(${taughtCount})` : "";
+  const who = $("#taught-who");
+  who.classList.remove("error");
+  who.textContent = taughtCount
+    ? `As ${data.user}: ${data.good} good, ${data.bad} bad` +
+      (data.model ? ` \u00b7 learned with ${data.model.kind}` : "") +
+      (data.unresolved ? ` \u00b7 ${data.unresolved} no longer indexed` : "")
+    : `Nothing taught yet as ${data.user}: mark results good or bad with the thumbs on each card.`;
+  $("#taught-list").replaceChildren(...data.events.slice().reverse().map(taughtRow));
+  $("#forget").hidden = !taughtCount;
+}
+
+function taughtRow(event) {
+  const li = document.createElement("li");
+  const good = event.label > 0;
+  li.className = good ? "good" : "bad";
+  const icon = $("#card").content.querySelector(good ? ".good svg" : ".bad svg").cloneNode(true);
+  const verdict = Object.assign(document.createElement("span"), {
+    className: "verdict", textContent: good ? "good" : "bad",
+  });
+  const name = Object.assign(document.createElement("span"), {
+    className: "name",
+    textContent: event.path ? fileName(event.path) : "a file no longer indexed",
+    title: event.path || "",
+  });
+  li.append(icon, verdict, name);
+  if (event.query) {
+    li.append(Object.assign(document.createElement("span"), {
+      className: "for", textContent: `for \u201c${event.query}\u201d`,
+    }));
+  }
+  return li;
+}
+
+async function forgetAll() {
+  const who = currentUser() || "the server's user";
+  if (!confirm(`Forget all ${plural(taughtCount, "judgement")} taught as ${who}? ` +
+               "Their searches go back to the plain order.")) return;
+  try {
+    await fetchJson(`/api/profile${userParam()}`, { method: "DELETE" });
+  } catch (err) {
+    showError(`Could not forget what was taught as ${who}: ${err.message}`);
+    return;
+  }
+  for (const note of results.querySelectorAll(".judged")) note.textContent = "";
+  if (results.children.length) $("#refresh").hidden = false;
+  await loadProfile();
+}
+
 async function loadStatus() {
   const el = $("#status");
   try {
@@ -402,11 +565,22 @@ form.addEventListener("submit", (ev) => {
 
 // A changed filter or option applies to what is on screen at once.
 form.addEventListener("change", (ev) => {
-  if (ev.target.id === "q" || !hasQuery()) return;
-  run();
+  if (ev.target.id === "q") return;
+  if (hasQuery()) run();
+  else history.replaceState(null, "", `?${filterParams()}`); // kept for the next search and a reload
 });
 
 more.addEventListener("click", () => run({ append: true }));
+$("#refresh").addEventListener("click", () => run());
+
+// Another user name: their own feedback and panel (the form's change handler searches again).
+$("#user").addEventListener("change", () => {
+  storeUser(currentUser());
+  judged.clear();
+  loadProfile();
+});
+$("#taught").addEventListener("toggle", () => { if ($("#taught").open) loadProfile(); });
+$("#forget").addEventListener("click", forgetAll);
 
 $("#file").addEventListener("change", (ev) => {
   if (ev.target.files.length) searchImage(ev.target.files[0]);
@@ -454,11 +628,15 @@ viewer.addEventListener("close", () => {
   $("#path").value = params.get("path") || "";
   $("#not").value = params.getAll("not").join(", ");
   $("#cutoff").checked = params.get("cutoff") === "auto";
+  $("#user").value = params.get("user") ?? storedUser(); // a link's user wins for this page
+  $("#personal").checked = params.get("personal") !== "false";
+  $("#diversity").checked = !params.getAll("rerank").includes("none");
   const ids = (name) => params.getAll(name).filter((v) => /^\d+$/.test(v)).map(Number);
   Object.assign(query, { q: params.get("q") || "", like: ids("like"), unlike: ids("unlike") });
   $("#q").value = query.q;
   renderTerms();
   loadStatus();
+  loadProfile();
   // A date input cannot hold a malformed date; say so rather than search without it.
   const bad = [];
   for (const name of ["after", "before"]) {
