@@ -185,7 +185,7 @@ def test_v2_catalog_with_passages_migrates_and_is_keyword_searchable(tmp_path):
     engine.dispose()
 
     with Catalog.open(db_path) as c:
-        assert c.schema_version == SCHEMA_VERSION == 3 and c.has_keyword_index
+        assert c.schema_version == SCHEMA_VERSION and c.has_keyword_index
         assert c.keyword_search("zanzibar", 5)[0][0] == 5  # backfilled by 'rebuild'
         assert [i for i, _ in c.keyword_search("ferry", 5)] == [6]
         c.upsert_asset_with_items(
@@ -211,7 +211,7 @@ def test_failed_v3_step_leaves_version_2(tmp_path, monkeypatch):
     assert "items_fts" not in inspect(engine).get_table_names()  # rolled back with the version
     monkeypatch.setitem(MIGRATIONS, 3, real)
     with Catalog.open(db_path) as c:
-        assert c.schema_version == 3 and c.has_keyword_index
+        assert c.schema_version == SCHEMA_VERSION and c.has_keyword_index
 
 
 def test_non_sqlite_databases_skip_keyword_search(cat, tmp_path):
