@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from mmsearch.query.model import Query
     from mmsearch.query.stages import Candidate, SearchContext
 
-INFLUENCE = 1.5
+INFLUENCE = 3.0
 """Largest score shift, in standard deviations of the window's scores, once feedback is plenty."""
 HALF_AT = 5
 """Events after which the influence is half its largest (it grows as feedback accumulates)."""
