@@ -515,3 +515,23 @@ def test_a_second_writer_on_the_same_home_is_refused_with_a_message(tmp_path):
         assert busy.returncode != 0 and "is writing to" in busy.stderr
     with Collection(home) as again, again.writer():  # released when the holder is done
         pass
+
+
+def test_vectors_are_validated_before_anything_is_committed(tmp_path: Path) -> None:
+    """NaN, infinity and a wrong shape are refused with a typed error; nothing half-committed."""
+    from mmsearch.catalog import AssetInfo, ItemData
+    from mmsearch.errors import InvalidVectorError
+
+    home = tmp_path / "home"
+    with Collection(home) as c, c.writer() as w:
+        w.bind_encoder("test", 4)
+        good = np.array([1, 0, 0, 0], np.float32)
+        w.write(AssetInfo(path=str(tmp_path / "ok.jpg"), kind="image", size=1, mtime_ns=1, content_hash="a"),
+                [ItemData("image", None, None, None, good)])
+        for bad in (np.array([np.nan, 0, 0, 1], np.float32), np.array([np.inf, 0, 0, 0], np.float32),
+                    np.array([1, 0, 0], np.float32)):
+            asset = AssetInfo(path=str(tmp_path / "bad.jpg"), kind="image", size=1, mtime_ns=1, content_hash="b")
+            with pytest.raises(InvalidVectorError):
+                w.write(asset, [ItemData("image", None, None, None, good), ItemData("image", None, None, None, bad)])
+        assert c.catalog.asset_by_path(tmp_path / "bad.jpg") is None
+        assert c.catalog.item_ids().tolist() == [1] and w.vectors.count == 1

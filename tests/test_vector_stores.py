@@ -1,0 +1,57 @@
+"""The shared `VectorStore` test, run on every registered store (and every kind of the file store):
+a new backend (Milvus, pgvector, ...) registers itself and joins this list."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmsearch.store import VectorStore, open_vector_store
+from mmsearch.store.registry import vector_store_schemes
+from mmsearch.vectors import BACKENDS
+
+DIM = 16
+CASES = [(scheme, kind) for scheme in vector_store_schemes() for kind in sorted(BACKENDS)]
+
+
+def unit(rng, n):
+    x = rng.normal(size=(n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(params=CASES, ids=[f"{s}-{k}" for s, k in CASES])
+def store_factory(request, tmp_path):
+    scheme, kind = request.param
+
+    def make() -> VectorStore:
+        return open_vector_store(
+            scheme, home=tmp_path, name="vectors", dim=DIM, encoder="test", preference=kind,
+            owner="collection-a",
+        )  # fmt: skip
+
+    return make
+
+
+def test_store_add_search_remove_flush_reopen(store_factory):
+    rng = np.random.default_rng(3)
+    store = store_factory()
+    assert isinstance(store, VectorStore) and store.count == 0 and store.dim == DIM
+    vecs = unit(rng, 200)
+    ids = np.arange(200, dtype=np.int64) * 5 + 7
+    store.add(ids, vecs)
+    store.add(ids[:10], vecs[:10])  # an upsert: replaying a batch counts once
+    assert store.count == 200 and sorted(store.ids().tolist()) == ids.tolist()
+    scores, found = store.search(vecs[:5], 3)
+    assert found[:, 0].tolist() == ids[:5].tolist() and np.allclose(scores[:, 0], 1, atol=1e-3)
+    allowed = ids[100:110]
+    _, only = store.search(vecs[:5], 5, allowed=allowed)
+    assert np.isin(only, allowed).all() and (only >= 0).all()
+    got_ids, got = store.vectors(ids[[3, 1]])
+    assert got_ids.tolist() == ids[[3, 1]].tolist() and np.allclose(got, vecs[[3, 1]], atol=1e-3)
+    assert store.remove(ids[:50]) == 50 and store.count == 150
+    assert store.remove(np.array([999_999])) == 0
+    store.flush(generation=7)
+    again = store_factory()
+    assert again.count == 150 and sorted(again.ids().tolist()) == ids[50:].tolist()
+    _, found = again.search(vecs[60:61], 1)
+    assert found[0, 0] == ids[60]
