@@ -542,11 +542,12 @@ def test_thumbs_reorder_that_users_search_and_no_one_elses(page, feedback_url):
     # refresh: the same search, now in alice's order; the judged cards stay pressed
     answer = answer_to(page, lambda: page.get_by_role("button", name="refresh").click())
     after = names(page)
-    assert sorted(after) == sorted(before) and after != before, (before, after)
-    assert after.index(disliked[0]) > before.index(disliked[0])  # pushed down
-    assert min(after.index(n) for n in liked) < 7  # a liked one came up
+    assert after != before, (before, after)  # the top 50 are reordered: others may come in
+    assert disliked[0] not in after or after.index(disliked[0]) > before.index(disliked[0])
+    assert min(after.index(n) for n in liked if n in after) < 7  # a liked one came up
     assert any("personal" in hit["parts"] for hit in answer["results"])
-    assert pressed(page, after.index(liked[0])) == {"good": True, "bad": False}
+    shown = next(n for n in liked if n in after)
+    assert pressed(page, after.index(shown)) == {"good": True, "bad": False}
     assert not page.is_visible("#refresh")
     screenshot(page, "feedback-reordered")
 
