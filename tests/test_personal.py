@@ -14,7 +14,14 @@ from indexer.pipeline import IndexOptions
 from mmsearch.cli import app
 from mmsearch.engine import Engine
 from mmsearch.errors import NotFoundError
-from mmsearch.query.personal import INFLUENCE, MAX_Z, fit_logistic, learn_profile, personal_shift, rocchio
+from mmsearch.query.personal import (
+    INFLUENCE,
+    MAX_Z,
+    fit_logistic,
+    learn_profile,
+    personal_shift,
+    rocchio,
+)
 from mmsearch.synth.media import write_photo_folder
 
 
