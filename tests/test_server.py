@@ -444,3 +444,30 @@ def test_feedback_personalises_one_user_only_through_http(collection, tmp_path):
         cross = c.post("/api/feedback", json={"item_id": order[0], "good": True}, headers={"Origin": "https://evil.example"})
         assert cross.status_code == 403
     mine.close()
+
+
+def test_slow_calls_time_out_and_a_full_server_says_busy():
+    """Requests run concurrently in bounded slots; a slow one is answered 504, a waiting one 503."""
+    from mmsearch.server.app import EngineHost, RequestTimeout, ServerBusy, status_for
+
+    gate = threading.Event()
+    host = EngineHost(lambda: object(), slots=1, wait_s=0.3, timeout_s=0.3)
+
+    def slow(_engine):
+        gate.wait(5)
+        return "done"
+
+    with pytest.raises(RequestTimeout) as timed_out:
+        host.call(slow)
+    assert status_for(timed_out.value) == 504
+    with pytest.raises(ServerBusy) as busy:  # the slow call still holds the only slot
+        host.call(lambda _e: "quick")
+    assert status_for(busy.value) == 503
+    gate.set()
+    time.sleep(0.2)
+    assert host.call(lambda _e: "quick") == "quick"  # its slot came back when it ended
+    both = ThreadPoolExecutor(4)
+    wide = EngineHost(lambda: object(), slots=4, wait_s=5, timeout_s=5)
+    started = time.perf_counter()
+    list(both.map(lambda _i: wide.call(lambda _e: time.sleep(0.3)), range(4)))
+    assert time.perf_counter() - started < 1.0  # four at once, not one after another

@@ -15,6 +15,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -70,10 +72,15 @@ FILE_CSP = "sandbox"
 
 MAX_CONCURRENT_SEARCHES = 4  # searches run at once; on 2 cores more only add queueing
 SLOT_WAIT_S = 30.0  # a request waits at most this long for a search slot, then gets 503
+REQUEST_TIMEOUT_S = 60.0  # a call that runs longer is answered 504 (it finishes in its slot)
 
 
 class ServerBusy(MmsearchError):
     """Every search slot stayed taken for the whole wait: the client should retry (503)."""
+
+
+class RequestTimeout(MmsearchError):
+    """A call ran past the request time limit; the client gets 504 while it finishes."""
 
 
 class CollectionNotReady(ConfigError):
@@ -84,6 +91,7 @@ class CollectionNotReady(ConfigError):
 STATUS_BY_ERROR: tuple[tuple[type[MmsearchError], int], ...] = (
     (CollectionNotReady, 503),
     (ServerBusy, 503),
+    (RequestTimeout, 504),
     (NotFoundError, 404),
     (media.DecodeBusy, 503),
     (QueryError, 400),
@@ -119,12 +127,15 @@ class EngineHost:
         factory: Callable[[], Engine],
         slots: int = MAX_CONCURRENT_SEARCHES,
         wait_s: float = SLOT_WAIT_S,
+        timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         self._factory = factory
         self._engine: Engine | None = None
         self._create = threading.Lock()
         self._slots = threading.BoundedSemaphore(slots)
         self._wait_s = wait_s
+        self._timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="mmsearch-search")
 
     def _get(self) -> Engine:
         with self._create:
@@ -133,23 +144,39 @@ class EngineHost:
             return self._engine
 
     def call(self, fn: Callable[[Engine], T]) -> T:
-        """Run fn with the engine in a free slot; says 'not ready' (503) when there is no collection."""
+        """Run fn with the engine in a free slot; says 'not ready' (503) when there is no collection.
+
+        A call that runs longer than `timeout_s` is answered 504; it keeps its slot until it
+        ends, so a burst of slow requests cannot start more work than there are slots.
+        """
         if not self._slots.acquire(timeout=self._wait_s):
             raise ServerBusy(
                 f"The server is busy ({self._wait_s:.0f} s without a free search slot); try again."
             )
         try:
-            engine = self._get()
-            try:
-                return fn(engine)
-            except CollectionNotReady:
-                raise
-            except ConfigError as exc:
-                if not _has_collection(engine):
-                    raise CollectionNotReady(str(exc)) from exc
-                raise
-        finally:
+            future = self._pool.submit(self._run, fn)
+        except BaseException:
             self._slots.release()
+            raise
+        future.add_done_callback(lambda _f: self._slots.release())
+        try:
+            return future.result(timeout=self._timeout_s)
+        except FutureTimeout:
+            raise RequestTimeout(
+                f"The search took longer than {self._timeout_s:.0f} s and was given up; narrow it "
+                "(filters, a smaller k) or try again."
+            ) from None
+
+    def _run(self, fn: Callable[[Engine], T]) -> T:
+        engine = self._get()
+        try:
+            return fn(engine)
+        except CollectionNotReady:
+            raise
+        except ConfigError as exc:
+            if not _has_collection(engine):
+                raise CollectionNotReady(str(exc)) from exc
+            raise
 
     def warm(self) -> None:
         """Load the model before the first search, when there is a collection to search."""
@@ -159,6 +186,7 @@ class EngineHost:
             log.warning("not loading the model yet: %s", exc)
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         with self._create:
             if self._engine is not None:
                 self._engine.close()
