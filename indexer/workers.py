@@ -47,7 +47,7 @@ from indexer.sources.text import TextOptions
 from indexer.sources.video import VideoOptions
 from mmsearch.errors import DecodeError, MissingDependencyError, MmsearchError
 from mmsearch.models.preprocess import ImagePreprocess
-from mmsearch.paths import key_path, path_key
+from mmsearch.paths import is_utf8, key_path, path_key
 
 log = logging.getLogger(__name__)
 
@@ -180,15 +180,7 @@ def short_reason(exc: BaseException | str, path: Path | str) -> str:
     text = str(exc)
     prefix = f"{path}: "
     text = text[len(prefix) :] if text.startswith(prefix) else text
-    return path_key(text) if not _is_utf8(text) else text
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return text if is_utf8(text) else path_key(text)
 
 
 def normalise_pixels(pixels: np.ndarray, preprocess: ImagePreprocess) -> np.ndarray:

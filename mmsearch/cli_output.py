@@ -151,20 +151,20 @@ def summary_table(summary: IndexSummary) -> Table:
 
 
 def skipped_table(summary: IndexSummary) -> Table:
-    table = Table(title="Skipped files", title_justify="left")
-    table.add_column("path", overflow="fold")
-    table.add_column("reason", overflow="fold")
-    for s in summary.skipped:
-        table.add_row(_plain(s.path), _plain(s.reason))
-    return table
+    return _files_table("Skipped files", "reason", [(s.path, s.reason) for s in summary.skipped])
 
 
 def truncated_table(summary: IndexSummary) -> Table:
-    table = Table(title="Indexed in part", title_justify="left")
+    return _files_table("Indexed in part", "what was kept", [(t.path, t.note) for t in summary.truncated])
+
+
+def _files_table(title: str, why: str, rows: list[tuple[str, str]]) -> Table:
+    """Files with a note each, printed literally."""
+    table = Table(title=title, title_justify="left")
     table.add_column("path", overflow="fold")
-    table.add_column("what was kept", overflow="fold")
-    for t in summary.truncated:
-        table.add_row(_plain(t.path), _plain(t.note))
+    table.add_column(why, overflow="fold")
+    for path, note in rows:
+        table.add_row(_plain(path), _plain(note))
     return table
 
 

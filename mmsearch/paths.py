@@ -42,7 +42,7 @@ def cache_dir() -> Path:
 def path_key(path: str | os.PathLike[str]) -> str:
     """The text the catalog stores for a file path; see the note above."""
     text = os.fspath(path)
-    if "\\" not in text and _is_utf8(text):
+    if "\\" not in text and is_utf8(text):
         return text
     out = []
     for ch in text:
@@ -87,7 +87,8 @@ def key_path(key: str) -> Path:
     return Path("".join(out))
 
 
-def _is_utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
+    """Whether a str can be written as UTF-8 (no undecodable file-name bytes in it)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
