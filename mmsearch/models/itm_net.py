@@ -41,11 +41,17 @@ class _Attention(nn.Module):
         self.out = nn.Linear(width, width)
         self.self_attention = self_attention
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         n, t, w = x.shape
         h = self.heads
         q = self.q(x).view(n, t, h, w // h).transpose(1, 2)
-        k, v = self.kv(context).view(context.shape[0], context.shape[1], 2, h, w // h).permute(2, 0, 3, 1, 4)
+        k, v = (
+            self.kv(context)
+            .view(context.shape[0], context.shape[1], 2, h, w // h)
+            .permute(2, 0, 3, 1, 4)
+        )
         if k.shape[0] != n:  # one context for every row (score_one's text, or one image)
             k, v = k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -63,7 +69,9 @@ class _Block(nn.Module):
         self.norm_mlp = nn.LayerNorm(width)
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
 
-    def forward(self, x: torch.Tensor, image: torch.Tensor, text_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, image: torch.Tensor, text_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         y = self.norm_self(x)
         x = x + self.self_attn(y, y, text_mask)
         x = x + self.cross_attn(self.norm_cross(x), image, None)
@@ -108,6 +116,8 @@ def _padding_mask(ids: torch.Tensor, n: int) -> torch.Tensor | None:
     pad = ids == PAD
     if not bool(pad.any()):
         return None
-    mask = torch.zeros(pad.shape, dtype=torch.float32, device=ids.device).masked_fill(pad, float("-inf"))
+    mask = torch.zeros(pad.shape, dtype=torch.float32, device=ids.device).masked_fill(
+        pad, float("-inf")
+    )
     mask = mask[:, None, None, :]
     return mask.expand(n, -1, -1, -1) if mask.shape[0] != n else mask

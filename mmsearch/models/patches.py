@@ -54,7 +54,9 @@ def encode_with_patches(
     return _normalised(embeddings), patches.numpy()
 
 
-def patch_shape(model: Any, image_size: int | None = None, *, grid: int = DEFAULT_GRID) -> tuple[int, int]:
+def patch_shape(
+    model: Any, image_size: int | None = None, *, grid: int = DEFAULT_GRID
+) -> tuple[int, int]:
     """(P, D) that `patch_features` gives for this model, from one blank image."""
     import torch
 
@@ -71,7 +73,9 @@ def bytes_per_item(shape: tuple[int, int]) -> int:
 # ---------------------------------------------------------------- the forward pass
 
 
-def _forward(model: Any, pixels: torch.Tensor, grid: int, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _forward(
+    model: Any, pixels: torch.Tensor, grid: int, precision: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     import torch
 
     if grid < 1:

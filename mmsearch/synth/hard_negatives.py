@@ -8,6 +8,7 @@ minimal pairs, so the training data and the reranking benchmark draw them from h
 kind                what changes (nothing else does)
 ==================  =================================================================
 ``swap_colours``    two objects of different shapes exchange their colours
+``colour``          one object takes another colour the background allows
 ``shape``           one object becomes another shape
 ``count``           a copy of an object is added, or one object is taken away
 ``position``        two objects exchange places, or one moves to a free place
@@ -23,18 +24,20 @@ circle" is true of any scene that holds a red circle.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache
 
 from mmsearch.synth import vocab
 from mmsearch.synth.captions import scene_captions
-from mmsearch.synth.scene import Scene, ShapeObject
+from mmsearch.synth.scene import Scene, ShapeObject, allowed_colours
 
-NEGATIVE_KINDS: tuple[str, ...] = ("swap_colours", "shape", "count", "position", "size")
+NEGATIVE_KINDS: tuple[str, ...] = ("swap_colours", "colour", "shape", "count", "position", "size")
 
 _PREFIXES = ("a photo of ", "a picture of ", "an image of ", "a drawing of ")
 
 
+@lru_cache(maxsize=262144)
 def caption_key(caption: str) -> str:
     """What truth is judged on: the caption's object phrases in sorted order, without a prefix.
 
@@ -67,27 +70,35 @@ def describes(caption: str, scene: Scene) -> bool:
 
 
 def distinguishing_captions(scene: Scene, other: Scene) -> list[str]:
-    """Captions of `scene` that are false of `other`, whole-scene captions first (sorted)."""
-    whole = [c for c in scene_captions(scene) if not describes(c, other)]
-    partial = [
-        c for c in scene_captions(scene, partial=True)[len(scene_captions(scene)) :]
-        if not describes(c, other)
-    ]
-    return whole + partial
+    """Captions of `scene` that are false of `other`: whole-scene ones first, then partial ones."""
+    return list(_distinguishing(scene.objects, other.objects))
+
+
+@lru_cache(maxsize=262144)
+def _distinguishing(
+    objects: tuple[ShapeObject, ...], others: tuple[ShapeObject, ...]
+) -> tuple[str, ...]:
+    false_of_other = _true_keys(others)
+    captions = scene_captions(Scene(objects, background=None), partial=True)  # type: ignore[arg-type]
+    return tuple(c for c in captions if caption_key(c) not in false_of_other)
 
 
 def mutate(scene: Scene, kind: str, rng: random.Random) -> Scene | None:
     """The scene with one fact of `kind` changed, or None when the scene has no such change."""
     if kind not in _MUTATIONS:
-        raise ValueError(f"unknown hard-negative kind {kind!r}; choose one of {', '.join(NEGATIVE_KINDS)}")
-    objects = _MUTATIONS[kind](list(scene.objects), rng)
+        raise ValueError(
+            f"unknown hard-negative kind {kind!r}; choose one of {', '.join(NEGATIVE_KINDS)}"
+        )
+    objects = _MUTATIONS[kind](scene, rng)
     if objects is None:
         return None
     twin = replace(scene, objects=tuple(_at_most_one_large(objects)), extra={"negative": kind})
     return twin if true_captions(twin) != true_captions(scene) else None
 
 
-def hard_negative(scene: Scene, rng: random.Random, kinds: tuple[str, ...] = NEGATIVE_KINDS) -> Scene | None:
+def hard_negative(
+    scene: Scene, rng: random.Random, kinds: tuple[str, ...] = NEGATIVE_KINDS
+) -> Scene | None:
     """A twin of the scene one fact away, of a random kind that applies to it."""
     order = list(kinds)
     rng.shuffle(order)
@@ -100,7 +111,9 @@ def hard_negative(scene: Scene, rng: random.Random, kinds: tuple[str, ...] = NEG
 
 # ---------------------------------------------------------------- the mutations
 
-def _swap_colours(objects: list[ShapeObject], rng: random.Random) -> list[ShapeObject] | None:
+
+def _swap_colours(scene: Scene, rng: random.Random) -> list[ShapeObject] | None:
+    objects = scene.objects
     pairs = [
         (i, j)
         for i in range(len(objects))
@@ -116,14 +129,29 @@ def _swap_colours(objects: list[ShapeObject], rng: random.Random) -> list[ShapeO
     return out
 
 
-def _shape(objects: list[ShapeObject], rng: random.Random) -> list[ShapeObject]:
+def _colour(scene: Scene, rng: random.Random) -> list[ShapeObject] | None:
+    objects = scene.objects
     i = rng.randrange(len(objects))
+    choices = [c for c in allowed_colours(scene.background) if c != objects[i].colour]
+    if not choices:
+        return None
     out = list(objects)
-    out[i] = replace(objects[i], shape=rng.choice([s for s in vocab.SHAPES if s != objects[i].shape]))
+    out[i] = replace(objects[i], colour=rng.choice(choices))
     return out
 
 
-def _count(objects: list[ShapeObject], rng: random.Random) -> list[ShapeObject] | None:
+def _shape(scene: Scene, rng: random.Random) -> list[ShapeObject]:
+    objects = scene.objects
+    i = rng.randrange(len(objects))
+    out = list(objects)
+    out[i] = replace(
+        objects[i], shape=rng.choice([s for s in vocab.SHAPES if s != objects[i].shape])
+    )
+    return out
+
+
+def _count(scene: Scene, rng: random.Random) -> list[ShapeObject] | None:
+    objects = scene.objects
     can_add = len(objects) < vocab.MAX_OBJECTS
     can_remove = len(objects) > vocab.MIN_OBJECTS
     if can_add and (not can_remove or rng.random() < 0.5):
@@ -137,7 +165,8 @@ def _count(objects: list[ShapeObject], rng: random.Random) -> list[ShapeObject] 
     return None
 
 
-def _position(objects: list[ShapeObject], rng: random.Random) -> list[ShapeObject]:
+def _position(scene: Scene, rng: random.Random) -> list[ShapeObject]:
+    objects = scene.objects
     pairs = [
         (i, j)
         for i in range(len(objects))
@@ -156,7 +185,8 @@ def _position(objects: list[ShapeObject], rng: random.Random) -> list[ShapeObjec
     return out
 
 
-def _size(objects: list[ShapeObject], rng: random.Random) -> list[ShapeObject]:
+def _size(scene: Scene, rng: random.Random) -> list[ShapeObject]:
+    objects = scene.objects
     i = rng.randrange(len(objects))
     out = list(objects)
     if objects[i].size == "large":
@@ -179,8 +209,9 @@ def _at_most_one_large(objects: list[ShapeObject]) -> list[ShapeObject]:
     return out
 
 
-_MUTATIONS = {
+_MUTATIONS: dict[str, Callable[[Scene, random.Random], list[ShapeObject] | None]] = {
     "swap_colours": _swap_colours,
+    "colour": _colour,
     "shape": _shape,
     "count": _count,
     "position": _position,

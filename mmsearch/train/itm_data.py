@@ -13,28 +13,39 @@ import random
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from mmsearch.synth import Scene, sample_scene
-from mmsearch.synth.hard_negatives import NEGATIVE_KINDS, hard_negative
+from mmsearch.synth.hard_negatives import NEGATIVE_KINDS, hard_negative, mutate
 from mmsearch.train.data import AugmentConfig, augmented_rendering
 
+if TYPE_CHECKING:
+    from mmsearch.models import Encoder
+
 OBJECT_COUNT_WEIGHTS = (0.25, 0.45, 0.30)  # 1, 2, 3 objects: binding needs several
+# How often each kind of twin is drawn (when the scene allows it): binding colours to shapes is
+# what CLIP gets most wrong, and only scenes with two different objects can show it.
+KIND_WEIGHTS = {"swap_colours": 2.0, "shape": 1.0, "count": 1.0, "position": 1.5, "size": 1.0}
 
 
-def sample_pair(rng: random.Random, kinds: tuple[str, ...] = NEGATIVE_KINDS) -> tuple[Scene, Scene]:
+def sample_pair(rng: random.Random) -> tuple[Scene, Scene]:
     """A scene (1-3 objects) and a twin one fact away from it."""
+    kinds = tuple(KIND_WEIGHTS)
     while True:
         n = rng.choices((1, 2, 3), weights=OBJECT_COUNT_WEIGHTS)[0]
         scene = sample_scene(rng, n_objects=n)
-        twin = hard_negative(scene, rng, kinds)
+        kind = rng.choices(kinds, weights=[KIND_WEIGHTS[k] for k in kinds])[0]
+        twin = mutate(scene, kind, rng) or hard_negative(scene, rng, NEGATIVE_KINDS)
         if twin is not None:
             return scene, twin
 
 
-def render_twins(scene: Scene, twin: Scene, seed: int, cfg: AugmentConfig) -> tuple[Image.Image, Image.Image]:
+def render_twins(
+    scene: Scene, twin: Scene, seed: int, cfg: AugmentConfig
+) -> tuple[Image.Image, Image.Image]:
     """Both scenes drawn from the same random state: same size, style, shades and jitter."""
     return (
         augmented_rendering(scene, random.Random(seed), cfg),
@@ -74,10 +85,11 @@ def render_pairs(
 
 @dataclass
 class PairSet:
-    """Scenes in twin pairs (2i, 2i + 1) and their patch features (2n, P, D) float16."""
+    """Scenes in twin pairs (2i, 2i + 1), their patch features (2n, P, D) float16 and embeddings."""
 
     scenes: list[Scene]
     patches: np.ndarray
+    embeddings: np.ndarray  # (2n, dim) float32, L2-normalised: what CLIP alone would judge by
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -90,15 +102,20 @@ class PairSet:
 def build_pair_set(
     n_pairs: int,
     seed: int,
-    features: Callable[[np.ndarray], np.ndarray],
-    to_array: Callable[[Image.Image], np.ndarray],
+    encoder: Encoder,
     cfg: AugmentConfig | None = None,
     workers: int = 2,
 ) -> PairSet:
-    """Render twin pairs in worker processes and turn each chunk into patch features here."""
+    """Render twin pairs in worker processes; the encoder turns each chunk into features here."""
+    from mmsearch.models.patches import encode_with_patches
+    from mmsearch.train.loop import to_model_input
+
+    pp = encoder.preprocess
     scenes: list[Scene] = []
-    parts = []
-    for chunk_scenes, pixels in render_pairs(n_pairs, seed, to_array, cfg, workers):
+    patches, embeddings = [], []
+    for chunk_scenes, pixels in render_pairs(n_pairs, seed, pp.to_uint8, cfg, workers):
         scenes += chunk_scenes
-        parts.append(features(pixels))
-    return PairSet(scenes, np.concatenate(parts))
+        emb, pat = encode_with_patches(encoder, to_model_input(pixels, pp.mean, pp.std))
+        embeddings.append(emb)
+        patches.append(pat)
+    return PairSet(scenes, np.concatenate(patches), np.concatenate(embeddings))
