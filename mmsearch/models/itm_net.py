@@ -30,6 +30,7 @@ class ItmNetConfig:
     heads: int = 4
     mlp_ratio: float = 2.0
     context_length: int = 32  # longest text in tokens (the tokenizer's context)
+    image_slots: int = 0  # extra image tokens, each a learned mix of every patch (0: none)
 
 
 class _Attention(nn.Module):
@@ -90,13 +91,22 @@ class ItmNet(nn.Module):
         self.patch_norm = nn.LayerNorm(cfg.patch_dim)
         self.patch_proj = nn.Linear(cfg.patch_dim, w)
         self.patch_position = nn.Parameter(torch.randn(cfg.patch_tokens, w) * 0.02)
+        # Objects straddle the coarse grid's cells; slots let the model regroup the cells'
+        # features (a linear probe reads each place's colour and shape from all cells at once).
+        self.slots = nn.Linear(cfg.patch_tokens * w, cfg.image_slots * w) if cfg.image_slots else None
+        self.slot_norm = nn.LayerNorm(w) if cfg.image_slots else None
         self.blocks = nn.ModuleList(_Block(w, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(w)
         self.head = nn.Linear(w, 1)
 
     def image_tokens(self, patches: torch.Tensor) -> torch.Tensor:
-        """Patch features (n, P, D) -> tokens the text attends to (n, P, width)."""
-        return self.patch_proj(self.patch_norm(patches)) + self.patch_position
+        """Patch features (n, P, D) -> tokens the text attends to (n, P + slots, width)."""
+        tokens = self.patch_proj(self.patch_norm(patches)) + self.patch_position
+        if self.slots is None:
+            return tokens
+        n, p, w = tokens.shape
+        slots = self.slot_norm(self.slots(tokens.reshape(n, p * w)).view(n, -1, w))
+        return torch.cat([tokens, slots], dim=1)
 
     def forward(self, ids: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         n_text, n_image = ids.shape[0], patches.shape[0]
