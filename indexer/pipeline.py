@@ -103,6 +103,8 @@ class IndexOptions:
     max_file_bytes: int = DEFAULT_LIMITS.max_bytes  # picture files larger than this are skipped
     in_process: bool = False  # decode in this process: no worker start-up, but no crash isolation
     follow_symlinks: str = "inside"  # links followed: "inside" the indexed folders, "all", "none"
+    patches: bool | None = None  # store patch features for the ITM reranker; None = when the
+    # encoder has a patch-reading companion; True also re-encodes pictures stored without them
 
     def __post_init__(self) -> None:
         for name in (
@@ -148,6 +150,13 @@ class IndexOptions:
         )
 
 
+def stores_patches_by_default(encoder_name: str) -> bool:
+    """Patch features are stored when the encoder has an ITM companion that reads them."""
+    from mmsearch.models.itm import itm_for_encoder
+
+    return itm_for_encoder(encoder_name) is not None
+
+
 def _usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0)) or 1
@@ -182,6 +191,8 @@ def run_index(
     )
     plan = report.plan
     set_aside_companion_subtitles(plan)
+    if options.patches:
+        add_pictures_missing_patches(plan, catalog)
     folders = _Folders(catalog, roots)
     changes = _Changes(writer, options.save_every_s, summary)
     apply_cheap_changes(plan, changes, folders, options.commit_every)
@@ -234,6 +245,18 @@ def set_aside_companion_subtitles(plan: ChangePlan) -> None:
     moves = [(old, e, companion(e.path)) for old, e in plan.moved]
     plan.moved = [(old, e) for old, e, drop in moves if not drop]
     plan.deleted.extend(old for old, _e, drop in moves if drop)
+
+
+def add_pictures_missing_patches(plan: ChangePlan, catalog: Catalog) -> None:
+    """Unchanged files whose pictures were stored without patch features are encoded again."""
+    missing = catalog.paths_missing_patches()
+    if not missing:
+        return
+    again = [e for e in plan.unchanged if str(e.path) in missing]
+    if again:
+        log.info("%d files are encoded again to store their patch features", len(again))
+        plan.unchanged = [e for e in plan.unchanged if str(e.path) not in missing]
+        plan.changed.extend(again)
 
 
 class _Folders:
@@ -348,6 +371,11 @@ class _Ingest:
             return  # nothing to decode: no model is loaded
         self.encoder = self.load_encoder()
         self.writer.writer.bind_encoder(self.encoder.name, self.encoder.dim)
+        self.store_patches = (
+            self.options.patches
+            if self.options.patches is not None
+            else stores_patches_by_default(self.encoder.name)
+        )
         self.progress = progress
         progress.start(len(self.jobs), "Indexing")
         try:
@@ -405,40 +433,52 @@ class _Ingest:
         files = self.batch.take()
         if not files:
             return
-        vectors = self._encode(files)
-        for decoded, vecs in zip(files, vectors, strict=True):
-            self._commit(decoded, vecs)
+        encoded = self._encode(files)
+        for decoded, items in zip(files, encoded, strict=True):
+            self._commit(decoded, items)
         self.progress.advance(len(files))
         self.writer.maybe_save()
 
-    def _encode(self, files: list[Decoded]) -> list[np.ndarray]:
-        """Forward passes of `batch_size` items per tower; returns each file's (n_items, dim)."""
+    def _encode(self, files: list[Decoded]) -> list[list[tuple[np.ndarray, np.ndarray | None]]]:
+        """Forward passes of `batch_size` items per tower; each file's items' (vector, patches)."""
         pictures = [it.pixels for d in files for it in d.items if it.kind in PICTURE_KINDS]
         texts = [it.text or "" for d in files for it in d.items if it.kind not in PICTURE_KINDS]
-        picture_vecs = iter(self._encode_pictures(pictures))
-        text_vecs = iter(
-            self.encoder.encode_texts(texts, batch_size=self.options.batch_size) if texts else ()
+        picture_out = iter(self._encode_pictures(pictures))
+        text_out = iter(
+            (vec, None)
+            for vec in (
+                self.encoder.encode_texts(texts, batch_size=self.options.batch_size)
+                if texts
+                else ()
+            )
         )
         return [
-            np.stack(
-                [next(picture_vecs if it.kind in PICTURE_KINDS else text_vecs) for it in d.items]
-            )
+            [next(picture_out if it.kind in PICTURE_KINDS else text_out) for it in d.items]
             for d in files
         ]
 
-    def _encode_pictures(self, pictures: list[np.ndarray]) -> list[np.ndarray]:
-        """Normalise one batch at a time, so a long video's keyframes never sit in memory as float."""
+    def _encode_pictures(self, pictures: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Normalise one batch at a time, so a long video's keyframes never sit in memory as float.
+
+        With patch features on, the same forward pass also gives each picture's patch grid.
+        """
         import torch
 
         size, out = self.options.batch_size, []
         for start in range(0, len(pictures), size):
-            batch = normalise_pixels(
-                np.stack(pictures[start : start + size]), self.encoder.preprocess
+            batch = torch.from_numpy(
+                normalise_pixels(np.stack(pictures[start : start + size]), self.encoder.preprocess)
             )
-            out.extend(self.encoder.encode_images(torch.from_numpy(batch), batch_size=size))
+            if self.store_patches:
+                from mmsearch.models.patches import encode_with_patches
+
+                vectors, patches = encode_with_patches(self.encoder, batch)
+                out.extend(zip(vectors, patches))
+            else:
+                out.extend((vec, None) for vec in self.encoder.encode_images(batch, batch_size=size))
         return out
 
-    def _commit(self, decoded: Decoded, vectors: np.ndarray) -> None:
+    def _commit(self, decoded: Decoded, encoded: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
         key = decoded.job.path
         entry = self.entries[key]
         meta = {k: v for k, v in decoded.meta.items() if k in _META_FIELDS}
@@ -452,8 +492,8 @@ class _Ingest:
             **meta,
         )
         items = [
-            ItemData(it.kind, it.start_s, it.end_s, it.text, vec, it.thumbnail)
-            for it, vec in zip(decoded.items, vectors, strict=True)
+            ItemData(it.kind, it.start_s, it.end_s, it.text, vec, it.thumbnail, patches=patches)
+            for it, (vec, patches) in zip(decoded.items, encoded, strict=True)
         ]
         try:
             self.writer.upsert(asset, items)

@@ -86,6 +86,7 @@ def index(
     batch_size: Annotated[int, typer.Option(help="Items per encoder batch.")] = 64,
     follow_links: Annotated[str, typer.Option("--follow-links", help="Symbolic links to follow: inside (those that stay in the indexed folders), all, or none.")] = "inside",
     index_kind: Annotated[str | None, typer.Option("--index-kind", help="Vector index: auto (flat, HNSW past 50,000 vectors), flat, hnsw, ivf or torch; saved in the home.", show_default=False)] = None,
+    patches: Annotated[bool | None, typer.Option("--patches/--no-patches", help="Store each picture's patch features (4 KB) for the itm reranker. Default: when the model has an ITM companion. --patches also adds them to pictures indexed without them.", show_default=False)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index folders: new files are added, changed ones re-encoded, moved ones kept, deleted ones removed."""
@@ -95,7 +96,7 @@ def index(
     def body():
         with _engine(home, model, device, index_kind=index_kind) as engine:
             progress = None if as_json else RichProgress(err)
-            summary = engine.index(paths, options=IndexOptions(workers=workers, batch_size=batch_size, follow_symlinks=follow_links), progress=progress)
+            summary = engine.index(paths, options=IndexOptions(workers=workers, batch_size=batch_size, follow_symlinks=follow_links, patches=patches), progress=progress)
         if as_json:
             out.print_json(json.dumps(_summary_dict(summary)))
             return
@@ -140,6 +141,7 @@ def query(
     user: Annotated[str | None, typer.Option("--user", help="Whose feedback personalises the order (default: your OS user name).", show_default=False)] = None,
     no_personal: Annotated[bool, typer.Option("--no-personal", help="No personalisation: the same order for everyone.")] = False,
     cross_encoder: Annotated[str | None, typer.Option("--cross-encoder", help="Weights for --rerank cross-encoder: a local folder or a hub name (or $MMSEARCH_CROSS_ENCODER).", show_default=False)] = None,
+    itm_model: Annotated[str | None, typer.Option("--itm-model", help="Image-text matching model for --rerank itm: tiny-itm, a folder, a BLIP ITM repo, or none (or $MMSEARCH_ITM). Default: the model's companion.", show_default=False)] = None,
     paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="Print only the paths, one per line, for pipes.")] = False,
     home: HomeOpt = None,
     model: ModelOpt = None,
@@ -158,7 +160,7 @@ def query(
             before=_date(before, "--before"), min_width=min_width, min_height=min_height,
             camera=camera, min_duration=min_duration, max_duration=max_duration,
         )
-        with _engine(home, model, device, cross_encoder=cross_encoder) as engine:
+        with _engine(home, model, device, cross_encoder=cross_encoder, itm=itm_model) as engine:
             parsed = parse_terms(terms or [])
             for picture in image or ():
                 parsed += parse_terms([str(picture)]) if str(picture).strip() else []
@@ -350,6 +352,8 @@ def serve(
     device: DeviceOpt = "auto",
     token: Annotated[str | None, typer.Option(help="Access token the API requires (safer: $MMSEARCH_TOKEN). Beyond loopback one is generated if not given.")] = None,
     allow_host: Annotated[list[str] | None, typer.Option(help="Another name the server may be reached by, e.g. behind a proxy (repeatable).")] = None,
+    itm_model: Annotated[str | None, typer.Option("--itm-model", help="Image-text matching model for the itm reranker (or $MMSEARCH_ITM); 'none' turns it off.", show_default=False)] = None,
+    cross_encoder: Annotated[str | None, typer.Option("--cross-encoder", help="Weights for the cross-encoder reranker (or $MMSEARCH_CROSS_ENCODER).", show_default=False)] = None,
 ) -> None:
     """Serve the search page and the HTTP API (GET /api/search?q=...) until Ctrl+C."""
 
@@ -362,6 +366,7 @@ def serve(
         run_server(
             home, model, host=host, port=port, device=device, announce=announce,
             token=token, allow_hosts=allow_host or (),
+            engine_options={"itm": itm_model, "cross_encoder": cross_encoder},
         )
 
     _run(body)

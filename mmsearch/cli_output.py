@@ -208,4 +208,19 @@ def status_table(status: CollectionStatus) -> Table:
         "foreign": "from another home: rebuilt from this catalog when needed",
     }.get(status.index_state, status.index_state)
     table.add_row("index state", state)
+    if status.itm or status.patches_stored or status.patches_missing:
+        table.add_row("itm reranker", _itm_row(status))
     return table
+
+
+def _itm_row(status: CollectionStatus) -> str:
+    name = status.itm or "none for this model"
+    stored = f"patch features for {status.patches_stored} pictures"
+    if status.patch_bytes_per_item:
+        stored += f" ({status.patch_bytes_per_item:,} bytes each)"
+    if status.patches_missing:
+        stored += (
+            f"; {status.patches_missing} pictures have none and keep their CLIP place "
+            "(`mmsearch index --patches FOLDER` adds them)"
+        )
+    return _plain(f"{name}: {stored}")

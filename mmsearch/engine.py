@@ -57,10 +57,13 @@ class Engine:
         vector_store: str | None = None,
         text_model: str | os.PathLike[str] | None = None,
         cross_encoder: str | None = None,
+        itm: str | None = None,
     ) -> None:
         self.home = paths.data_home(home)
         self._cross_encoder_name = cross_encoder  # None: $MMSEARCH_CROSS_ENCODER, else off
+        self._itm_name = itm  # None: $MMSEARCH_ITM, else the encoder's companion; "none": off
         self._rerankers: dict[str, Stage | None] = {}
+        self._unavailable: dict[str, str] = {}  # reranker -> why it cannot run here
         self._profiles: dict[str, tuple] = {}  # user -> ((user, events, generation), Profile)
         self.device = device
         self._index_kind = index_kind  # None: the kind saved in the home (default auto)
@@ -272,6 +275,7 @@ class Engine:
                     reranker=self._reranker,
                     default_rerank=self._default_rerank(),
                     personalizer=self._personalizer,
+                    unavailable=lambda name: self._unavailable.get(name, ""),
                 )
             return self._context
 
@@ -355,8 +359,41 @@ class Engine:
 
             return rerank.CrossEncoderStage(load_cross_encoder(self._cross_encoder_name, self.device))
         if name == "itm":
-            return None  # needs the collection's patch features; see mmsearch.models.itm
+            model = self._itm_model()
+            return rerank.ItmStage(model) if model is not None else None
         return None
+
+    def _itm_model(self) -> Any:
+        """The image-text matching model asked for, else the encoder's companion, else None."""
+        from mmsearch.errors import ModelError
+        from mmsearch.models.itm import itm_for_encoder, load_itm
+
+        asked = self._itm_name or os.environ.get("MMSEARCH_ITM") or None
+        if asked is not None and asked.strip().lower() == "none":
+            self._unavailable["itm"] = "it is turned off (itm=none)"
+            return None
+        name = asked or itm_for_encoder(self.model_name)
+        if name is None:
+            self._unavailable["itm"] = (
+                f"the model {self.model_name!r} has no image-text matching companion; name one "
+                "with --itm-model (e.g. Salesforce/blip-itm-base-coco)"
+            )
+            return None
+        try:
+            model = load_itm(name, device=self.device if self.device != "auto" else "cpu")
+        except ModelError as exc:  # missing or damaged weights: search still works without it
+            if asked is not None:
+                raise
+            log.warning("the itm reranker is off: %s", exc)
+            self._unavailable["itm"] = str(exc)
+            return None
+        reads = getattr(model, "encoder", None)
+        if model.input == "patches" and reads != self.model_name:
+            raise ConfigError(
+                f"The ITM model {name!r} reads the patch features of {reads!r}, but this "
+                f"collection was indexed with {self.model_name!r}."
+            )
+        return model
 
     def duplicates(
         self, threshold: float = 0.95, types: Sequence[str] = ("image",)
@@ -387,7 +424,24 @@ class Engine:
             disk_bytes=collection.disk_bytes(),
             catalog_health=collection.catalog.integrity(),
             index_state=collection.index_state(sidecar),
+            **self._patch_status(info.name if info else None),
         )
+
+    def _patch_status(self, model: str | None) -> dict[str, Any]:
+        """Patch features stored and the default ITM model, by name only (no model is loaded)."""
+        from mmsearch.models.itm import itm_for_encoder
+
+        catalog = self._open(create=False).catalog
+        stored, missing = catalog.patch_counts()
+        shape = catalog.patch_shape()
+        asked = self._itm_name or os.environ.get("MMSEARCH_ITM") or None
+        itm = None if asked and asked.lower() == "none" else asked or (itm_for_encoder(model or ""))
+        return {
+            "patches_stored": stored,
+            "patches_missing": missing,
+            "patch_bytes_per_item": shape[0] * shape[1] * 2 if shape else None,
+            "itm": itm,
+        }
 
 
 def default_user() -> str:

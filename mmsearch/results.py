@@ -101,6 +101,10 @@ class CollectionStatus:
     disk_bytes: int
     catalog_health: str = "ok"  # "ok", or what the integrity check found
     index_state: str = "level"  # "level", "behind", "missing", "foreign" (another home's)
+    patches_stored: int = 0  # pictures with patch features (what the itm reranker reads)
+    patches_missing: int = 0  # pictures stored without them (`index --patches` adds them)
+    patch_bytes_per_item: int | None = None  # stored size of one picture's patch features
+    itm: str | None = None  # the image-text matching model that reranks by default, if any
 
     @property
     def healthy(self) -> bool:

@@ -599,19 +599,26 @@ def test_forget_all_empties_what_i_taught_it(page, feedback_url):
     screenshot(page, "taught-forgotten")
 
 
-def test_the_diversity_switch_turns_the_rerankers_off(page, library_url):
+def test_the_reranker_switches_choose_the_rerankers(page, library_url):
     default = search_text(page, library_url, "a red circle", types=("images",))
-    assert page.is_checked("#diversity") and "rerank=" not in page.url
-    assert any({"mmr", "itm"} & set(hit["parts"]) for hit in default["results"])
+    assert page.is_checked("#diversity") and page.is_checked("#itm") and "rerank=" not in page.url
+    assert page.is_visible("#itm-switch")  # tiny has tiny-itm, and the pictures have patches
+    assert any("itm" in hit["parts"] for hit in default["results"])
+    with page.expect_request(re.compile(r"/api/search\?.*rerank=itm")):
+        only_itm = answer_to(page, lambda: page.get_by_role("switch", name="diversity").uncheck())
+    assert not any("mmr" in hit["parts"] for hit in only_itm["results"])
+    assert any("itm" in hit["parts"] for hit in only_itm["results"])
     with page.expect_request(re.compile(r"/api/search\?.*rerank=none")):
-        plain = answer_to(page, lambda: page.get_by_role("switch", name="diversity").uncheck())
+        plain = answer_to(page, lambda: page.get_by_role("switch", name="check matches").uncheck())
     assert not any({"mmr", "itm"} & set(hit["parts"]) for hit in plain["results"])
     assert "rerank=none" in page.url
     page.reload()  # kept in the address
     wait_for_answer(page)
-    assert not page.is_checked("#diversity")
-    with page.expect_request(lambda r: "/api/search?" in r.url and "rerank" not in r.url):
+    assert not page.is_checked("#diversity") and not page.is_checked("#itm")
+    with page.expect_request(re.compile(r"/api/search\?.*rerank=mmr")):
         answer_to(page, lambda: page.get_by_role("switch", name="diversity").check())
+    with page.expect_request(lambda r: "/api/search?" in r.url and "rerank" not in r.url):
+        answer_to(page, lambda: page.get_by_role("switch", name="check matches").check())
 
 
 def test_a_judgement_that_fails_says_so(page, library_url):

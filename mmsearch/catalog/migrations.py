@@ -80,11 +80,20 @@ def _v4_to_v5(conn: Connection) -> None:
     Feedback.__table__.create(conn)
 
 
+def _v5_to_v6(conn: Connection) -> None:
+    """v6 stores picture items' patch features for the image-text matching reranker (filled by
+    `index` for new files, and for every picture with `index --patches`)."""
+    from mmsearch.catalog.schema import ItemPatches
+
+    ItemPatches.__table__.create(conn)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v1_to_v2,
     3: _v2_to_v3,
     4: _v3_to_v4,
     5: _v4_to_v5,
+    6: _v5_to_v6,
 }
 """``MIGRATIONS[v]`` upgrades a database from version ``v - 1`` to ``v``."""
 

@@ -15,6 +15,10 @@ so the passage index is rebuilt from the catalog like the CLIP index, and gives 
 ``date_s`` (when the picture was taken, else when the file was modified; POSIX seconds) that
 date filters and ``--sort date`` compare. The ``meta`` row ``generation`` counts committed
 writes, so a reader learns in one lookup whether anything changed.
+
+v6 adds ``item_patches``: a picture item's compact patch features (float16, P x D, shape in the
+``meta`` row ``patch_shape``), read by an image-text matching reranker so it never re-reads files.
+A table of its own keeps the items rows small; rows go with their item (ON DELETE CASCADE).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Bump with a step in ``migrations.MIGRATIONS`` whenever these tables change."""
 
 ASSET_KINDS = ("image", "video", "audio", "text")
@@ -121,6 +125,17 @@ class Item(Base):
     text_vector: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     asset: Mapped[Asset] = relationship(back_populates="items")
+
+
+class ItemPatches(Base):
+    """v6: one picture item's patch features, float16 little-endian bytes of shape P x D."""
+
+    __tablename__ = "item_patches"
+
+    item_id: Mapped[int] = mapped_column(
+        _ItemId, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Feedback(Base):

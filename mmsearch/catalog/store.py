@@ -34,6 +34,7 @@ from mmsearch.catalog.schema import (
     Feedback,
     Folder,
     Item,
+    ItemPatches,
     Meta,
 )
 from mmsearch.errors import CatalogError, EncoderMismatchError, NotFoundError
@@ -54,6 +55,14 @@ COLLECTION_ID_KEY = "collection_id"
 
 GENERATION_KEY = "generation"
 """The ``meta`` row counting committed writes (bumped in the same transaction as each write)."""
+
+PATCH_DTYPE = np.dtype("<f2")
+"""How patch features are stored: little-endian float16 (4 KB per item for P x D = 4 x 512)."""
+
+PATCH_SHAPE_KEY = "patch_shape"
+"""The ``meta`` row with the shape of every stored item's patch features, as ``"P x D"``."""
+
+_PICTURE_KINDS = ("image", "keyframe")
 
 _IN_CHUNK = 500
 """Ids or paths per ``IN (...)`` clause; stays under every backend's bound-parameter limit."""
@@ -96,6 +105,7 @@ class ItemData(NamedTuple):
     vector: np.ndarray
     thumbnail: bytes | None = None
     text_vector: np.ndarray | None = None  # a passage's sentence-model vector
+    patches: np.ndarray | None = None  # a picture's patch features (P, D), for the ITM reranker
 
 
 @dataclass(frozen=True)
@@ -302,11 +312,14 @@ class Catalog:
             None if r.text_vector is None else np.asarray(r.text_vector, VECTOR_DTYPE).tobytes()
             for r in rows
         ]
+        patch_blobs, patch_shape = _encode_patches(rows)
         values = {name: getattr(asset, name) for name in _ASSET_FIELDS}
         values["path"] = _abspath(asset.path)
         values["date_s"] = asset_date_s(asset.taken_at, asset.mtime_ns)
         with self._write.begin() as s:
             _bump_generation(s)
+            if patch_shape is not None:
+                _record_patch_shape(s, patch_shape)
             existing = s.scalar(select(Asset).where(Asset.path == values["path"]))
             replaced: list[int] = []
             if existing is None:
@@ -334,6 +347,11 @@ class Catalog:
             ]
             s.add_all(new)
             s.flush()
+            s.add_all(
+                ItemPatches(item_id=it.id, data=blob)
+                for it, blob in zip(new, patch_blobs, strict=True)
+                if blob is not None
+            )
             return UpsertResult(existing.id, [it.id for it in new], replaced)
 
     def move_asset(
@@ -576,6 +594,60 @@ class Catalog:
         """``(found ids, sentence vectors)`` in the order asked, for passages that have one."""
         return self._vectors_of(Item.text_vector, ids)
 
+    def patch_shape(self) -> tuple[int, int] | None:
+        """(P, D) of the stored patch features, or None when none were ever stored."""
+        return _parse_shape(self.get_meta(PATCH_SHAPE_KEY))
+
+    def patches_for(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids that have patch features, in the order asked; float16 (n, P, D)); others skipped."""
+        wanted = [int(i) for i in ids]
+        shape = self.patch_shape()
+        found: dict[int, bytes] = {}
+        if shape is not None:
+            with self._read() as s:
+                for chunk in _chunks(sorted(set(wanted))):
+                    rows = s.execute(
+                        select(ItemPatches.item_id, ItemPatches.data).where(
+                            ItemPatches.item_id.in_(chunk)
+                        )
+                    )
+                    found.update((item_id, blob) for item_id, blob in rows)
+        order = [i for i in wanted if i in found]
+        if not order:
+            return np.empty(0, np.int64), np.empty((0, *(shape or (0, 0))), np.float16)
+        size = shape[0] * shape[1] * PATCH_DTYPE.itemsize
+        if any(len(found[i]) != size for i in order):
+            raise CatalogError(
+                "The catalog holds patch features of another shape than its patch_shape record; "
+                "run `mmsearch index --patches` on the folders to store them again."
+            )
+        data = np.frombuffer(b"".join(found[i] for i in order), dtype=PATCH_DTYPE)
+        return np.array(order, np.int64), data.reshape(len(order), *shape).astype(np.float16)
+
+    def patch_counts(self) -> tuple[int, int]:
+        """(picture items with patch features, picture items without)."""
+        with self._read() as s:
+            with_patches = s.scalar(select(func.count()).select_from(ItemPatches)) or 0
+            pictures = (
+                s.scalar(
+                    select(func.count()).select_from(Item).where(Item.kind.in_(_PICTURE_KINDS))
+                )
+                or 0
+            )
+        return int(with_patches), int(pictures) - int(with_patches)
+
+    def paths_missing_patches(self) -> set[str]:
+        """Paths of assets with a picture item that has no patch features (stored before v6)."""
+        with self._read() as s:
+            rows = s.scalars(
+                select(Asset.path)
+                .join(Item, Item.asset_id == Asset.id)
+                .outerjoin(ItemPatches, ItemPatches.item_id == Item.id)
+                .where(Item.kind.in_(_PICTURE_KINDS), ItemPatches.item_id.is_(None))
+                .distinct()
+            )
+            return set(rows)
+
     def iter_text_vectors(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Like `iter_vectors`, for the sentence vectors of passages."""
         return self._iter_column(Item.text_vector, batch)
@@ -730,6 +802,48 @@ def _refuse_truncated(target: str | os.PathLike[str]) -> None:
             f"The catalog {path} is empty (0 bytes): it was truncated or never written. Restore it "
             "from a backup, or remove the home to start again (see docs/RECOVERY.md)."
         )
+
+
+def _encode_patches(rows: Sequence[ItemData]) -> tuple[list[bytes | None], tuple[int, int] | None]:
+    """Validate patch features (pictures only, one (P, D) shape, finite) and serialise them."""
+    blobs: list[bytes | None] = []
+    shapes = set()
+    for r in rows:
+        if r.patches is None:
+            blobs.append(None)
+            continue
+        if r.kind not in _PICTURE_KINDS:
+            raise ValueError(f"only pictures have patch features, not a {r.kind!r} item")
+        patches = np.asarray(r.patches)
+        if patches.ndim != 2 or not np.isfinite(patches).all():
+            raise ValueError(
+                f"patch features must be a finite (P, D) array, got shape {patches.shape}"
+            )
+        shapes.add(patches.shape)
+        blobs.append(patches.astype(PATCH_DTYPE).tobytes())
+    if len(shapes) > 1:
+        raise ValueError(f"the items of one asset have patch features of shapes {sorted(shapes)}")
+    return blobs, (shapes.pop() if shapes else None)
+
+
+def _record_patch_shape(s: Any, shape: tuple[int, int]) -> None:
+    """The first patch features fix the collection's shape; another shape is refused."""
+    current = s.get(Meta, PATCH_SHAPE_KEY)
+    text = f"{shape[0]}x{shape[1]}"
+    if current is None:
+        s.add(Meta(key=PATCH_SHAPE_KEY, value=text))
+    elif _parse_shape(current.value) != tuple(shape):
+        raise CatalogError(
+            f"This collection stores patch features of shape {current.value}, not {text}; "
+            "they come from one encoder and grid per collection."
+        )
+
+
+def _parse_shape(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    p, d = value.split("x")
+    return int(p), int(d)
 
 
 def _bump_generation(s: Any) -> None:

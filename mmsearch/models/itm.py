@@ -219,6 +219,13 @@ class ItmModel:
         """(P, D) of the patch features it reads."""
         return (self.config.patch_tokens, self.config.patch_dim)
 
+    def understands(self, text: str) -> bool:
+        """Whether every token of `text` is one the model learned (an unknown word makes its
+        judgement meaningless, so a reranker should leave such a query to CLIP)."""
+        from mmsearch.models.itm_net import UNK
+
+        return not bool((self.tokenizer([text]) == UNK).any())
+
     def score_one(self, text: str, patches: np.ndarray) -> np.ndarray:
         """One text against n candidates' patch features (n, P, D) -> (n,) match probabilities."""
         return self.score([text], patches)

@@ -18,7 +18,15 @@ companion (`tiny` has `tiny-itm`), then `mmr` for pictures.
 - ``cross-encoder``: a sentence-transformers `CrossEncoder` reads (query, passage) pairs together
   and reorders passages. It needs weights (a local folder, or a hub name with network access);
   without them it is off and says so.
-- ``itm``: image-text matching over stored patch features (see `mmsearch.models.itm`).
+- ``itm``: image-text matching. An ITM model reads the query's text and each candidate picture
+  together and gives a match probability (BLIP's retrieval recipe: CLIP proposes, a
+  cross-attention model disposes); the pictures of the window are reordered by it, among the
+  places pictures hold. The bundled ``tiny-itm`` reads the patch features stored at index time
+  (`Collection.patches`), so it never opens a file; pictures stored without them keep their
+  places. A pixel-reading model (BLIP) opens each candidate picture instead (the stored
+  thumbnail of a keyframe). It judges plain descriptions only: a query with a word the model
+  never learned (`ImageTextMatcher.understands`), or a compound query (pictures, items,
+  ``- red``), is left to CLIP.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from mmsearch.errors import ConfigError
 from mmsearch.results import ScorePart
 
 if TYPE_CHECKING:
+    from mmsearch.catalog import ItemRecord
+    from mmsearch.models.itm import ImageTextMatcher
     from mmsearch.query.model import Query
     from mmsearch.query.stages import Candidate, SearchContext
 
@@ -76,6 +86,22 @@ def mmr_order(
     return order, placed_penalty
 
 
+def place(
+    candidates: list[Candidate], slots: list[int], chosen: list[Candidate]
+) -> list[Candidate]:
+    """Put `chosen` into `slots` of the window, in order; each takes its slot's old score.
+
+    A reranker changes the order of some places, not the scale of the scores: later stages (the
+    next reranker, the bounded personal shift) read ``score`` and so build on this order.
+    """
+    out = list(candidates)
+    slot_scores = [candidates[s].score for s in slots]
+    for slot, score, candidate in zip(slots, slot_scores, chosen, strict=True):
+        candidate.score = score
+        out[slot] = candidate
+    return out
+
+
 class MmrStage:
     """Diversity among the pictures of the window (see the module docstring)."""
 
@@ -90,13 +116,10 @@ class MmrStage:
         ids, vectors = ctx.collection.vectors.vectors(np.array([c.id for c in pictures], np.int64))
         if len(ids) != len(pictures):  # deleted meanwhile: leave the order alone
             return candidates
-        order, penalties = mmr_order(np.array([c.relevance for c in pictures]), vectors)
-        out = list(window)
-        for slot, (row, penalty) in zip(slots, zip(order, penalties)):
-            chosen = pictures[row]
-            chosen.parts.append(ScorePart("mmr", -penalty, slots.index(slot) + 1))
-            out[slot] = chosen
-        return out + candidates[len(window) :]
+        order, penalties = mmr_order(np.array([c.score for c in pictures]), vectors)
+        for row, penalty, rank in zip(order, penalties, range(1, len(order) + 1)):
+            pictures[row].parts.append(ScorePart("mmr", -penalty, rank))
+        return place(candidates, slots, [pictures[row] for row in order])
 
 
 class CrossEncoderStage:
@@ -116,12 +139,92 @@ class CrossEncoderStage:
         passages = [window[i] for i in slots]
         scores = np.asarray(self.predict([(text, c.record.text) for c in passages]), np.float64)
         order = np.argsort(-scores, kind="stable")
-        out = list(window)
-        for rank, (slot, row) in enumerate(zip(slots, order), start=1):
-            chosen = passages[int(row)]
-            chosen.parts.append(ScorePart("cross-encoder", float(scores[row]), rank))
-            out[slot] = chosen
-        return out + candidates[len(window) :]
+        for rank, row in enumerate(order, start=1):
+            passages[int(row)].parts.append(ScorePart("cross-encoder", float(scores[row]), rank))
+        return place(candidates, slots, [passages[int(r)] for r in order])
+
+
+class ItmStage:
+    """Pictures of the window reordered by an image-text matching model (module docstring)."""
+
+    name = "itm"
+
+    def __init__(self, model: ImageTextMatcher) -> None:
+        self.model = model
+
+    def __call__(self, query: Query, candidates: list[Candidate], ctx: SearchContext) -> list[Candidate]:
+        text = _description(query)
+        window = candidates[: query.rerank_depth]
+        slots = [i for i, c in enumerate(window) if c.record.kind in PICTURE_KINDS]
+        if not text or len(slots) < 2 or not _understands(self.model, text):
+            return candidates
+        slots, scores = self._score(text, [window[i] for i in slots], slots, ctx)
+        if len(slots) < 2:
+            return candidates
+        by_slot = {i: window[i] for i in slots}
+        pictures = [by_slot[i] for i in slots]
+        order = np.argsort(-scores, kind="stable")
+        for rank, row in enumerate(order, start=1):
+            pictures[int(row)].parts.append(ScorePart("itm", float(scores[row]), rank))
+        return place(candidates, slots, [pictures[int(r)] for r in order])
+
+    def _score(
+        self, text: str, pictures: list[Candidate], slots: list[int], ctx: SearchContext
+    ) -> tuple[list[int], np.ndarray]:
+        """(the slots whose pictures could be scored, their match probabilities)."""
+        if self.model.input == "patches":
+            ids, patches = ctx.collection.patches(np.array([c.id for c in pictures], np.int64))
+            have = set(ids.tolist())
+            kept = [s for s, c in zip(slots, pictures) if c.id in have]
+            row_of = {int(i): r for r, i in enumerate(ids)}
+            rows = [row_of[c.id] for c in pictures if c.id in have]
+            if len(kept) < 2:
+                return kept, np.empty(0)
+            return kept, np.asarray(self.model.score_one(text, patches[rows]), np.float64)
+        images, kept = [], []
+        for slot, c in zip(slots, pictures):
+            image = _picture_of(c.record, ctx)
+            if image is not None:
+                images.append(image)
+                kept.append(slot)
+        if len(kept) < 2:
+            return kept, np.empty(0)
+        return kept, np.asarray(self.model.score_one(text, images), np.float64)
+
+
+def _description(query: Query) -> str:
+    """The query's text when the query is one plain description, else "" (no ITM).
+
+    A compound query (a picture, an item, "- red") is vector arithmetic that an ITM
+    model cannot read; judging only its words would undo what the other terms asked for.
+    """
+    if len(query.terms) != 1:
+        return ""
+    term = query.terms[0]
+    if term.kind != "text" or not term.positive:
+        return ""
+    return str(term.value).strip().strip(" .!?")
+
+
+def _understands(model: ImageTextMatcher, text: str) -> bool:
+    understands = getattr(model, "understands", None)
+    return True if understands is None else bool(understands(text))
+
+
+def _picture_of(record: ItemRecord, ctx: SearchContext):
+    """A candidate picture for a pixel-reading ITM model: the file, or a keyframe's thumbnail."""
+    from mmsearch.errors import QueryError
+    from mmsearch.query.embed import load_query_image
+
+    try:
+        if record.kind == "keyframe":
+            found = ctx.collection.catalog.items_by_ids([record.id], with_thumbnails=True)
+            thumb = found[0].thumbnail if found else None
+            return load_query_image(thumb, f"keyframe {record.id}") if thumb else None
+        return load_query_image(record.path, record.path)
+    except QueryError as exc:  # gone or unreadable since indexing: it keeps its place
+        log.info("itm: %s", exc)
+        return None
 
 
 def check_names(names: tuple[str, ...]) -> tuple[str, ...]:

@@ -92,6 +92,7 @@ class SearchContext:
     reranker: Callable[[str], Stage | None] = lambda _name: None  # a reranker by name (None: unavailable)
     default_rerank: tuple[str, ...] = ("mmr",)  # run when a query names none
     personalizer: Callable[[Query], Stage | None] = lambda _query: None  # the query user's, if any
+    unavailable: Callable[[str], str] = lambda _name: ""  # why a reranker cannot run here
     _allowed: dict[tuple, np.ndarray | None] = field(default_factory=dict)
 
 
@@ -179,7 +180,11 @@ def stages_for(query: Query, ctx: SearchContext) -> list[Stage]:
         if stage is None and query.rerank is not None:
             from mmsearch.errors import ConfigError
 
-            raise ConfigError(f"The {name} reranker is not available for this collection.")
+            why = ctx.unavailable(name)
+            raise ConfigError(
+                f"The {name} reranker is not available for this collection"
+                + (f": {why}" if why else ".")
+            )
         if stage is not None:
             stages.append(stage)
     personal = ctx.personalizer(query)

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mmsearch.errors import ConfigError, require
 
@@ -39,6 +39,7 @@ def create_app(
     token: str | None = None,
     allow_hosts: Sequence[str] = (),
     bind_host: str | None = None,
+    engine_options: dict[str, Any] | None = None,
 ) -> FastAPI:
     """The FastAPI app serving one collection home (or the engine `engine_factory` makes).
 
@@ -54,7 +55,7 @@ def create_app(
         from mmsearch.engine import Engine
 
         def engine_factory() -> Engine:
-            return Engine(home=home, model=model, device=device)
+            return Engine(home=home, model=model, device=device, **(engine_options or {}))
 
     limit = server_app.MAX_UPLOAD_BYTES if max_upload_bytes is None else max_upload_bytes
     if token is not None:
@@ -73,6 +74,7 @@ def serve(
     announce: Callable[[str], None] | None = None,
     token: str | None = None,
     allow_hosts: Sequence[str] = (),
+    engine_options: dict[str, Any] | None = None,
 ) -> None:
     """Serve the API and page until interrupted; binds loopback unless told otherwise.
 
@@ -92,6 +94,7 @@ def serve(
         token=required,
         allow_hosts=allow_hosts,
         bind_host=host,
+        engine_options=engine_options,
     )
     sock = _bind(host, port)
     url = _url(host, sock.getsockname()[1])

@@ -75,7 +75,7 @@ function filterParams() {
   const user = currentUser();
   if (user) params.set("user", user);
   if (!$("#personal").checked) params.set("personal", "false");
-  if (!$("#diversity").checked) params.set("rerank", "none"); // on: the collection's own rerankers
+  for (const name of rerankParams()) params.append("rerank", name);
   return params;
 }
 
@@ -86,6 +86,17 @@ function queryParams() {
   for (const id of query.like) params.append("like", id);
   for (const id of query.unlike) params.append("unlike", id);
   return params;
+}
+
+// Rerankers: nothing when every available one is on (the collection's defaults), else the
+// ones switched on, or "none".
+function rerankParams() {
+  const itmShown = !$("#itm-switch").hidden;
+  const itm = itmShown && $("#itm").checked;
+  const mmr = $("#diversity").checked;
+  if (mmr && (itm || !itmShown)) return [];
+  if (!itm && !mmr) return ["none"];
+  return [itm ? "itm" : "mmr"];
 }
 
 function currentUser() {
@@ -546,6 +557,7 @@ async function loadStatus() {
     const st = await fetchJson("/api/status");
     const counts = Object.entries(st.assets_by_kind).map(([k, n]) => `${n} ${k}`).join(", ");
     el.textContent = `${counts || "no files"} \u00b7 ${st.index_count ?? 0} vectors \u00b7 model ${st.model}`;
+    $("#itm-switch").hidden = !(st.itm && st.patches_stored > 0);
     el.classList.remove("error");
   } catch (err) {
     el.textContent = err.message;
@@ -630,7 +642,9 @@ viewer.addEventListener("close", () => {
   $("#cutoff").checked = params.get("cutoff") === "auto";
   $("#user").value = params.get("user") ?? storedUser(); // a link's user wins for this page
   $("#personal").checked = params.get("personal") !== "false";
-  $("#diversity").checked = !params.getAll("rerank").includes("none");
+  const rerank = params.getAll("rerank");
+  $("#diversity").checked = !rerank.length || rerank.includes("mmr");
+  $("#itm").checked = !rerank.length || rerank.includes("itm");
   const ids = (name) => params.getAll(name).filter((v) => /^\d+$/.test(v)).map(Number);
   Object.assign(query, { q: params.get("q") || "", like: ids("like"), unlike: ids("unlike") });
   $("#q").value = query.q;

@@ -213,6 +213,10 @@ class Collection:
         sync_store(store, ids, self.catalog.text_vectors_for)
         return store
 
+    def patches(self, ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stored patch features of these items: (ids that have them, float16 (n, P, D))."""
+        return self.catalog.patches_for(ids)
+
     def _open_store(
         self, name: str, dim: int, encoder: str, kind: str | None = None
     ) -> VectorStore:
