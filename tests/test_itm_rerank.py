@@ -21,6 +21,7 @@ from mmsearch.errors import ConfigError
 from mmsearch.models import itm as itm_module
 from mmsearch.query.model import Filters, Query, Term
 from mmsearch.query.rerank import ItmStage, place
+from mmsearch.query.stages import Candidate
 from mmsearch.results import ScorePart
 from mmsearch.server import create_app
 from mmsearch.synth.hard_negatives import describes
@@ -103,7 +104,7 @@ def test_the_default_rerankers_include_itm_and_explain_it(twins):
     with Engine(home) as e:
         hits = e.search(pairs[0][0], k=5, user=None)
         assert all("itm" in {p.source for p in h.parts} for h in hits)
-        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert all(h.score == pytest.approx(h.part("clip").score) for h in hits)  # its own
         plain = e.search("a red car", k=5, user=None)  # "car": a word tiny-itm never learned
         assert not any(p.source == "itm" for h in plain for p in h.parts)
 
@@ -172,13 +173,8 @@ class _Record:
         self.id, self.kind, self.path, self.text = id, kind, path, None
 
 
-class _Candidate:
-    def __init__(self, id, kind, score):
-        self.record, self.score, self.parts = _Record(id, kind), score, [ScorePart("clip", score, id)]
-
-    @property
-    def id(self):
-        return self.record.id
+def _Candidate(id, kind, score):
+    return Candidate(_Record(id, kind), score, [ScorePart("clip", score, id)])
 
 
 class _Collection:
@@ -218,7 +214,8 @@ def test_itm_stage_reorders_pictures_only_among_their_places():
     ctx = _Ctx({1: 0.1, 3: 0.9, 4: 0.5})  # 5 has no stored patches: it keeps its place
     out = ItmStage(model)(_query("a red circle."), cands, ctx)
     assert [c.id for c in out] == [3, 2, 4, 1, 5] and model.seen == "a red circle"
-    assert [c.score for c in out] == [0.9, 0.8, 0.7, 0.6, 0.5]  # places keep their scores
+    assert [c.order_score for c in out] == [0.9, 0.8, 0.7, 0.6, 0.5]  # places keep their scores
+    assert [c.score for c in out] == [0.7, 0.8, 0.6, 0.9, 0.5]  # each keeps its own
     assert [(p.score, p.rank) for p in out[0].parts if p.source == "itm"] == [(pytest.approx(0.9), 1)]
     assert not any(p.source == "itm" for p in out[-1].parts)
     untouched = ItmStage(model)(_query("an unknown thing"), list(cands), ctx)
@@ -234,7 +231,8 @@ def test_itm_stage_reorders_pictures_only_among_their_places():
 def test_place_keeps_the_slot_scores():
     cands = [_Candidate(i, "image", s) for i, s in ((1, 3.0), (2, 2.0), (3, 1.0))]
     out = place(cands, [0, 2], [cands[2], cands[0]])
-    assert [c.id for c in out] == [3, 2, 1] and [c.score for c in out] == [3.0, 2.0, 1.0]
+    assert [c.id for c in out] == [3, 2, 1] and [c.order_score for c in out] == [3.0, 2.0, 1.0]
+    assert [c.score for c in out] == [1.0, 2.0, 3.0]
 
 
 def test_a_pixel_reading_model_gets_the_pictures(tmp_path, monkeypatch):

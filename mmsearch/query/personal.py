@@ -137,7 +137,7 @@ class PersonalStage:
         ids, vectors = ctx.collection.vectors.vectors(np.array([c.id for c in window], np.int64))
         if len(ids) != len(window):
             return candidates
-        scores = np.array([c.score for c in window])
+        scores = np.array([c.order_score for c in window])
         preference = self.profile.preference(vectors)
         shifted = scores + personal_shift(scores, preference, self.profile.events)
         order = np.argsort(-shifted, kind="stable")

@@ -89,15 +89,16 @@ def mmr_order(
 def place(
     candidates: list[Candidate], slots: list[int], chosen: list[Candidate]
 ) -> list[Candidate]:
-    """Put `chosen` into `slots` of the window, in order; each takes its slot's old score.
+    """Put `chosen` into `slots`, in order; each takes its slot's order score (`placed`).
 
     A reranker changes the order of some places, not the scale of the scores: later stages (the
-    next reranker, the bounded personal shift) read ``score`` and so build on this order.
+    next reranker, the bounded personal shift) read ``order_score`` and so build on this order,
+    while ``score`` stays the item's own (what results show and ``min_score`` means).
     """
     out = list(candidates)
-    slot_scores = [candidates[s].score for s in slots]
+    slot_scores = [candidates[s].order_score for s in slots]
     for slot, score, candidate in zip(slots, slot_scores, chosen, strict=True):
-        candidate.score = score
+        candidate.placed = score
         out[slot] = candidate
     return out
 
@@ -116,7 +117,7 @@ class MmrStage:
         ids, vectors = ctx.collection.vectors.vectors(np.array([c.id for c in pictures], np.int64))
         if len(ids) != len(pictures):  # deleted meanwhile: leave the order alone
             return candidates
-        order, penalties = mmr_order(np.array([c.score for c in pictures]), vectors)
+        order, penalties = mmr_order(np.array([c.order_score for c in pictures]), vectors)
         for row, penalty, rank in zip(order, penalties, range(1, len(order) + 1)):
             pictures[row].parts.append(ScorePart("mmr", -penalty, rank))
         return place(candidates, slots, [pictures[row] for row in order])

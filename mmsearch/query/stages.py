@@ -58,10 +58,17 @@ class Candidate:
     score: float
     parts: list[ScorePart] = field(default_factory=list)
     moments: list[Moment] = field(default_factory=list)
+    placed: float | None = None  # the score of the place a reranker moved it to
 
     @property
     def id(self) -> int:
         return self.record.id
+
+    @property
+    def order_score(self) -> float:
+        """What later stages order by: its own `score`, or its place's once a reranker moved it,
+        so each stage builds on the order the previous one chose (`score` stays the item's own)."""
+        return self.score if self.placed is None else self.placed
 
     @property
     def relevance(self) -> float:
