@@ -199,6 +199,9 @@ def run_index(
     _Ingest(plan, sources, load_encoder, options, changes, folders, summary).run(
         progress or NoProgress()
     )
+    tagging = time.monotonic()
+    summary.tagged = writer.tag_pending(load_encoder)
+    summary.tag_seconds = time.monotonic() - tagging
     summary.seconds = time.monotonic() - started
     log.info(
         "indexed %d new, %d changed; %d moved, %d deleted, %d touched, %d unchanged, "

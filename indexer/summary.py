@@ -43,6 +43,8 @@ class IndexSummary:
     per_kind: dict[str, int] = field(default_factory=dict)  # files indexed per asset kind
     kept: int = 0  # known files under folders that could not be read: left as they were
     truncated: list[TruncatedFile] = field(default_factory=list)  # indexed in part, with a note
+    tagged: int = 0  # pictures given zero-shot tags from their stored vectors
+    tag_seconds: float = 0.0  # time spent tagging (part of `seconds`)
 
     @property
     def indexed(self) -> int:

@@ -129,6 +129,7 @@ def query(
     min_width: Annotated[int | None, typer.Option(help="Only pictures and videos at least this many pixels wide.", show_default=False)] = None,
     min_height: Annotated[int | None, typer.Option(help="Only pictures and videos at least this many pixels high.", show_default=False)] = None,
     camera: Annotated[str | None, typer.Option(help="Only photos whose camera make/model contains this text.", show_default=False)] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Only pictures with this zero-shot tag (repeatable: all of them; see `mmsearch tags`).", show_default=False)] = None,
     min_duration: Annotated[float | None, typer.Option(help="Only videos/recordings at least this many seconds long.", show_default=False)] = None,
     max_duration: Annotated[float | None, typer.Option(help="Only videos/recordings at most this many seconds long.", show_default=False)] = None,
     min_score: Annotated[float | None, typer.Option(help="Drop results whose CLIP cosine to the query is below this (also what --count counts).", show_default=False)] = None,
@@ -159,6 +160,7 @@ def query(
             types=frozenset(types or ()), paths=tuple(path or ()), after=_date(after, "--after"),
             before=_date(before, "--before"), min_width=min_width, min_height=min_height,
             camera=camera, min_duration=min_duration, max_duration=max_duration,
+            tags=tuple(tag or ()),
         )
         with _engine(home, model, device, cross_encoder=cross_encoder, itm=itm_model) as engine:
             parsed = parse_terms(terms or [])
@@ -275,6 +277,101 @@ def profile_reset(user: UserOpt = None, home: HomeOpt = None) -> None:
         with _engine(home) as engine:
             n = engine.reset_profile(user)
         out.print(f"Forgot {n} judgements.")
+
+    _run(body)
+
+
+tags_app = typer.Typer(
+    help="Zero-shot tags: list them with counts, or change the vocabulary (pictures are re-tagged from stored vectors, never re-encoded).",
+    invoke_without_command=True,
+)
+app.add_typer(tags_app, name="tags")
+
+
+@tags_app.callback()
+def tags_list(
+    ctx: typer.Context,
+    home: HomeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per tag: tag, count.")] = False,
+) -> None:
+    """The collection's tags with how many pictures carry each (`--tag NAME` filters searches)."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def body():
+        with _engine(home) as engine:
+            counts = engine.tags()
+            size = len(engine.tag_vocabulary())
+        if as_json:
+            for tag, n in counts:
+                print(json.dumps({"tag": tag, "count": n}))
+            return
+        if not counts:
+            out.print(f"No tags yet ({size} in the vocabulary): run `mmsearch index` on a folder.")
+            return
+        width = max(len(t) for t, _ in counts)
+        for tag, n in counts:
+            print(f"{tag:<{width}}  {n}")
+
+    _run(body)
+
+
+@tags_app.command("vocabulary")
+def tags_vocabulary(home: HomeOpt = None) -> None:
+    """Print the vocabulary in use (the file form `tags use` reads)."""
+
+    def body():
+        with _engine(home) as engine:
+            print(engine.tag_vocabulary().to_text(), end="")
+
+    _run(body)
+
+
+@tags_app.command("use")
+def tags_use(
+    file: Annotated[Path, typer.Argument(help="A vocabulary file: one tag per line, optional `= prompt | prompt`, [group] headers.")],
+    extend: Annotated[bool, typer.Option("--extend", help="Add its tags to the current vocabulary instead of replacing it.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Tag with your own vocabulary (or add to it); every picture is re-tagged from its stored vector."""
+
+    def body():
+        with _engine(home) as engine:
+            n = engine.use_tag_vocabulary(file, extend=extend)
+            size = len(engine.tag_vocabulary())
+        out.print(f"Re-tagged {n} pictures with {size} tags.")
+
+    _run(body)
+
+
+@tags_app.command("add")
+def tags_add(
+    names: Annotated[list[str], typer.Argument(help="Tags to add, e.g. 'hot air balloon'.")],
+    prompt: Annotated[list[str] | None, typer.Option("--prompt", help="How to describe the tag to the model (repeatable; default: 'a photo of a NAME.' and similar).", show_default=False)] = None,
+    group: Annotated[str | None, typer.Option(help="The group whose tags it competes with (default: 'tags').", show_default=False)] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Add tags to the vocabulary and re-tag (from stored vectors)."""
+
+    def body():
+        with _engine(home) as engine:
+            n = engine.add_tags(names, group=group, prompts=prompt or ())
+        out.print(f"Re-tagged {n} pictures.")
+
+    _run(body)
+
+
+@tags_app.command("remove")
+def tags_remove(
+    names: Annotated[list[str], typer.Argument(help="Tags to drop from the vocabulary.")],
+    home: HomeOpt = None,
+) -> None:
+    """Remove tags from the vocabulary and re-tag."""
+
+    def body():
+        with _engine(home) as engine:
+            n = engine.remove_tags(names)
+        out.print(f"Re-tagged {n} pictures.")
 
     _run(body)
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from mmsearch.models import Encoder
     from mmsearch.models.sentence import TextEncoder
     from mmsearch.query.stages import Stage
+    from mmsearch.tags.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +298,47 @@ class Engine:
                 self._profiles[query.user] = cached
         profile = cached[1]
         return PersonalStage(query.user, profile) if profile is not None else None
+
+    # ------------------------------------------------------------------ tags
+
+    def tags(self) -> list[tuple[str, int]]:
+        """(tag, pictures carrying it), most common first."""
+        return self._open(create=False).catalog.tag_counts()
+
+    def tag_vocabulary(self) -> Vocabulary:
+        """The vocabulary the collection is tagged with (the model's default before any run)."""
+        from mmsearch.tags.tagger import active_vocabulary
+
+        return active_vocabulary(self._open(create=False).catalog, self.model_name)
+
+    def use_tag_vocabulary(
+        self, vocabulary: Vocabulary | str | os.PathLike[str], *, extend: bool = False
+    ) -> int:
+        """Tag with another vocabulary (a `Vocabulary` or a file), or add it to the current one
+        (`extend`); every picture is tagged again from its stored vector, none is re-encoded.
+        Returns the pictures tagged."""
+        from mmsearch.tags.vocabulary import Vocabulary, load_vocabulary
+
+        chosen = vocabulary if isinstance(vocabulary, Vocabulary) else load_vocabulary(vocabulary)
+        if extend:
+            chosen = self.tag_vocabulary().extended(chosen)
+        collection = self._open(create=False)
+        with collection.writer(None) as writer:
+            return writer.set_tag_vocabulary(chosen, lambda: self.encoder)
+
+    def add_tags(self, names: Sequence[str], *, group: str | None = None, prompts: Sequence[str] = ()) -> int:
+        """Add tags (read through the prompt templates, or `prompts`) and re-tag."""
+        from mmsearch.tags.vocabulary import DEFAULT_GROUP, Vocabulary, make_tag
+
+        new = Vocabulary(tuple(make_tag(n, group or DEFAULT_GROUP, prompts) for n in names))
+        return self.use_tag_vocabulary(new, extend=True)
+
+    def remove_tags(self, names: Sequence[str]) -> int:
+        """Drop tags from the vocabulary and re-tag."""
+        from mmsearch.tags.vocabulary import make_tag
+
+        clean = [make_tag(n).name for n in names]
+        return self.use_tag_vocabulary(self.tag_vocabulary().without(clean))
 
     # ------------------------------------------------------------------ feedback
 

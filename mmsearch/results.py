@@ -40,6 +40,7 @@ class SearchResult:
     date: float | None = None  # when taken (else modified), POSIX seconds
     parts: tuple[ScorePart, ...] = ()  # who said what: rankers first, then later stages
     moments: tuple[Moment, ...] = ()  # neighbouring moments folded into this one
+    tags: tuple[str, ...] = ()  # the picture's zero-shot tags, most confident first
 
     def part(self, source: str) -> ScorePart | None:
         """The score part of one source, or None when it did not judge this result."""
@@ -56,6 +57,7 @@ class SearchResult:
             if d[key] is None:
                 del d[key]
         d["parts"] = {p.source: {"score": p.score, "rank": p.rank} for p in self.parts}
+        d["tags"] = list(self.tags)
         if self.moments:
             d["moments"] = [asdict(m) for m in self.moments]
         else:

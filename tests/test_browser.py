@@ -635,3 +635,19 @@ def test_a_judgement_that_fails_says_so(page, library_url):
     text = error_message(page)
     assert name in text and "re-indexed" in text, text
     assert pressed(page, 0) == {"good": False, "bad": False}  # nothing was recorded
+
+
+def test_a_tag_on_a_result_filters_by_it(page, library_url):
+    first = search_text(page, library_url, "a red circle", types=("images",))
+    tag = first["results"][0]["tags"][0]
+    chips = page.locator("#results li.card").first.locator(".tags .tag")
+    assert chips.first.inner_text() == tag
+    with page.expect_request(re.compile(rf"/api/search\?.*tag={re.escape(tag)}")):
+        tagged = answer_to(page, lambda: chips.first.click())
+    assert tagged["results"] and all(tag in hit["tags"] for hit in tagged["results"])
+    assert page.input_value("#tags") == tag and f"tag={tag}" in page.url
+    options = page.eval_on_selector_all("#tag-names option", "os => os.map(o => o.value)")
+    assert tag in options  # offered while typing, from /api/tags
+    page.reload()  # kept in the address
+    wait_for_answer(page)
+    assert page.input_value("#tags") == tag

@@ -1,4 +1,4 @@
-"""`Filters` as SQL conditions on assets, written with SQLAlchemy expressions (no string SQL)."""
+"""`Filters` as SQL conditions on assets (and item tags), written with SQLAlchemy expressions (no string SQL)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import fnmatch
 import os
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import func, or_, select
 
-from mmsearch.catalog.schema import Asset
+from mmsearch.catalog.schema import Asset, Item, ItemTag
 
 if TYPE_CHECKING:
     from mmsearch.query.model import Filters
@@ -37,6 +37,8 @@ def asset_conditions(filters: Filters, dialect: str) -> list[Any]:
         out.append(Asset.duration_s >= filters.min_duration)
     if filters.max_duration is not None:
         out.append(Asset.duration_s <= filters.max_duration)
+    for tag in filters.tags:  # items (joined with their assets) that carry every tag
+        out.append(Item.id.in_(select(ItemTag.item_id).where(ItemTag.tag == tag)))
     return out
 
 

@@ -88,12 +88,20 @@ def _v5_to_v6(conn: Connection) -> None:
     ItemPatches.__table__.create(conn)
 
 
+def _v6_to_v7(conn: Connection) -> None:
+    """v7 stores pictures' zero-shot tags (filled from stored vectors by the next `index` run)."""
+    from mmsearch.catalog.schema import ItemTag
+
+    ItemTag.__table__.create(conn)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v1_to_v2,
     3: _v2_to_v3,
     4: _v3_to_v4,
     5: _v4_to_v5,
     6: _v5_to_v6,
+    7: _v6_to_v7,
 }
 """``MIGRATIONS[v]`` upgrades a database from version ``v - 1`` to ``v``."""
 

@@ -19,6 +19,9 @@ writes, so a reader learns in one lookup whether anything changed.
 v6 adds ``item_patches``: a picture item's compact patch features (float16, P x D, shape in the
 ``meta`` row ``patch_shape``), read by an image-text matching reranker so it never re-reads files.
 A table of its own keeps the items rows small; rows go with their item (ON DELETE CASCADE).
+
+v7 adds ``item_tags``: a picture's zero-shot tags with their share (`mmsearch.tags`), chosen from
+stored vectors against the vocabulary recorded in the ``meta`` row ``tag_vocabulary``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """Bump with a step in ``migrations.MIGRATIONS`` whenever these tables change."""
 
 ASSET_KINDS = ("image", "video", "audio", "text")
@@ -136,6 +139,18 @@ class ItemPatches(Base):
         _ItemId, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
     )
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ItemTag(Base):
+    """v7: one zero-shot tag of one picture item, with its share of its group (0..1)."""
+
+    __tablename__ = "item_tags"
+
+    item_id: Mapped[int] = mapped_column(
+        _ItemId, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    score: Mapped[float] = mapped_column(Float)
 
 
 class Feedback(Base):

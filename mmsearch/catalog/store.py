@@ -35,6 +35,7 @@ from mmsearch.catalog.schema import (
     Folder,
     Item,
     ItemPatches,
+    ItemTag,
     Meta,
 )
 from mmsearch.errors import CatalogError, EncoderMismatchError, NotFoundError
@@ -61,6 +62,12 @@ PATCH_DTYPE = np.dtype("<f2")
 
 PATCH_SHAPE_KEY = "patch_shape"
 """The ``meta`` row with the shape of every stored item's patch features, as ``"P x D"``."""
+
+TAG_VOCABULARY_KEY = "tag_vocabulary"
+"""The ``meta`` row with the vocabulary (file form) the collection's tags were chosen from."""
+
+TAGS_THROUGH_KEY = "tags_through"
+"""The ``meta`` row with the highest item id tagged against that vocabulary (ids are never reused)."""
 
 _PICTURE_KINDS = ("image", "keyframe")
 
@@ -647,6 +654,72 @@ class Catalog:
                 .distinct()
             )
             return set(rows)
+
+    # ------------------------------------------------------------------ tags
+    def picture_vectors_after(self, after_id: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of up to `limit` picture items with ids above `after_id`, in id order."""
+        with self._read() as s:
+            rows = s.execute(
+                select(Item.id, Item.vector)
+                .where(Item.id > int(after_id), Item.kind.in_(_PICTURE_KINDS))
+                .order_by(Item.id)
+                .limit(limit)
+            ).all()
+        ids = np.array([r[0] for r in rows], np.int64)
+        return ids, self._decode_vectors(r[1] for r in rows)
+
+    def tags_through(self) -> int:
+        return int(self.get_meta(TAGS_THROUGH_KEY) or 0)
+
+    def tag_vocabulary(self) -> str | None:
+        """The vocabulary (file form) this collection is tagged with; None before the first run."""
+        return self.get_meta(TAG_VOCABULARY_KEY)
+
+    def add_tags(self, rows: Sequence[tuple[int, str, float]], through: int) -> None:
+        """Store tags of items up to id `through` (that were present) in one transaction."""
+        with self._write.begin() as s:
+            _bump_generation(s)
+            present = set()
+            ids = sorted({int(r[0]) for r in rows})
+            for chunk in _chunks(ids):
+                present.update(s.scalars(select(Item.id).where(Item.id.in_(chunk))))
+            s.add_all(
+                ItemTag(item_id=int(i), tag=t, score=float(v)) for i, t, v in rows if int(i) in present
+            )
+            s.merge(Meta(key=TAGS_THROUGH_KEY, value=str(int(through))))
+
+    def reset_tags(self, vocabulary_text: str) -> None:
+        """Forget every tag and record the vocabulary the next tagging run uses."""
+        with self._write.begin() as s:
+            _bump_generation(s)
+            s.execute(delete(ItemTag))
+            s.merge(Meta(key=TAG_VOCABULARY_KEY, value=vocabulary_text))
+            s.merge(Meta(key=TAGS_THROUGH_KEY, value="0"))
+
+    def tag_counts(self) -> list[tuple[str, int]]:
+        """(tag, pictures carrying it), most common first."""
+        with self._read() as s:
+            rows = s.execute(
+                select(ItemTag.tag, func.count())
+                .group_by(ItemTag.tag)
+                .order_by(func.count().desc(), ItemTag.tag)
+            ).all()
+        return [(tag, int(n)) for tag, n in rows]
+
+    def tags_of(self, ids: Iterable[int]) -> dict[int, list[tuple[str, float]]]:
+        """``{item id: [(tag, share), ...] best first}`` for the items that have tags."""
+        wanted = sorted({int(i) for i in ids})
+        out: dict[int, list[tuple[str, float]]] = {}
+        with self._read() as s:
+            for chunk in _chunks(wanted):
+                rows = s.execute(
+                    select(ItemTag.item_id, ItemTag.tag, ItemTag.score)
+                    .where(ItemTag.item_id.in_(chunk))
+                    .order_by(ItemTag.item_id, ItemTag.score.desc())
+                )
+                for item_id, tag, score in rows:
+                    out.setdefault(int(item_id), []).append((tag, float(score)))
+        return out
 
     def iter_text_vectors(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Like `iter_vectors`, for the sentence vectors of passages."""

@@ -82,8 +82,12 @@ class Filters:
     min_duration: float | None = None  # seconds (videos and recordings)
     max_duration: float | None = None
     exclude_items: frozenset[int] = frozenset()  # query pictures and `--like` items themselves
+    tags: tuple[str, ...] = ()  # zero-shot tags a picture must all have (`mmsearch tags`)
 
     def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "tags", tuple(dict.fromkeys(" ".join(t.split()).lower() for t in self.tags if t.strip()))
+        )
         bad = sorted(set(self.types) - set(RESULT_TYPES))
         if bad:
             raise QueryError(
@@ -116,6 +120,7 @@ class Filters:
                 self.camera,
                 self.min_duration is not None,
                 self.max_duration is not None,
+                self.tags,
             )
         )
 

@@ -143,7 +143,11 @@ def _run(query: Query, ctx: SearchContext, generation: int, started: float) -> S
         pool = hits if query.cutoff else hits[: max(query.pool, query.offset + query.k)]
         hits = sort_by_date(pool, newest_first=query.sort == "-date")
     page = hits[query.offset : query.offset + query.k]
-    results = [to_result(c, rank) for rank, c in enumerate(page, start=query.offset + 1)]
+    tags = ctx.collection.catalog.tags_of(c.id for c in page)
+    results = [
+        to_result(c, rank, tuple(t for t, _ in tags.get(c.id, ())))
+        for rank, c in enumerate(page, start=query.offset + 1)
+    ]
     took = (time.perf_counter() - started) * 1000
     return SearchResults(results, query=query, took_ms=took)
 
@@ -350,12 +354,12 @@ def sort_by_date(hits: list[Candidate], *, newest_first: bool) -> list[Candidate
     return dated + undated
 
 
-def to_result(c: Candidate, rank: int) -> SearchResult:
+def to_result(c: Candidate, rank: int, tags: tuple[str, ...] = ()) -> SearchResult:
     rec = c.record
     return SearchResult(
         rank=rank, score=c.score, path=rec.path, kind=rec.kind, asset_kind=rec.asset_kind,
         item_id=rec.id, start=rec.start_s, end=rec.end_s, text=rec.text, date=rec.asset.date_s,
-        parts=tuple(c.parts), moments=tuple(c.moments),
+        parts=tuple(c.parts), moments=tuple(c.moments), tags=tags,
     )  # fmt: skip
 
 

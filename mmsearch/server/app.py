@@ -381,6 +381,7 @@ class SearchParams:
         min_width: Annotated[int | None, Query(ge=0)] = None,
         min_height: Annotated[int | None, Query(ge=0)] = None,
         camera: Annotated[str | None, Query(max_length=200)] = None,
+        tag: Annotated[list[str] | None, Query(description="Only pictures with these zero-shot tags (repeatable: all of them).")] = None,
         min_duration: Annotated[float | None, Query(ge=0)] = None,
         max_duration: Annotated[float | None, Query(ge=0)] = None,
         min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
@@ -406,6 +407,7 @@ class SearchParams:
             after=_iso(self.after, "after"), before=_iso(self.before, "before"),
             min_width=self.min_width, min_height=self.min_height, camera=self.camera,
             min_duration=self.min_duration, max_duration=self.max_duration,
+            tags=tuple(t[:64] for t in self.tag or ()),
         )  # fmt: skip
 
     def run(self, host: EngineHost, terms: list[Term]) -> tuple[SearchResults, int | None]:
@@ -496,6 +498,12 @@ def _add_search_routes(app: FastAPI, host: EngineHost, max_upload_bytes: int) ->
         """Forget one user's feedback."""
         removed = host.call(lambda e: e.reset_profile(user or default_user()))
         return {"user": user or default_user(), "removed": removed}
+
+    @app.get("/api/tags")
+    def tags() -> dict[str, Any]:
+        """Zero-shot tags with how many pictures carry each, most common first."""
+        counts = host.call(lambda e: e.tags())
+        return {"tags": [{"tag": t, "count": n} for t, n in counts]}
 
     @app.get("/api/status")
     def status() -> dict[str, Any]:

@@ -70,6 +70,7 @@ function filterParams() {
     if ($(`#${name}`).value) params.set(name, $(`#${name}`).value);
   }
   for (const w of words($("#not").value)) params.append("not", w);
+  for (const t of words($("#tags").value)) params.append("tag", t);
   if ($("#sort").value !== "relevance") params.set("sort", $("#sort").value);
   if ($("#cutoff").checked) params.set("cutoff", "auto");
   const user = currentUser();
@@ -212,7 +213,35 @@ function card(hit) {
   node.querySelector(".bad").addEventListener("click", () => judge(hit, false, node));
   showJudgement(node, judged.get(hit.item_id));
   node.querySelector(".parts").append(...why(hit));
+  node.querySelector(".tags").append(...(hit.tags || []).map(tagChip));
   return node;
+}
+
+// A result's tag: pressing it keeps only pictures with that tag (added to the "tagged" filter).
+function tagChip(tag) {
+  const chip = document.createElement("button");
+  chip.type = "button";
+  chip.className = "tag";
+  chip.textContent = tag;
+  chip.title = `Only pictures tagged \u201c${tag}\u201d`;
+  chip.addEventListener("click", () => {
+    const chosen = words($("#tags").value);
+    if (!chosen.includes(tag)) $("#tags").value = [...chosen, tag].join(", ");
+    run();
+  });
+  return chip;
+}
+
+// The collection's tags, offered while typing in the "tagged" box.
+async function loadTags() {
+  try {
+    const data = await fetchJson("/api/tags");
+    $("#tag-names").replaceChildren(
+      ...data.tags.map(({ tag, count }) => Object.assign(document.createElement("option"), { value: tag, label: `${tag} (${count})` })),
+    );
+  } catch {
+    // no tags yet (an empty collection): the box still filters by what is typed
+  }
 }
 
 // Press the card's good or bad button (or neither, for undefined).
@@ -639,6 +668,7 @@ viewer.addEventListener("close", () => {
   pick($("#sort"), params.get("sort"));
   $("#path").value = params.get("path") || "";
   $("#not").value = params.getAll("not").join(", ");
+  $("#tags").value = params.getAll("tag").join(", ");
   $("#cutoff").checked = params.get("cutoff") === "auto";
   $("#user").value = params.get("user") ?? storedUser(); // a link's user wins for this page
   $("#personal").checked = params.get("personal") !== "false";
@@ -650,6 +680,7 @@ viewer.addEventListener("close", () => {
   $("#q").value = query.q;
   renderTerms();
   loadStatus();
+  loadTags();
   loadProfile();
   // A date input cannot hold a malformed date; say so rather than search without it.
   const bad = [];

@@ -44,7 +44,9 @@ from mmsearch.vectors import INDEX_KINDS
 
 if TYPE_CHECKING:
     from mmsearch.catalog import AssetInfo, UpsertResult
+    from mmsearch.models import Encoder
     from mmsearch.models.sentence import TextEncoder
+    from mmsearch.tags.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -447,6 +449,18 @@ class CollectionWriter:
     def touch(self, path: str, *, size: int, mtime_ns: int) -> None:
         """A file's time changed but not its bytes."""
         self.catalog.move_asset(path, path, size=size, mtime_ns=mtime_ns)
+
+    def tag_pending(self, load_encoder: Callable[[], Encoder]) -> int:
+        """Zero-shot tags for pictures not tagged yet (`mmsearch.tags.tagger`)."""
+        from mmsearch.tags.tagger import tag_pending
+
+        return tag_pending(self.catalog, load_encoder)
+
+    def set_tag_vocabulary(self, vocabulary: Vocabulary, load_encoder: Callable[[], Encoder]) -> int:
+        """Tag every picture again against a new vocabulary, from stored vectors."""
+        from mmsearch.tags.tagger import set_vocabulary
+
+        return set_vocabulary(self.catalog, load_encoder, vocabulary)
 
     def rebuild_vectors(self) -> None:
         """Replace the CLIP store with a fresh one built from the catalog's stored vectors."""

@@ -1,0 +1,72 @@
+"""Zero-shot tags from stored vectors: which tags of the vocabulary a picture confidently shows.
+
+Each tag is the mean of its prompts' text embeddings (prompt ensembling), normalised. A picture's
+cosine to every tag is turned into a softmax *within each group* of the vocabulary,
+
+    share(t | x) = exp(SCALE * cos(x, t)) / (exp(SCALE * cos(x, b)) + sum_{u in group(t)} exp(SCALE * cos(x, u)))
+
+and the tags whose share is at least ``MIN_SHARE`` are kept, with their share as the score. A
+group is a set of alternatives (colours, shapes, scenes): within it the tags compete, so a
+picture gets a colour and a shape rather than only the single strongest word; several objects
+split a group's share, so a picture of a red circle and a blue square can get red, blue, circle
+and square. ``b`` is a background alternative in every group ("a photo.", "a picture." ...):
+a group of one tag, or a picture that shows none of a group's tags, is not forced to take one.
+``SCALE`` and ``MIN_SHARE`` were chosen on the shapes world's rendered photos
+(seed 3; the benchmark's figures come from other seeds: ``benchmarks/tags.py``).
+
+Only stored vectors are read: tagging never re-encodes a picture, so a new vocabulary re-tags a
+collection in the time of one matrix product per batch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from mmsearch.models import Encoder
+    from mmsearch.tags.vocabulary import Vocabulary
+
+SCALE = 50.0
+"""Softmax sharpness over cosines (CLIP's own logit scale is about 100; 50 keeps second objects)."""
+MIN_SHARE = 0.1
+"""Share of its group a tag needs to be kept."""
+BACKGROUND_PROMPTS = ("a photo.", "a picture.", "an image.", "a photo of something.")
+"""The "none of these" alternative each group's tags compete with."""
+
+
+def tag_matrix(encoder: Encoder, vocabulary: Vocabulary) -> np.ndarray:
+    """(tags + 1, dim) unit rows: each tag's mean prompt embedding, then the background's."""
+    texts = [t.texts() for t in vocabulary.tags] + [BACKGROUND_PROMPTS]
+    flat = [p for prompts in texts for p in prompts]
+    embedded = encoder.encode_texts(flat)
+    rows, start = [], 0
+    for prompts in texts:
+        mean = embedded[start : start + len(prompts)].mean(axis=0)
+        rows.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+        start += len(prompts)
+    return np.asarray(rows, np.float32)
+
+
+def choose_tags(
+    vectors: np.ndarray,
+    matrix: np.ndarray,
+    vocabulary: Vocabulary,
+    *,
+    scale: float = SCALE,
+    min_share: float = MIN_SHARE,
+) -> list[list[tuple[int, float]]]:
+    """Per picture, the (tag index, share) pairs kept, best first (`matrix` from `tag_matrix`)."""
+    cos = np.asarray(vectors, np.float32) @ matrix.T  # (n, T + 1): the last is the background
+    shares = np.zeros((len(cos), len(vocabulary)), np.float32)
+    for indices in vocabulary.groups.values():
+        logits = scale * cos[:, indices + [len(vocabulary)]]
+        logits -= logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits)
+        shares[:, indices] = (weights / weights.sum(axis=1, keepdims=True))[:, :-1]
+    out = []
+    for row in shares:
+        kept = np.flatnonzero(row >= min_share)
+        out.append([(int(i), float(row[i])) for i in kept[np.argsort(-row[kept])]])
+    return out
