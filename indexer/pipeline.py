@@ -373,7 +373,9 @@ class _Ingest:
         if not self.jobs:
             return  # nothing to decode: no model is loaded
         self.encoder = self.load_encoder()
-        self.writer.writer.bind_encoder(self.encoder.name, self.encoder.dim)
+        self.writer.writer.bind_encoder(
+            self.encoder.name, self.encoder.dim, self.encoder.weights_id
+        )
         self.store_patches = (
             self.options.patches
             if self.options.patches is not None

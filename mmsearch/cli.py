@@ -470,6 +470,73 @@ def serve(
 
 
 @app.command()
+def finetune(
+    images: Annotated[Path, typer.Option("--images", help="Folder of your pictures.")],
+    captions: Annotated[Path, typer.Option("--captions", help="CSV (path,caption) or JSONL ({path, caption}) with paths relative to --images; several rows per picture are fine.")],
+    name: Annotated[str | None, typer.Option("--name", help="Register the result under this model name (default: MODEL-finetuned).", show_default=False)] = None,
+    model: Annotated[str, typer.Option("--model", help="The model to start from.")] = "tiny",
+    epochs: Annotated[int, typer.Option(help="Passes over the training pictures.")] = 5,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (small: pretrained weights forget fast).")] = 5e-5,
+    batch_size: Annotated[int, typer.Option(help="Pictures per step.")] = 32,
+    held_out: Annotated[float, typer.Option(help="Share of the pictures kept out of training to measure recall on.")] = 0.2,
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite a registered model of that name.")] = False,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune a model on your captioned pictures; prints recall@1/5/10 on held-out pictures before and after, and registers the result as a model name."""
+    from mmsearch.train.finetune import register_finetune
+    from mmsearch.train.loop import LoopConfig
+
+    def body():
+        chosen = name or f"{model.replace('/', '-').replace('@', '-')}-finetuned"
+        loop = LoopConfig(epochs=epochs, batch_size=batch_size, lr=lr, warmup_steps=10)
+        from rich.progress import Progress
+
+        with Progress(transient=True, console=err) as progress:
+            task = progress.add_task("Fine-tuning", total=epochs)
+
+            def on_epoch(epoch: int, loss: float) -> None:
+                progress.update(task, completed=epoch + 1, description=f"Fine-tuning (loss {loss:.3f})")
+
+            report = register_finetune(
+                chosen, model, images, captions, loop, held_out=held_out, replace=replace,
+                on_epoch=on_epoch,
+            )
+        if as_json:
+            from dataclasses import asdict
+
+            print(json.dumps({"name": chosen, **asdict(report)}))
+        else:
+            out.print(
+                f"Fine-tuned {model} on {report.train_images} pictures ({report.steps} steps, "
+                f"{report.seconds} s); held-out recall on {report.held_out_images} pictures:"
+            )
+            for k in sorted(report.recall_before):
+                out.print(f"  R@{k}: {report.recall_before[k]:.3f} -> {report.recall_after[k]:.3f}")
+            out.print(f"Registered as '{chosen}' ({report.saved_to}); report beside it.", highlight=False)
+        _tell_about_reindexing(home, chosen)
+
+    _run(body)
+
+
+def _tell_about_reindexing(home: Path | None, name: str) -> None:
+    """A collection keeps its model: say how to search with the new one (never mixing vectors)."""
+    from mmsearch.paths import data_home
+
+    target = data_home(home)
+    if not (target / "catalog.db").exists():
+        return
+    with _engine(home) as engine:
+        bound = engine.collection.encoder_name()
+    if bound is not None:
+        out.print(
+            f"The collection at {target} holds '{bound}' vectors; to search with '{name}', index "
+            f"into a new home: mmsearch index FOLDERS --model {name} --home NEW_HOME",
+            highlight=False, soft_wrap=True,
+        )
+
+
+@app.command()
 def models() -> None:
     """List model names: the bundled tiny, OpenCLIP ARCH/TAG pairs, and name forms for local files."""
     from mmsearch.models import list_models

@@ -135,7 +135,10 @@ class Engine:
             if self._encoder is None:
                 from mmsearch.models import load_encoder
 
-                self._encoder = load_encoder(self.model_name, device=self.device)
+                encoder = load_encoder(self.model_name, device=self.device)
+                if self._exists():
+                    self._open(create=False).check_weights(encoder.name, encoder.weights_id)
+                self._encoder = encoder
         return self._encoder
 
     @property

@@ -30,6 +30,16 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
+def models_dir() -> Path:
+    """Where fine-tuned models are registered by name: $MMSEARCH_MODELS, else the per-user data dir."""
+    env = os.environ.get("MMSEARCH_MODELS")
+    if env:
+        return Path(env).expanduser().resolve()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "models"
+
+
 # ---- file paths as catalog text ----------------------------------------------------------------
 # POSIX file names are bytes. Python hands names that are not valid UTF-8 over as str with lone
 # surrogates (PEP 383 "surrogateescape": byte 0xE9 becomes U+DCE9), and such a str cannot be

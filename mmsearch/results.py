@@ -29,7 +29,8 @@ class SearchResult:
     """One hit: an item (image, keyframe, transcript window or text chunk) of one file."""
 
     rank: int
-    score: float  # the final score that orders results (CLIP cosine, or fused; see `parts`)
+    score: float  # the score that orders results (CLIP cosine or fused, handed out in the
+    # order the rerankers chose; each ranker's own score is in `parts`)
     path: str  # the file the item belongs to
     kind: str  # item kind: image, keyframe, transcript, text
     asset_kind: str  # file kind: image, video, audio, text

@@ -104,7 +104,7 @@ def test_the_default_rerankers_include_itm_and_explain_it(twins):
     with Engine(home) as e:
         hits = e.search(pairs[0][0], k=5, user=None)
         assert all("itm" in {p.source for p in h.parts} for h in hits)
-        assert all(h.score == pytest.approx(h.part("clip").score) for h in hits)  # its own
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
         plain = e.search("a red car", k=5, user=None)  # "car": a word tiny-itm never learned
         assert not any(p.source == "itm" for h in plain for p in h.parts)
 

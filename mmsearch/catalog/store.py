@@ -69,6 +69,9 @@ TAG_VOCABULARY_KEY = "tag_vocabulary"
 TAGS_THROUGH_KEY = "tags_through"
 """The ``meta`` row with the highest item id tagged against that vocabulary (ids are never reused)."""
 
+ENCODER_WEIGHTS_KEY = "encoder_weights"
+"""The ``meta`` row with the digest of the encoder's weights file (`Encoder.weights_id`)."""
+
 _PICTURE_KINDS = ("image", "keyframe")
 
 _IN_CHUNK = 500
@@ -242,21 +245,32 @@ class Catalog:
             return None
         return EncoderInfo(rows["encoder"], int(rows.get("encoder_dim", 0)))
 
-    def bind_encoder(self, name: str, dim: int) -> None:
-        """Record the collection's encoder, or refuse a different one (one encoder per collection)."""
+    def bind_encoder(self, name: str, dim: int, weights: str | None = None) -> None:
+        """Record the collection's encoder (and its weights' digest), or refuse a different one:
+        one encoder, one checkpoint per collection."""
         with self._write.begin() as s:
             current = s.get(Meta, "encoder")
             if current is None:
                 s.add_all(
                     [Meta(key="encoder", value=name), Meta(key="encoder_dim", value=str(int(dim)))]
                 )
-                return
-            if current.value != name:
+            elif current.value != name:
                 raise EncoderMismatchError(
                     f"The catalog at {self.url} was built with encoder '{current.value}', but "
                     f"encoder '{name}' was requested. Use --model {current.value}, or re-index "
                     f"into a new home (--home) to use '{name}'."
                 )
+            if weights is None:
+                return
+            recorded = s.get(Meta, ENCODER_WEIGHTS_KEY)
+            if recorded is None:  # new, or indexed before digests were recorded: from now on
+                s.add(Meta(key=ENCODER_WEIGHTS_KEY, value=weights))
+            elif recorded.value != weights:
+                raise weights_mismatch(name, recorded.value, weights, str(self.url))
+
+    def encoder_weights(self) -> str | None:
+        """The digest of the weights the collection's vectors were made with (None: not recorded)."""
+        return self.get_meta(ENCODER_WEIGHTS_KEY)
 
     # --------------------------------------------------------------- folders
     def add_folder(self, path: str | os.PathLike[str]) -> int:
@@ -875,6 +889,15 @@ def _refuse_truncated(target: str | os.PathLike[str]) -> None:
             f"The catalog {path} is empty (0 bytes): it was truncated or never written. Restore it "
             "from a backup, or remove the home to start again (see docs/RECOVERY.md)."
         )
+
+
+def weights_mismatch(name: str, recorded: str, now: str, where: str) -> EncoderMismatchError:
+    return EncoderMismatchError(
+        f"The collection at {where} was indexed with other weights of '{name}' (digest "
+        f"{recorded}; the model loaded now is {now}): an updated or re-trained model makes "
+        "vectors that cannot be compared with the stored ones. Re-index into a new home "
+        f"(mmsearch index FOLDERS --home NEW --model {name}), or use the weights it was built with."
+    )
 
 
 def _encode_patches(rows: Sequence[ItemData]) -> tuple[list[bytes | None], tuple[int, int] | None]:

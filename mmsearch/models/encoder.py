@@ -66,6 +66,12 @@ class Encoder:
         return self.spec.name
 
     @property
+    def weights_id(self) -> str:
+        """Which weights (a digest of the checkpoint file): recorded with a collection, so
+        vectors of another checkpoint under the same name are never mixed in."""
+        return self.load()._loaded.weights_id  # type: ignore[union-attr]
+
+    @property
     def loaded(self) -> bool:
         return self._loaded is not None
 

@@ -86,6 +86,8 @@ class LoadedModel:
     model: torch.nn.Module  # open_clip CLIP/CustomTextCLIP, on the CPU in fp32, train() mode
     tokenizer: Callable[..., torch.Tensor]  # list[str] -> LongTensor (n, context_length)
     preprocess: ImagePreprocess  # PIL -> tensor (3, S, S), letterboxed unless asked otherwise
+    weights_id: str = ""  # digest of the weights file ("random" for random init): tells two
+    # checkpoints of one name apart (a retrained `tiny`, a fine-tune saved under the same name)
 
 
 # ---------------------------------------------------------------- fetch: kind -> local files
@@ -246,7 +248,38 @@ def build_openclip(
         model=net,
         tokenizer=_tokenizer(spec, recipe, cache),
         preprocess=preprocess_for(net, preprocess_mode),
+        weights_id=weights_digest(recipe.weights) if recipe.weights is not None else "random",
     )
+
+
+def weights_digest(path: Path) -> str:
+    """First 16 hex digits of the file's SHA-256, remembered by (path, size, mtime) in the cache
+    folder so a big checkpoint is hashed once, not at every start."""
+    import hashlib
+    import json
+
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    memo = model_cache_dir() / "weights_digests.json"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    known[key] = digest.hexdigest()[:16]
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        temp = memo.with_name(memo.name + f".{os.getpid()}.tmp")
+        temp.write_text(json.dumps(known))
+        os.replace(temp, memo)
+    except OSError:  # a read-only cache: hash again next time
+        pass
+    return known[key]
 
 
 # Random-init models (benchmarks, plumbing tests) draw the same weights in every process, so a

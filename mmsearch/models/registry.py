@@ -82,7 +82,30 @@ def resolve(name: str) -> ModelSpec:
         return _resolve_arch_at_path(arch, rest)
     if _looks_like_path(text):
         return _resolve_path(Path(text))
+    registered = registered_model(text)
+    if registered is not None:
+        return ModelSpec(name=text, kind="local-file", path=registered)
     return _resolve_arch_tag(text)
+
+
+REGISTERED_SUFFIX = ".safetensors"
+
+
+def registered_model(name: str) -> Path | None:
+    """The checkpoint a fine-tune registered under `name` (`mmsearch finetune --name`), if any."""
+    from mmsearch.paths import models_dir
+
+    if "/" in name or name.startswith(".") or not name.strip():
+        return None
+    path = models_dir() / f"{name}{REGISTERED_SUFFIX}"
+    return path if path.is_file() else None
+
+
+def registered_models() -> list[str]:
+    from mmsearch.paths import models_dir
+
+    folder = models_dir()
+    return sorted(p.name[: -len(REGISTERED_SUFFIX)] for p in folder.glob(f"*{REGISTERED_SUFFIX}")) if folder.is_dir() else []
 
 
 def _looks_like_path(text: str) -> bool:
@@ -238,4 +261,4 @@ def list_models() -> list[str]:
 
     pretrained = [f"{arch}/{tag}" for arch, tag in open_clip.list_pretrained()]
     custom = [f"{arch}/{RANDOM_TAG}" for arch in sorted(_custom_archs)]
-    return [TINY, *pretrained, *custom]
+    return [TINY, *registered_models(), *pretrained, *custom]

@@ -128,10 +128,13 @@ def _run(query: Query, ctx: SearchContext, generation: int, started: float) -> S
         lists = candidate_lists(query, embedded, allowed, depth, ctx)
         hits = fuse(lists, ctx)
         add_missing_clip_scores(hits, embedded, ctx)
-        for stage in stages_for(query, ctx):
+        stages = stages_for(query, ctx)
+        for stage in stages:
             hits = stage(query, hits, ctx)
         if query.min_score is not None:
             hits = [h for h in hits if h.relevance >= query.min_score]
+        if stages:
+            settle_scores(hits[: query.rerank_depth])
         if query.group:
             hits = group_adjacent(hits)
         if len(hits) >= wanted or depth >= available:
@@ -352,6 +355,14 @@ def sort_by_date(hits: list[Candidate], *, newest_first: bool) -> list[Candidate
     undated = [h for h in hits if h.record.asset.date_s is None]
     dated.sort(key=lambda h: h.record.asset.date_s, reverse=newest_first)
     return dated + undated
+
+
+def settle_scores(window: list[Candidate]) -> None:
+    """After the rerankers, the window's scores in the order they chose: the same values,
+    handed out best first, so shown scores always fall down the page (each result's own CLIP
+    cosine stays in its ``clip`` part, and is what ``min_score`` compares)."""
+    for candidate, score in zip(window, sorted((c.score for c in window), reverse=True)):
+        candidate.score = score
 
 
 def to_result(c: Candidate, rank: int, tags: tuple[str, ...] = ()) -> SearchResult:

@@ -131,6 +131,14 @@ class Collection:
         info = self.catalog.encoder()
         return info.name if info else None
 
+    def check_weights(self, name: str, weights: str) -> None:
+        """Refuse to search with a checkpoint other than the one the vectors were made with."""
+        from mmsearch.catalog.store import weights_mismatch
+
+        recorded = self.catalog.encoder_weights()
+        if recorded is not None and recorded != weights:
+            raise weights_mismatch(name, recorded, weights, str(self.home))
+
     def check_encoder(self, name: str) -> None:
         bound = self.encoder_name()
         if bound is not None and bound != name:
@@ -383,9 +391,9 @@ class CollectionWriter:
         if info is not None:
             self._open_stores(info.dim, info.name)
 
-    def bind_encoder(self, name: str, dim: int) -> None:
-        """Record the collection's encoder on first use; refuse another one later."""
-        self.catalog.bind_encoder(name, dim)
+    def bind_encoder(self, name: str, dim: int, weights: str | None = None) -> None:
+        """Record the collection's encoder on first use; refuse another one (or other weights)."""
+        self.catalog.bind_encoder(name, dim, weights)
         if self.vectors is None:
             self._open_stores(dim, name)
 

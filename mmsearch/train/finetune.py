@@ -5,7 +5,8 @@
 The images are split by file into train and held-out parts (seeded); recall@1/5/10 of
 text->image on the held-out part is reported before and after training. The result is a local
 checkpoint that `load_encoder("/path/tuned.safetensors")` (or `--model` on the CLI) loads.
-This is the first step towards a `mmsearch finetune` command.
+`mmsearch finetune ... --name NAME` (`register_finetune`) saves it among the registered models,
+so `--model NAME` finds it, with the report beside it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import random
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +77,7 @@ def finetune(
     loop: LoopConfig = FINETUNE_LOOP,
     held_out: float = 0.2,
     seed: int = 0,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> FinetuneReport:
     """Load a registry model's weights, train contrastively on the folder, save a local checkpoint."""
     from PIL import Image
@@ -102,11 +105,55 @@ def finetune(
         loop = LoopConfig(**{**asdict(loop), "batch_size": len(pairs)})
     train_pixels = np.stack([pixels[p] for p, _ in pairs])
     result = train_contrastive(
-        loaded.model, loaded.tokenizer, train_pixels, lambda _e: [c for _, c in pairs], pp.mean, pp.std, loop
+        loaded.model, loaded.tokenizer, train_pixels, lambda _e: [c for _, c in pairs], pp.mean, pp.std, loop,
+        on_epoch=on_epoch,
     )
     after = held_out_recall(Encoder.from_loaded(loaded, device="cpu"), pixels, captions, held_imgs)
     saved = save_weights(loaded.model, out, loaded.spec.arch)
     return FinetuneReport(model, len(train_imgs), len(held_imgs), before, after, result.steps, round(result.seconds, 1), str(saved))
+
+
+def check_model_name(name: str) -> str:
+    """A name to register a fine-tune under: not a built-in name, no path characters."""
+    import re
+
+    from mmsearch.models.registry import TINY, known_architectures
+
+    clean = name.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", clean) or clean.endswith(".safetensors"):
+        raise ConfigError(
+            f"{name!r} cannot name a model: use letters, digits, '-', '_' or '.', up to 64 characters."
+        )
+    if clean == TINY or clean in known_architectures():
+        raise ConfigError(f"{clean!r} is a built-in model name; choose another for your fine-tune.")
+    return clean
+
+
+def register_finetune(
+    name: str,
+    model: str,
+    images_dir: Path,
+    captions_file: Path,
+    loop: LoopConfig = FINETUNE_LOOP,
+    *,
+    held_out: float = 0.2,
+    replace: bool = False,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> FinetuneReport:
+    """Fine-tune and save as the registered model `name` (weights + NAME.finetune.json report)."""
+    from mmsearch.paths import models_dir
+
+    name = check_model_name(name)
+    target = models_dir() / f"{name}.safetensors"
+    if target.exists() and not replace:
+        raise ConfigError(
+            f"A model named {name!r} is registered already ({target}); choose another name, or "
+            "replace it (collections indexed with it must then be re-indexed)."
+        )
+    report = finetune(model, images_dir, captions_file, target, loop, held_out, on_epoch=on_epoch)
+    report.saved_to = str(target)
+    (models_dir() / f"{name}.finetune.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return report
 
 
 def main(argv: list[str] | None = None) -> None:
