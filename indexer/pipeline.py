@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +47,7 @@ from indexer.sources import SOURCES, SourceSpec
 from indexer.sources.audio import AudioOptions
 from indexer.sources.base import ASSET_AUDIO, ASSET_IMAGE, ASSET_TEXT, ASSET_VIDEO
 from indexer.sources.image import DEFAULT_LIMITS, ImageLimits
+from indexer.sources.ocr import OcrOptions
 from indexer.sources.subtitles import SUBTITLE_EXTENSIONS, media_for_subtitles
 from indexer.sources.text import TextOptions
 from indexer.sources.video import VideoOptions
@@ -103,6 +104,7 @@ class IndexOptions:
     max_file_bytes: int = DEFAULT_LIMITS.max_bytes  # picture files larger than this are skipped
     in_process: bool = False  # decode in this process: no worker start-up, but no crash isolation
     follow_symlinks: str = "inside"  # links followed: "inside" the indexed folders, "all", "none"
+    ocr: bool | None = None  # read words in pictures (Tesseract); None = the collection's choice
     patches: bool | None = None  # store patch features for the ITM reranker; None = when the
     # encoder has a patch-reading companion; True also re-encodes pictures stored without them
 
@@ -144,6 +146,7 @@ class IndexOptions:
             video=self.video or VideoOptions(audio=audio),
             audio=audio,
             text=self.text or TextOptions(),
+            ocr=OcrOptions(enabled=bool(self.ocr)),
             log_level=min(
                 logging.getLogger(n).getEffectiveLevel() for n in ("indexer", "mmsearch")
             ),
@@ -193,6 +196,9 @@ def run_index(
     set_aside_companion_subtitles(plan)
     if options.patches:
         add_pictures_missing_patches(plan, catalog)
+    options = replace(options, ocr=ocr_choice(options.ocr, writer))
+    if options.ocr:
+        add_pictures_missing_ocr(plan, catalog)
     folders = _Folders(catalog, roots)
     changes = _Changes(writer, options.save_every_s, summary)
     apply_cheap_changes(plan, changes, folders, options.commit_every)
@@ -248,6 +254,34 @@ def set_aside_companion_subtitles(plan: ChangePlan) -> None:
     moves = [(old, e, companion(e.path)) for old, e in plan.moved]
     plan.moved = [(old, e) for old, e, drop in moves if not drop]
     plan.deleted.extend(old for old, _e, drop in moves if drop)
+
+
+OCR_META_KEY = "ocr"
+"""The ``meta`` row remembering whether the collection reads words in pictures ("on"/"off")."""
+
+
+def ocr_choice(asked: bool | None, writer: CollectionWriter) -> bool:
+    """`--ocr/--no-ocr` when given (and remembered), else the collection's last choice (off).
+    Turning it on checks Tesseract and its language data first, so no picture is read without."""
+    catalog = writer.catalog
+    chosen = catalog.get_meta(OCR_META_KEY) == "on" if asked is None else asked
+    if chosen:
+        from indexer.sources.ocr import OcrOptions, check_languages
+
+        check_languages(OcrOptions().languages)
+    if asked is not None:
+        catalog.set_meta(OCR_META_KEY, "on" if asked else "off")
+    return chosen
+
+
+def add_pictures_missing_ocr(plan: ChangePlan, catalog: Catalog) -> None:
+    """Unchanged pictures whose words were never read are read (and encoded) again."""
+    missing = catalog.image_paths_without_ocr()
+    again = [e for e in plan.unchanged if str(e.path) in missing]
+    if again:
+        log.info("%d pictures are read again for the words in them", len(again))
+        plan.unchanged = [e for e in plan.unchanged if str(e.path) not in missing]
+        plan.changed.extend(again)
 
 
 def add_pictures_missing_patches(plan: ChangePlan, catalog: Catalog) -> None:
@@ -374,7 +408,7 @@ class _Ingest:
             return  # nothing to decode: no model is loaded
         self.encoder = self.load_encoder()
         self.writer.writer.bind_encoder(
-            self.encoder.name, self.encoder.dim, self.encoder.weights_id
+            self.encoder.name, self.encoder.dim, getattr(self.encoder, "weights_id", None)
         )
         self.store_patches = (
             self.options.patches
@@ -511,6 +545,9 @@ class _Ingest:
             self.summary.changed += 1
         else:
             self.summary.new += 1
+        if decoded.meta.get("ocr_engine"):
+            self.summary.ocr_pictures += 1
+            self.summary.ocr_seconds += float(decoded.meta.get("ocr_seconds", 0.0))
         if decoded.meta.get("truncated"):  # a reader left part of the file out (a limit)
             self.summary.truncated.append(TruncatedFile(key, str(decoded.meta["truncated"])))
         kind = decoded.job.asset_kind

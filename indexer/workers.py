@@ -19,6 +19,7 @@ import multiprocessing
 import queue
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from indexer.sources.base import (
     SourceItem,
 )
 from indexer.sources.image import DEFAULT_LIMITS, ImageLimits
+from indexer.sources.ocr import OCR, OcrOptions, engine_name, ocr_items
 from indexer.sources.text import TextOptions
 from indexer.sources.video import VideoOptions
 from mmsearch.errors import DecodeError, MissingDependencyError, MmsearchError
@@ -52,7 +54,7 @@ from mmsearch.paths import is_utf8, key_path, path_key
 log = logging.getLogger(__name__)
 
 PICTURE_KINDS = (IMAGE, KEYFRAME)
-TEXT_KINDS = (TRANSCRIPT, TEXT)
+TEXT_KINDS = (TRANSCRIPT, TEXT, OCR)
 PREFETCH = 2  # files handed to one worker at a time: one decoding, one waiting, so it never idles
 MAX_LOG_RECORDS = 20  # log records a worker sends back per file (a broken file must not flood)
 MAX_STARTUP_FAILURES = 3  # workers dying before their first file: give up, something is broken
@@ -69,6 +71,7 @@ class WorkerConfig:
     video: VideoOptions = field(default_factory=VideoOptions)  # keyframes and video sound
     audio: AudioOptions = field(default_factory=AudioOptions)  # recordings' transcription
     text: TextOptions = field(default_factory=TextOptions)  # passages of documents
+    ocr: OcrOptions = field(default_factory=OcrOptions)  # words inside pictures
     log_level: int = logging.WARNING  # records below this are not sent back from workers
 
 
@@ -135,6 +138,8 @@ def decode(job: DecodeJob, config: WorkerConfig) -> Outcome:
         items = [_prepare(item, config.preprocess, path) for item in result.items]
         if not items:
             raise DecodeError(f"{path}: nothing to index in it")
+        if config.ocr.enabled and job.asset_kind == ASSET_IMAGE:
+            items += _read_words(path, config, result.meta)
         digest = job.content_hash or content_hash(path)
     except DecodeError as exc:
         return Failed(job, short_reason(exc, path))
@@ -148,6 +153,19 @@ def decode(job: DecodeJob, config: WorkerConfig) -> Outcome:
         log.warning("unexpected error decoding %s", path, exc_info=True)
         return Failed(job, short_reason(f"unexpected error: {type(exc).__name__}: {exc}", path))
     return Decoded(job, digest, dict(result.meta), items)
+
+
+def _read_words(path: Path, config: WorkerConfig, meta: dict[str, Any]) -> list[DecodedItem]:
+    """OCR of a picture that decoded: its failure costs the words, never the picture."""
+    started = time.perf_counter()
+    try:
+        words = ocr_items(path, config.ocr, config.image_limits)
+    except (DecodeError, OSError) as exc:
+        log.info("no words read from %s: %s", path, exc)
+        return []
+    meta["ocr_engine"] = engine_name()
+    meta["ocr_seconds"] = time.perf_counter() - started
+    return [_prepare(item, config.preprocess, path) for item in words]
 
 
 def _reader_arguments(asset_kind: str, config: WorkerConfig) -> tuple[tuple, dict[str, Any]]:

@@ -145,6 +145,11 @@ def summary_table(summary: IndexSummary) -> Table:
         table.add_row(label, str(getattr(summary, label)))
     table.add_row("skipped", str(len(summary.skipped)))
     table.add_row("items added", str(summary.items_added))
+    if summary.tagged:
+        table.add_row("pictures tagged", str(summary.tagged))
+    if summary.ocr_pictures:
+        each = summary.ocr_seconds / summary.ocr_pictures
+        table.add_row("pictures read (OCR)", f"{summary.ocr_pictures} ({each:.2f} s each)")
     rate = summary.files_per_second()
     table.add_row("time", f"{summary.seconds:.1f} s" + (f" ({rate:.1f} files/s)" if rate else ""))
     return table

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything mmsearch's demo and tests need, idempotently: system packages (ffmpeg, flite,
-# chromium for the browser tests),
+# chromium for the browser tests, tesseract for OCR),
 # a virtual environment in .venv with the pinned torch pair, and mmsearch itself (editable, all extras).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,12 @@ need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v flite >/dev/null 2>&1 || need_apt+=(flite)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# OCR (index --ocr): Tesseract with English and Simplified Chinese; the tests render text with
+# DejaVu and WenQuanYi fonts.
+command -v tesseract >/dev/null 2>&1 || need_apt+=(tesseract-ocr)
+for pkg in tesseract-ocr-eng tesseract-ocr-chi-sim fonts-dejavu-core fonts-wqy-microhei; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

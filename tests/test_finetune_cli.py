@@ -69,10 +69,8 @@ def test_a_collection_refuses_other_weights_under_the_same_name(library, tmp_pat
         assert e.search("a red circle", k=3)
     # the same name, retrained: its vectors are not comparable with the stored ones
     assert cli("finetune", *common, "--replace", "--lr", "1e-3").exit_code == 0
-    with Engine(home) as e:
-        with pytest.raises(EncoderMismatchError, match="other weights of 'mine'"):
-            e.search("a red circle", k=3)
+    with Engine(home) as e, pytest.raises(EncoderMismatchError, match="other weights of 'mine'"):
+        e.search("a red circle", k=3)
     write_photo_folder(photos / "more", 2, seed=13)
-    with Engine(home) as e:
-        with pytest.raises(EncoderMismatchError, match="other weights"):
-            e.index([photos])
+    with Engine(home) as e, pytest.raises(EncoderMismatchError, match="other weights"):
+        e.index([photos])

@@ -220,3 +220,21 @@ def test_non_sqlite_databases_skip_keyword_search(cat, tmp_path):
     cat.upsert_asset_with_items(*note(tmp_path / "n.txt", "zanzibar"))
     cat.has_keyword_index = False  # what a catalog on PostgreSQL reports
     assert cat.keyword_search("zanzibar", 5) == []
+
+
+def test_chinese_passages_are_found_by_chinese_words(tmp_path):
+    """unicode61 keeps a run of Chinese characters as one token; the trigram table (3+ characters)
+    and LIKE (shorter runs) find words inside it; mixed queries interleave both kinds of match."""
+    catalog = Catalog(tmp_path / "c.db")
+    catalog.bind_encoder("x", 4)
+    vec = np.full(4, 0.5, np.float32)
+    texts = ["会议室在三楼", "明天的会议取消了", "a red circle and 红色的圆", "budget review"]
+    for i, passage in enumerate(texts, start=1):
+        asset = AssetInfo(path=f"/notes/{i}.txt", kind="text", size=1, mtime_ns=1, content_hash=str(i))
+        catalog.upsert_asset_with_items(asset, [ItemData("text", None, None, passage, vec)])
+    ids = lambda q: [i for i, _ in catalog.keyword_search(q)]  # noqa: E731
+    assert ids("会议室") == [1]  # trigram
+    assert ids("会议") == [1, 2] and ids("红色") == [3]  # two characters: LIKE
+    assert set(ids("三楼 budget")) == {1, 4} and ids("red 会议室")[:2] in ([3, 1], [1, 3])
+    assert ids("circle") == [3]
+    assert catalog.keyword_search("会议", allowed=np.array([2], np.int64))[0][0] == 2

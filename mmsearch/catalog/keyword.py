@@ -19,6 +19,7 @@ MAX_TERMS = 32
 """Words kept from a query: a pasted paragraph should not become a thousand-term OR."""
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 STOPWORDS = frozenset(  # a word list reads better as text than as quoted strings
     """a about above after again all am an and any are as at be been before being below between
@@ -31,9 +32,21 @@ STOPWORDS = frozenset(  # a word list reads better as text than as quoted string
 )
 
 
+def cjk_runs(text: str) -> list[str]:
+    """Runs of Chinese/Japanese characters in a query, unique, in order."""
+    return list(dict.fromkeys(_CJK_RUN.findall(text)))
+
+
+def cjk_match_expression(runs: list[str], max_terms: int = MAX_TERMS) -> str | None:
+    """For the trigram table: runs of three or more characters, quoted, joined with OR (shorter
+    runs cannot be trigram-matched; `keyword_search` looks for them with LIKE)."""
+    long_runs = [r for r in runs if len(r) >= 3][:max_terms]
+    return " OR ".join('"' + r + '"' for r in long_runs) or None
+
+
 def fts_match_expression(text: str, max_terms: int = MAX_TERMS) -> str | None:
-    """The FTS5 MATCH expression for a user query, or None when it holds no words."""
-    words = list(dict.fromkeys(_WORD.findall(text.lower())))  # unique, in order
+    """The FTS5 MATCH expression for a user query's non-CJK words, or None when there are none."""
+    words = list(dict.fromkeys(_WORD.findall(_CJK_RUN.sub(" ", text).lower())))  # unique, in order
     terms = [w for w in words if w not in STOPWORDS] or words
     terms = terms[:max_terms]
     if not terms:

@@ -36,7 +36,13 @@ from sqlalchemy import (
 )
 
 from mmsearch.catalog.db import writer
-from mmsearch.catalog.schema import SCHEMA_VERSION, Base, Meta, create_keyword_index
+from mmsearch.catalog.schema import (
+    SCHEMA_VERSION,
+    Base,
+    Meta,
+    create_cjk_keyword_index,
+    create_keyword_index,
+)
 from mmsearch.errors import CatalogError
 
 log = logging.getLogger(__name__)
@@ -95,6 +101,16 @@ def _v6_to_v7(conn: Connection) -> None:
     ItemTag.__table__.create(conn)
 
 
+def _v7_to_v8(conn: Connection) -> None:
+    """v8 records which OCR engine read each picture's words (none yet)."""
+    conn.execute(text("ALTER TABLE assets ADD COLUMN ocr_engine VARCHAR(64)"))
+
+
+def _v8_to_v9(conn: Connection) -> None:
+    """v9 adds the trigram keyword index for Chinese and Japanese text (filled from the items)."""
+    create_cjk_keyword_index(conn, backfill=True)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v1_to_v2,
     3: _v2_to_v3,
@@ -102,6 +118,8 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     5: _v4_to_v5,
     6: _v5_to_v6,
     7: _v6_to_v7,
+    8: _v7_to_v8,
+    9: _v8_to_v9,
 }
 """``MIGRATIONS[v]`` upgrades a database from version ``v - 1`` to ``v``."""
 
@@ -171,6 +189,7 @@ def _refuse_newer(engine: Engine, version: int) -> None:
 def _create_current(conn: Connection) -> None:
     Base.metadata.create_all(conn)
     create_keyword_index(conn, backfill=False)
+    create_cjk_keyword_index(conn, backfill=False)
     _write_meta(conn, VERSION_KEY, str(SCHEMA_VERSION))
     _write_meta(conn, "collection_id", uuid.uuid4().hex)
     _write_meta(conn, "created_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -22,6 +22,13 @@ A table of its own keeps the items rows small; rows go with their item (ON DELET
 
 v7 adds ``item_tags``: a picture's zero-shot tags with their share (`mmsearch.tags`), chosen from
 stored vectors against the vocabulary recorded in the ``meta`` row ``tag_vocabulary``.
+
+v9 adds ``items_cjk``, a second FTS5 index over ``items.text`` with the trigram tokenizer:
+unicode61 keeps a run of Chinese characters as one token, so "会议室" never matched a passage
+saying "会议室在三楼"; trigrams match any three characters inside it (`keyword_search`).
+
+v8 adds ``assets.ocr_engine``: which OCR engine read the words of a picture (NULL: not read), so
+turning OCR on reads the pictures indexed without it. The words are ``ocr`` passage items.
 """
 
 from __future__ import annotations
@@ -44,12 +51,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 9
 """Bump with a step in ``migrations.MIGRATIONS`` whenever these tables change."""
 
 ASSET_KINDS = ("image", "video", "audio", "text")
-ITEM_KINDS = ("image", "keyframe", "transcript", "text")
-PASSAGE_KINDS = ("transcript", "text")  # items with a passage: text-model and keyword matched
+ITEM_KINDS = ("image", "keyframe", "transcript", "text", "ocr")
+PASSAGE_KINDS = ("transcript", "text", "ocr")  # items with a passage: text-model and keyword matched
 
 # SQLite only gives AUTOINCREMENT (never reissue an id) to an INTEGER PRIMARY KEY column.
 _ItemId = BigInteger().with_variant(Integer(), "sqlite")
@@ -104,6 +111,8 @@ class Asset(Base):
     indexed_at: Mapped[float] = mapped_column(Float)
     # v4: taken_at as POSIX seconds (read as local time), else the file's mtime; date filters.
     date_s: Mapped[float | None] = mapped_column(Float, index=True)
+    # v8: the OCR engine that read the picture's words (NULL: not read).
+    ocr_engine: Mapped[str | None] = mapped_column(String(64))
 
     items: Mapped[list[Item]] = relationship(
         back_populates="asset", cascade="all, delete-orphan", passive_deletes=True
@@ -192,6 +201,40 @@ _KEYWORD_DDL = (
         INSERT INTO {KEYWORD_TABLE}(rowid, text) VALUES (new.id, new.text);
     END""",
 )
+
+
+CJK_KEYWORD_TABLE = "items_cjk"
+"""The FTS5 trigram table over ``items.text`` (v9): substring search for Chinese and Japanese."""
+
+_CJK_KEYWORD_DDL = (
+    f"""CREATE VIRTUAL TABLE {CJK_KEYWORD_TABLE} USING fts5(
+        text, content='items', content_rowid='id', tokenize='trigram')""",
+    f"""CREATE TRIGGER items_cjk_insert AFTER INSERT ON items BEGIN
+        INSERT INTO {CJK_KEYWORD_TABLE}(rowid, text) VALUES (new.id, new.text);
+    END""",
+    f"""CREATE TRIGGER items_cjk_delete AFTER DELETE ON items BEGIN
+        INSERT INTO {CJK_KEYWORD_TABLE}({CJK_KEYWORD_TABLE}, rowid, text) VALUES ('delete', old.id, old.text);
+    END""",
+    f"""CREATE TRIGGER items_cjk_update AFTER UPDATE OF id, text ON items BEGIN
+        INSERT INTO {CJK_KEYWORD_TABLE}({CJK_KEYWORD_TABLE}, rowid, text) VALUES ('delete', old.id, old.text);
+        INSERT INTO {CJK_KEYWORD_TABLE}(rowid, text) VALUES (new.id, new.text);
+    END""",
+)
+
+
+def create_cjk_keyword_index(conn: Connection, *, backfill: bool) -> bool:
+    """The trigram table and its triggers (SQLite 3.34+ with FTS5); False where unsupported."""
+    if not keyword_index_supported(conn):
+        return False
+    major, minor, *_ = (int(p) for p in conn.exec_driver_sql("SELECT sqlite_version()").scalar().split("."))
+    if (major, minor) < (3, 34):
+        log.info("no Chinese keyword index: the trigram tokenizer needs SQLite 3.34 or later")
+        return False
+    for statement in _CJK_KEYWORD_DDL:
+        conn.exec_driver_sql(statement)
+    if backfill:
+        conn.exec_driver_sql(f"INSERT INTO {CJK_KEYWORD_TABLE}({CJK_KEYWORD_TABLE}) VALUES ('rebuild')")
+    return True
 
 
 def keyword_index_supported(conn: Connection) -> bool:

@@ -17,16 +17,29 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from sqlalchemy import Engine, bindparam, delete, func, inspect, select, text, update
+from sqlalchemy import (
+    Engine,
+    bindparam,
+    case,
+    delete,
+    func,
+    inspect,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import sessionmaker
 
 from mmsearch.catalog.dates import asset_date_s
 from mmsearch.catalog.db import make_engine, writer
 from mmsearch.catalog.guard import database_errors, guarded
-from mmsearch.catalog.keyword import fts_match_expression
+from mmsearch.catalog.keyword import cjk_match_expression, cjk_runs, fts_match_expression
 from mmsearch.catalog.migrations import ensure_schema
 from mmsearch.catalog.schema import (
     ASSET_KINDS,
+    CJK_KEYWORD_TABLE,
     ITEM_KINDS,
     KEYWORD_TABLE,
     PASSAGE_KINDS,
@@ -96,6 +109,7 @@ class AssetInfo:
     gps_lat: float | None = None
     gps_lon: float | None = None
     transcript_backend: str | None = None
+    ocr_engine: str | None = None  # the OCR engine that read its words (pictures, with --ocr)
     id: int | None = None  # set when read back
     indexed_at: float | None = None  # set when read back
     date_s: float | None = None  # set when read back: taken_at, else mtime (POSIX seconds)
@@ -196,7 +210,9 @@ class Catalog:
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(writer(self.engine), expire_on_commit=False)
         with database_errors(self.where):
-            self.has_keyword_index = KEYWORD_TABLE in inspect(self.engine).get_table_names()
+            tables = set(inspect(self.engine).get_table_names())
+            self.has_keyword_index = KEYWORD_TABLE in tables
+            self.has_cjk_index = CJK_KEYWORD_TABLE in tables
 
     @classmethod
     def open(cls, target: str | os.PathLike[str]) -> Catalog:
@@ -510,12 +526,11 @@ class Catalog:
             )
             return np.fromiter(s.scalars(query), dtype=np.int64)
 
-    def passage_count(self) -> int:
-        """How many passage items there are (an index lookup), so callers can skip text models at 0."""
+    def passage_count(self, kinds: Sequence[str] = PASSAGE_KINDS) -> int:
+        """How many passage items (of these kinds) there are (an index lookup), so callers can
+        skip text models at 0."""
         with self._read() as s:
-            return s.scalar(
-                select(func.count()).select_from(Item).where(Item.kind.in_(PASSAGE_KINDS))
-            )
+            return s.scalar(select(func.count()).select_from(Item).where(Item.kind.in_(list(kinds))))
 
     def texts_for(self, ids: Iterable[int]) -> list[tuple[int, str]]:
         """``(id, text)`` in the order asked, for ids that still exist and have text."""
@@ -535,30 +550,61 @@ class Catalog:
         """Passages containing the query's words, best first, as ``(item id, relevance)``.
 
         Relevance is FTS5's bm25 negated, so higher is better (FTS5 reports lower-is-better).
-        ``allowed`` (sorted ids) keeps only those items, inside the query. Databases without
-        the FTS5 table (non-SQLite) return ``[]``.
+        Chinese and Japanese runs are looked up in the trigram table (runs of three characters
+        or more) or with LIKE (shorter runs); when a query has both kinds of words, the lists
+        are interleaved by rank and relevance is 1/rank. ``allowed`` (sorted ids) keeps only
+        those items, inside the query. Databases without the FTS5 tables return ``[]``.
         """
-        match = fts_match_expression(query)
-        if match is None or limit < 1 or not self.has_keyword_index:
+        if limit < 1 or not self.has_keyword_index:
             return []
         if allowed is not None and not len(allowed):
             return []
-        statement = text(
-            "SELECT items_fts.rowid, bm25(items_fts) AS b FROM items_fts "
-            "JOIN items ON items.id = items_fts.rowid "
-            "WHERE items_fts MATCH :match AND items.kind IN :kinds "
-            "ORDER BY b, items_fts.rowid LIMIT :limit"
-        ).bindparams(bindparam("kinds", expanding=True))
         # With an allow-list, rank every match and keep the allowed ones: FTS5 has no id filter
         # that beats its own posting lists, and matches are few next to the vectors.
         fetch = int(limit) if allowed is None else max(int(limit), KEYWORD_FILTER_FETCH)
-        with self._read() as s:
-            params = {"match": match, "kinds": list(PASSAGE_KINDS), "limit": fetch}
-            rows = [(int(item_id), -float(bm25)) for item_id, bm25 in s.execute(statement, params)]
+        lists = []
+        match = fts_match_expression(query)
+        if match is not None:
+            lists.append(self._fts_search(KEYWORD_TABLE, match, fetch))
+        runs = cjk_runs(query)
+        if runs:
+            trigram = cjk_match_expression(runs) if self.has_cjk_index else None
+            if trigram is not None:
+                lists.append(self._fts_search(CJK_KEYWORD_TABLE, trigram, fetch))
+            short = [r for r in runs if len(r) < 3 or not self.has_cjk_index]
+            if short:
+                lists.append(self._like_search(short, fetch))
+        if not lists:
+            return []
+        rows = lists[0] if len(lists) == 1 else _interleave(lists)
         if allowed is not None:
             keep = np.isin(np.array([i for i, _ in rows], np.int64), allowed)
             rows = [r for r, k in zip(rows, keep) if k]
         return rows[: int(limit)]
+
+    def _fts_search(self, table: str, match: str, fetch: int) -> list[tuple[int, float]]:
+        statement = text(
+            f"SELECT {table}.rowid, bm25({table}) AS b FROM {table} "
+            f"JOIN items ON items.id = {table}.rowid "
+            f"WHERE {table} MATCH :match AND items.kind IN :kinds "
+            f"ORDER BY b, {table}.rowid LIMIT :limit"
+        ).bindparams(bindparam("kinds", expanding=True))
+        with self._read() as s:
+            params = {"match": match, "kinds": list(PASSAGE_KINDS), "limit": fetch}
+            return [(int(item_id), -float(bm25)) for item_id, bm25 in s.execute(statement, params)]
+
+    def _like_search(self, runs: list[str], fetch: int) -> list[tuple[int, float]]:
+        """Passages containing any of these short runs; those holding more of them first."""
+        hits = [Item.text.contains(r, autoescape=True) for r in runs]
+        score = sum((case((h, 1), else_=0) for h in hits), start=literal(0))
+        with self._read() as s:
+            rows = s.execute(
+                select(Item.id, score.label("n"))
+                .where(Item.kind.in_(PASSAGE_KINDS), or_(*hits))
+                .order_by(text("n DESC"), Item.id)
+                .limit(fetch)
+            ).all()
+        return [(int(i), float(n) - rank * 1e-9) for rank, (i, n) in enumerate(rows)]
 
     def text_vector_state(self) -> tuple[int, int]:
         """(passages with a sentence vector, passages without one)."""
@@ -656,6 +702,28 @@ class Catalog:
                 or 0
             )
         return int(with_patches), int(pictures) - int(with_patches)
+
+    def picture_items_of_assets(self, asset_ids) -> dict[int, int]:
+        """``{asset id: its picture item id}`` for image files among these assets."""
+        wanted = sorted({int(a) for a in asset_ids})
+        out: dict[int, int] = {}
+        with self._read() as s:
+            for chunk in _chunks(wanted):
+                rows = s.execute(
+                    select(Item.asset_id, Item.id).where(
+                        Item.asset_id.in_(chunk), Item.kind == "image"
+                    )
+                )
+                out.update((int(a), int(i)) for a, i in rows)
+        return out
+
+    def image_paths_without_ocr(self) -> set[str]:
+        """Pictures (image files) whose words were never read."""
+        with self._read() as s:
+            rows = s.scalars(
+                select(Asset.path).where(Asset.kind == "image", Asset.ocr_engine.is_(None))
+            )
+            return set(rows)
 
     def paths_missing_patches(self) -> set[str]:
         """Paths of assets with a picture item that has no patch features (stored before v6)."""
@@ -889,6 +957,18 @@ def _refuse_truncated(target: str | os.PathLike[str]) -> None:
             f"The catalog {path} is empty (0 bytes): it was truncated or never written. Restore it "
             "from a backup, or remove the home to start again (see docs/RECOVERY.md)."
         )
+
+
+def _interleave(lists: list[list[tuple[int, float]]]) -> list[tuple[int, float]]:
+    """Round-robin over ranked lists, first appearance kept; relevance 1/rank."""
+    seen: set[int] = set()
+    out: list[tuple[int, float]] = []
+    for row in range(max(len(rows) for rows in lists)):
+        for rows in lists:
+            if row < len(rows) and rows[row][0] not in seen:
+                seen.add(rows[row][0])
+                out.append((rows[row][0], 1.0 / (len(out) + 1)))
+    return out
 
 
 def weights_mismatch(name: str, recorded: str, now: str, where: str) -> EncoderMismatchError:

@@ -1,4 +1,5 @@
-"""Fold adjacent moments of one video or recording into its best one, so one file can't flood a page."""
+"""Fold adjacent moments of one video or recording into its best one, and a picture's read words
+(``ocr``) into the picture, so one file can't flood a page."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ if TYPE_CHECKING:
 
 GROUP_GAP_S = 5.0
 """Hits of one file whose time spans are this close are shown as one hit."""
+STILL_KINDS = frozenset({"image", "ocr"})
+"""A picture and the words read in it: one hit per file."""
 
 
 def group_adjacent(hits: list[Candidate], gap_s: float = GROUP_GAP_S) -> list[Candidate]:
@@ -24,8 +27,16 @@ def group_adjacent(hits: list[Candidate], gap_s: float = GROUP_GAP_S) -> list[Ca
     for hit in hits:
         rec = hit.record
         if rec.start_s is None:
-            out.append(hit)
-            reach.append(None)
+            kept = next(
+                (k for k in out if rec.kind in STILL_KINDS and k.record.kind in STILL_KINDS
+                 and k.record.path == rec.path),
+                None,
+            )  # fmt: skip
+            if kept is not None:
+                kept.moments.append(Moment(rec.id, None, None))
+            else:
+                out.append(hit)
+                reach.append(None)
             continue
         end = rec.end_s if rec.end_s is not None else rec.start_s
         for i, kept in enumerate(out):

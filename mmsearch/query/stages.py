@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PASSAGE_FILE_KINDS = frozenset({"video", "audio", "text"})
-"""File kinds that can hold passages (transcripts, text chunks)."""
+PASSAGE_FILE_KINDS = frozenset({"video", "audio", "text", "image"})
+"""File kinds that can hold passages (transcripts, text chunks, words read in pictures)."""
 FUSION_WEIGHTS = {"clip": 1.0, "text": 1.0, "keyword": 1.0}
 """RRF weight of each ranker for text queries; equal, as in plain RRF, until evaluation says otherwise."""
 MIN_DEPTH = 50
@@ -261,7 +261,48 @@ def fuse(lists: dict[str, tuple[np.ndarray, np.ndarray]], ctx: SearchContext) ->
             if rec is not None:  # deleted since the search: dropped
                 out.append(Candidate(rec, float(score), [ScorePart("clip", float(score), rank)]))
         return out
+    lists, records = words_onto_pictures(lists, records, ctx.collection.catalog)
     return rrf_fuse(lists, records, ctx.fusion_weights)
+
+
+def words_onto_pictures(
+    lists: dict[str, tuple[np.ndarray, np.ndarray]],
+    records: dict[int, ItemRecord],
+    catalog,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[int, ItemRecord]]:
+    """The words read in a picture (``ocr`` passages) are evidence about the picture itself.
+
+    Their ranks in the word rankers (sentence model, keywords) become the picture's ranks, the
+    picture's record carries the words as its text, and the passage leaves the lists (CLIP judges
+    the picture by its pixels). Together with `rrf_fuse` counting those rankers as judges of
+    every picture whose words were read, a picture found by its words, by the sentence model
+    and by CLIP outranks a picture only CLIP liked, as a passage would.
+    """
+    words = {i: r for i, r in records.items() if r.kind == "ocr"}
+    if not words:
+        return lists, records
+    picture_of = catalog.picture_items_of_assets({r.asset.id for r in words.values()})
+    onto = {i: picture_of[r.asset.id] for i, r in words.items() if r.asset.id in picture_of}
+    missing = [p for p in set(onto.values()) if p not in records]
+    records = {**records, **{r.id: r for r in catalog.items_by_ids(missing)}}
+    for word_id, picture in onto.items():
+        records[picture] = replace(records[picture], text=words[word_id].text)
+    out = {}
+    for name, (ids, scores) in lists.items():
+        keep, seen = [], set()
+        for item, score in zip(ids.tolist(), scores.tolist()):
+            if item in words:
+                if name == "clip" or item not in onto:
+                    continue  # CLIP judges the picture by its pixels; a gone picture: nothing
+                item = onto[item]
+            if item not in seen:
+                seen.add(item)
+                keep.append((item, score))
+        out[name] = (
+            np.array([i for i, _ in keep], np.int64),
+            np.array([s for _, s in keep], np.float32),
+        )
+    return out, records
 
 
 def rrf_fuse(
@@ -297,9 +338,12 @@ def rrf_fuse(
         n for n in ("text", "keyword") if n in lists and len(lists[n][0])
     ]
 
+    word_judges = passage_judges[1:]
+
     def covers(item_id: int) -> list[str]:
-        if not is_passage[item_id]:
-            return ["clip:visual"]
+        if not is_passage[item_id]:  # a picture; its words, when they were read, are judged too
+            read = records[item_id].asset.ocr_engine is not None
+            return ["clip:visual", *word_judges] if read else ["clip:visual"]
         return passage_judges if records[item_id].text else ["clip:passage"]
 
     fused = reciprocal_rank_fusion(
@@ -381,6 +425,8 @@ def _wants_passages(query: Query, collection: Collection) -> bool:
     types = query.filters.types
     if types and not types & PASSAGE_FILE_KINDS:
         return False
+    if types and types <= {"image"}:  # pictures hold passages only where their words were read
+        return collection.catalog.passage_count(("ocr",)) > 0
     return collection.catalog.passage_count() > 0
 
 

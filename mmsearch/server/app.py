@@ -56,7 +56,7 @@ T = TypeVar("T")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # a query picture; phone photos are 2-12 MB
 MAX_K = 500  # results per request; a page never shows more
-THUMBNAIL_KINDS = ("image", "keyframe")  # item kinds that have a picture to show
+THUMBNAIL_KINDS = ("image", "keyframe", "ocr")  # item kinds that have a picture to show
 
 # Browsers may keep a thumbnail for a day: item ids are never reissued, and a changed file gets
 # new items (new ids) when it is re-indexed.
@@ -549,7 +549,7 @@ def _add_item_routes(app: FastAPI, host: EngineHost) -> None:
         """The item's picture as a small JPEG: stored for keyframes, rendered for photos."""
         record, file = lookup(item_id)
         data = record.thumbnail
-        if data is None and record.kind == "image":
+        if data is None and record.kind in ("image", "ocr"):  # the words' picture itself
             try:
                 data = media.render_thumbnail(file)
             except media.FileRefused as exc:

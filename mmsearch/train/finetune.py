@@ -16,8 +16,8 @@ import json
 import logging
 import random
 from collections import defaultdict
-from dataclasses import asdict, dataclass
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
