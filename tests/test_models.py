@@ -367,3 +367,24 @@ def test_random_init_is_the_same_in_every_process():
     )
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout for _ in range(2)]
     assert runs[0] == runs[1] and runs[0].strip()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k", "nllb-clip-base/v1", "nllb-clip-base-siglip/v1"],
+)
+def test_multilingual_models_resolve_and_download_through_the_hub(
+    name: str, cache: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The multilingual OpenCLIP models the README recommends are known by name; loading one
+    asks the hub for its weights (offline here: the error names the model and the ways out)."""
+    from mmsearch.models import resolve
+
+    spec = resolve(name)
+    assert spec.kind == "pretrained" and spec.name == name
+    hub = _offline()
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", hub)
+    with pytest.raises(ModelUnavailableError) as info:
+        load_encoder(name, device="cpu")
+    assert name in str(info.value) and "--model tiny" in str(info.value)
+    assert hub.calls and hub.calls[0]["repo_id"]
