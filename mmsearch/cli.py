@@ -42,6 +42,12 @@ TypeOpt = Annotated[
     list[str] | None,
     typer.Option("--type", "-t", help="Only these file types: image, video, audio, text (repeatable).", show_default=False),
 ]
+CatalogOpt = Annotated[
+    str | None,
+    typer.Option("--catalog", help="Catalog database URL, e.g. postgresql://USER@HOST/DB (default: $MMSEARCH_CATALOG, "
+                 "else the one recorded in the home, else catalog.db in the home). Recorded in the home without "
+                 "its password (later: PGPASSWORD or ~/.pgpass).", show_default=False),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 
@@ -80,6 +86,7 @@ def _engine(home: Path | None, model: str | None = None, device: str = "auto", *
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders (or files) to index; re-running updates incrementally.")],
     home: HomeOpt = None,
+    catalog: CatalogOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     workers: Annotated[int, typer.Option(help="Decoding processes (0 = one per core).")] = 0,
@@ -95,7 +102,7 @@ def index(
     from mmsearch.cli_output import RichProgress, skipped_table, summary_table, truncated_table
 
     def body():
-        with _engine(home, model, device, index_kind=index_kind) as engine:
+        with _engine(home, model, device, index_kind=index_kind, catalog_url=catalog) as engine:
             progress = None if as_json else RichProgress(err)
             summary = engine.index(paths, options=IndexOptions(workers=workers, batch_size=batch_size, follow_symlinks=follow_links, patches=patches, ocr=ocr), progress=progress)
         if as_json:
@@ -146,6 +153,7 @@ def query(
     itm_model: Annotated[str | None, typer.Option("--itm-model", help="Image-text matching model for --rerank itm: tiny-itm, a folder, a BLIP ITM repo, or none (or $MMSEARCH_ITM). Default: the model's companion.", show_default=False)] = None,
     paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="Print only the paths, one per line, for pipes.")] = False,
     home: HomeOpt = None,
+    catalog: CatalogOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line: path, score, kind, item_id, start/end, text, parts.")] = False,
@@ -163,7 +171,7 @@ def query(
             camera=camera, min_duration=min_duration, max_duration=max_duration,
             tags=tuple(tag or ()),
         )
-        with _engine(home, model, device, cross_encoder=cross_encoder, itm=itm_model) as engine:
+        with _engine(home, model, device, cross_encoder=cross_encoder, itm=itm_model, catalog_url=catalog) as engine:
             parsed = parse_terms(terms or [])
             for picture in image or ():
                 parsed += parse_terms([str(picture)]) if str(picture).strip() else []
@@ -228,11 +236,12 @@ def feedback(
     user: UserOpt = None,
     query: Annotated[str | None, typer.Option("--query", help="What you had searched for (kept with the judgement).", show_default=False)] = None,
     home: HomeOpt = None,
+    catalog: CatalogOpt = None,
 ) -> None:
     """Tell mmsearch a result was good or bad for you; later searches lean your way."""
 
     def body():
-        with _engine(home) as engine:
+        with _engine(home, catalog_url=catalog) as engine:
             event = engine.feedback(item, good, user=user, query=query)
             n = engine.collection.catalog.feedback_count(event.user)
         from mmsearch.cli_output import literal
@@ -248,34 +257,34 @@ app.add_typer(profile_app, name="profile")
 
 
 @profile_app.command("show")
-def profile_show(user: UserOpt = None, home: HomeOpt = None) -> None:
+def profile_show(user: UserOpt = None, home: HomeOpt = None, catalog: CatalogOpt = None) -> None:
     """Your judgements (resolved to today's files) and the kind of model they train."""
     from mmsearch.cli_output import profile_table
 
     def body():
-        with _engine(home) as engine:
+        with _engine(home, catalog_url=catalog) as engine:
             out.print(profile_table(engine.profile(user)))
 
     _run(body)
 
 
 @profile_app.command("export")
-def profile_export(user: UserOpt = None, home: HomeOpt = None) -> None:
+def profile_export(user: UserOpt = None, home: HomeOpt = None, catalog: CatalogOpt = None) -> None:
     """Everything learned for you, as JSON: the judgements and the model's weights."""
 
     def body():
-        with _engine(home) as engine:
+        with _engine(home, catalog_url=catalog) as engine:
             print(json.dumps(engine.profile(user), indent=2, default=str))
 
     _run(body)
 
 
 @profile_app.command("reset")
-def profile_reset(user: UserOpt = None, home: HomeOpt = None) -> None:
+def profile_reset(user: UserOpt = None, home: HomeOpt = None, catalog: CatalogOpt = None) -> None:
     """Forget your feedback: searches go back to the same order for you as for everyone."""
 
     def body():
-        with _engine(home) as engine:
+        with _engine(home, catalog_url=catalog) as engine:
             n = engine.reset_profile(user)
         out.print(f"Forgot {n} judgements.")
 
@@ -293,6 +302,7 @@ app.add_typer(tags_app, name="tags")
 def tags_list(
     ctx: typer.Context,
     home: HomeOpt = None,
+    catalog: CatalogOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per tag: tag, count.")] = False,
 ) -> None:
     """The collection's tags with how many pictures carry each (`--tag NAME` filters searches)."""
@@ -300,7 +310,7 @@ def tags_list(
         return
 
     def body():
-        with _engine(home) as engine:
+        with _engine(home, catalog_url=catalog) as engine:
             counts = engine.tags()
             size = len(engine.tag_vocabulary())
         if as_json:
@@ -318,11 +328,11 @@ def tags_list(
 
 
 @tags_app.command("vocabulary")
-def tags_vocabulary(home: HomeOpt = None) -> None:
+def tags_vocabulary(home: HomeOpt = None, catalog: CatalogOpt = None) -> None:
     """Print the vocabulary in use (the file form `tags use` reads)."""
 
     def body():
-        with _engine(home) as engine:
+        with _engine(home, catalog_url=catalog) as engine:
             print(engine.tag_vocabulary().to_text(), end="")
 
     _run(body)
@@ -333,11 +343,12 @@ def tags_use(
     file: Annotated[Path, typer.Argument(help="A vocabulary file: one tag per line, optional `= prompt | prompt`, [group] headers.")],
     extend: Annotated[bool, typer.Option("--extend", help="Add its tags to the current vocabulary instead of replacing it.")] = False,
     home: HomeOpt = None,
+    catalog: CatalogOpt = None,
 ) -> None:
     """Tag with your own vocabulary (or add to it); every picture is re-tagged from its stored vector."""
 
     def body():
-        with _engine(home) as engine:
+        with _engine(home, catalog_url=catalog) as engine:
             n = engine.use_tag_vocabulary(file, extend=extend)
             size = len(engine.tag_vocabulary())
         out.print(f"Re-tagged {n} pictures with {size} tags.")
@@ -351,11 +362,12 @@ def tags_add(
     prompt: Annotated[list[str] | None, typer.Option("--prompt", help="How to describe the tag to the model (repeatable; default: 'a photo of a NAME.' and similar).", show_default=False)] = None,
     group: Annotated[str | None, typer.Option(help="The group whose tags it competes with (default: 'tags').", show_default=False)] = None,
     home: HomeOpt = None,
+    catalog: CatalogOpt = None,
 ) -> None:
     """Add tags to the vocabulary and re-tag (from stored vectors)."""
 
     def body():
-        with _engine(home) as engine:
+        with _engine(home, catalog_url=catalog) as engine:
             n = engine.add_tags(names, group=group, prompts=prompt or ())
         out.print(f"Re-tagged {n} pictures.")
 
@@ -366,11 +378,12 @@ def tags_add(
 def tags_remove(
     names: Annotated[list[str], typer.Argument(help="Tags to drop from the vocabulary.")],
     home: HomeOpt = None,
+    catalog: CatalogOpt = None,
 ) -> None:
     """Remove tags from the vocabulary and re-tag."""
 
     def body():
-        with _engine(home) as engine:
+        with _engine(home, catalog_url=catalog) as engine:
             n = engine.remove_tags(names)
         out.print(f"Re-tagged {n} pictures.")
 
@@ -382,13 +395,14 @@ def duplicates(
     threshold: Annotated[float, typer.Option(help="Cosine similarity at or above which two pictures count as near-identical.")] = 0.95,
     types: Annotated[list[str] | None, typer.Option("--type", "-t", help="File types to compare (default image; add video for keyframes).", show_default=False)] = None,
     home: HomeOpt = None,
+    catalog: CatalogOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per group: paths, item_ids, similarity.")] = False,
 ) -> None:
     """List groups of near-identical files: bursts, re-encodes, resized copies."""
     from mmsearch.cli_output import duplicates_table
 
     def body():
-        with _engine(home) as engine:
+        with _engine(home, catalog_url=catalog) as engine:
             groups = engine.duplicates(threshold, types or ("image",))
         if as_json:
             for g in groups:
@@ -403,12 +417,12 @@ def duplicates(
 
 
 @app.command()
-def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+def status(home: HomeOpt = None, catalog: CatalogOpt = None, as_json: JsonOpt = False) -> None:
     """Show the model, folders, counts by kind, index type and disk used."""
     from mmsearch.cli_output import status_table
 
     def body():
-        with _engine(home) as engine:
+        with _engine(home, catalog_url=catalog) as engine:
             st = engine.status()
         if as_json:
             print(json.dumps(st.to_dict()))
@@ -428,12 +442,13 @@ def status(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def rebuild(
     home: HomeOpt = None,
+    catalog: CatalogOpt = None,
     kind: Annotated[str | None, typer.Option(help="Index type: auto, flat, ivf, hnsw or torch (saved in the home; default: the home's).", show_default=False)] = None,
 ) -> None:
     """Rebuild the vector index from the catalog's stored vectors (no re-encoding)."""
 
     def body():
-        with _engine(home) as engine:
+        with _engine(home, catalog_url=catalog) as engine:
             n = engine.rebuild(kind)
             chosen = engine.collection.index_kind
         out.print(f"Rebuilt the {chosen} index with {n} vectors.")
@@ -444,6 +459,7 @@ def rebuild(
 @app.command()
 def serve(
     home: HomeOpt = None,
+    catalog: CatalogOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on; the default keeps it to this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8765,
     model: ModelOpt = None,
@@ -464,7 +480,7 @@ def serve(
         run_server(
             home, model, host=host, port=port, device=device, announce=announce,
             token=token, allow_hosts=allow_host or (),
-            engine_options={"itm": itm_model, "cross_encoder": cross_encoder},
+            engine_options={"itm": itm_model, "cross_encoder": cross_encoder, "catalog_url": catalog},
         )
 
     _run(body)
@@ -522,10 +538,11 @@ def finetune(
 
 def _tell_about_reindexing(home: Path | None, name: str) -> None:
     """A collection keeps its model: say how to search with the new one (never mixing vectors)."""
+    from mmsearch.catalog import location
     from mmsearch.paths import data_home
 
     target = data_home(home)
-    if not (target / "catalog.db").exists():
+    if not location.configured(target, None):
         return
     with _engine(home) as engine:
         bound = engine.collection.encoder_name()

@@ -113,7 +113,10 @@ class Engine:
         return self._collection
 
     def _exists(self) -> bool:
-        return self._catalog_url is not None or (self.home / "catalog.db").exists()
+        from mmsearch.catalog import location
+
+        # a URL given, in $MMSEARCH_CATALOG or recorded in the home, or the home's catalog.db
+        return location.configured(self.home, self._catalog_url)
 
     @property
     def model_name(self) -> str:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything mmsearch's demo and tests need, idempotently: system packages (ffmpeg, flite,
-# chromium for the browser tests, tesseract for OCR),
+# chromium for the browser tests, tesseract for OCR, the PostgreSQL server for the catalog tests),
 # a virtual environment in .venv with the pinned torch pair, and mmsearch itself (editable, all extras).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,9 @@ command -v tesseract >/dev/null 2>&1 || need_apt+=(tesseract-ocr)
 for pkg in tesseract-ocr-eng tesseract-ocr-chi-sim fonts-dejavu-core fonts-wqy-microhei; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# The PostgreSQL catalog tests start a throwaway cluster with initdb/pg_ctl (tests/pg_cluster.py);
+# Debian's postgresql package brings them (and pg_trgm) under /usr/lib/postgresql/VERSION/bin.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

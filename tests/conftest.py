@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pg_cluster import pg_cluster, pg_url  # noqa: F401  (a throwaway PostgreSQL: started when a test asks)
 
 REPO = Path(__file__).resolve().parent.parent
 GREY = (128, 128, 128)

@@ -72,7 +72,49 @@ def _path_condition(raw: str, dialect: str) -> Any:
         )
     if dialect == "sqlite":
         return Asset.path.op("GLOB")(pattern)
+    if dialect == "postgresql":
+        return Asset.path.op("~")(glob_to_posix_regex(pattern))
     return Asset.path.regexp_match(fnmatch.translate(pattern))
 
 
-__all__ = ["asset_conditions", "path_pattern"]
+_REGEX_SPECIAL = frozenset("\\.^$|()[]{}*+?")
+
+
+def glob_to_posix_regex(pattern: str) -> str:
+    """SQLite GLOB semantics as a PostgreSQL regular expression (for ``~``), anchored.
+
+    ``*`` is any run of characters (``/`` included, as GLOB), ``?`` one character, ``[abc]``,
+    ``[a-z]`` and ``[^abc]`` a class (``!`` is not a negation in GLOB, so not here either);
+    everything else is literal. (Python's
+    `fnmatch.translate` writes ``(?s:...)\\Z``, which PostgreSQL's regex engine rejects.)
+    """
+    out = ["^"]
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:  # no closing bracket: a literal "["
+                out.append("\\[")
+            else:
+                body = pattern[i + 1 : j]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = j
+        else:
+            out.append("\\" + c if c in _REGEX_SPECIAL else c)
+        i += 1
+    out.append("$")
+    return "".join(out)
+
+
+__all__ = ["asset_conditions", "glob_to_posix_regex", "path_pattern"]

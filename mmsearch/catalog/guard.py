@@ -1,4 +1,5 @@
-"""Database failures as typed errors with the way out, never raw tracebacks.
+"""Database failures as typed errors with the way out, never raw tracebacks (SQLite's messages,
+PostgreSQL's SQLSTATE codes).
 
 Every public `Catalog` method runs inside `database_errors`, so a damaged file, a full disk or a
 locked database reaches the CLI and the server as one `CatalogError` naming the catalog and what
@@ -37,6 +38,9 @@ def database_errors(where: str) -> Iterator[None]:
 
 def translate(exc: DBAPIError, where: str) -> CatalogError:
     message = str(getattr(exc, "orig", exc)).strip() or type(exc).__name__
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if sqlstate or _is_pg_driver(exc):
+        return _translate_postgresql(exc, message, sqlstate or "", where)
     low = message.lower()
     if "disk is full" in low or "no space" in low:
         return disk_full(where)
@@ -51,6 +55,63 @@ def translate(exc: DBAPIError, where: str) -> CatalogError:
             f"The catalog at {where} is locked by another program ({message}); try again when it is done."
         )
     return CatalogError(f"The catalog at {where} failed: {message}.")
+
+
+def _is_pg_driver(exc: DBAPIError) -> bool:
+    module = type(getattr(exc, "orig", None)).__module__ or ""
+    return module.startswith(("psycopg", "psycopg2", "pg8000", "asyncpg"))
+
+
+_PG_HINT = (
+    "Check the URL (--catalog or $MMSEARCH_CATALOG, or the home's catalog_url file), that the "
+    "server is running and reachable, and the password (PGPASSWORD or ~/.pgpass)."
+)
+
+
+def _translate_postgresql(exc: DBAPIError, message: str, sqlstate: str, where: str) -> CatalogError:
+    """PostgreSQL's SQLSTATE classes (and psycopg's connection failures, which have none)."""
+    first = " ".join(message.split()) if message else type(exc).__name__
+    first = first.split(" HINT:")[0]
+    low = message.lower()
+    if sqlstate == "53100" or "no space left" in low:
+        return disk_full(where)
+    if not sqlstate:  # psycopg reports a refused connection without one: read the server's words
+        if "password authentication failed" in low or ("role" in low and "does not exist" in low):
+            sqlstate = "28000"
+        elif "database" in low and "does not exist" in low:
+            sqlstate = "3D000"
+    if sqlstate.startswith("08") or (not sqlstate and "connect" in low):
+        return CatalogError(f"Cannot reach the PostgreSQL catalog at {where} ({first}). {_PG_HINT}")
+    if sqlstate.startswith("28"):
+        return CatalogError(
+            f"The PostgreSQL catalog at {where} refused the login ({first}). {_PG_HINT}"
+        )
+    if sqlstate == "3D000":
+        return CatalogError(
+            f"The PostgreSQL database of {where} does not exist ({first}). Create it first "
+            "(createdb NAME, or CREATE DATABASE NAME), then run the command again."
+        )
+    if sqlstate.startswith("42501"):
+        return CatalogError(
+            f"The PostgreSQL user of {where} lacks a privilege the catalog needs ({first}). Grant "
+            "it CREATE on the database (or use its owner)."
+        )
+    if sqlstate.startswith(("XX001", "XX002")):
+        return CatalogError(
+            f"The PostgreSQL catalog at {where} is damaged ({first}). Restore the database from a "
+            "backup, or index into a new database (see docs/RECOVERY.md)."
+        )
+    if sqlstate in ("40001", "40P01", "55P03") or sqlstate.startswith("57014"):
+        return CatalogError(
+            f"The PostgreSQL catalog at {where} is busy with another program ({first}); "
+            "try again when it is done."
+        )
+    if sqlstate == "42P01":  # undefined table: someone dropped part of the catalog
+        return CatalogError(
+            f"The PostgreSQL catalog at {where} is missing a table ({first}): it is damaged or was "
+            "changed by hand. Restore it from a backup, or index into a new database."
+        )
+    return CatalogError(f"The PostgreSQL catalog at {where} failed: {first}.")
 
 
 def disk_full(where: str) -> DiskFullError:

@@ -44,11 +44,17 @@ def cjk_match_expression(runs: list[str], max_terms: int = MAX_TERMS) -> str | N
     return " OR ".join('"' + r + '"' for r in long_runs) or None
 
 
-def fts_match_expression(text: str, max_terms: int = MAX_TERMS) -> str | None:
-    """The FTS5 MATCH expression for a user query's non-CJK words, or None when there are none."""
+def query_terms(text: str, max_terms: int = MAX_TERMS) -> list[str]:
+    """A user query's non-CJK words, lower-cased, unique, in order, stopwords dropped (unless
+    nothing else is left). PostgreSQL gets each one as a bound ``plainto_tsquery`` parameter."""
     words = list(dict.fromkeys(_WORD.findall(_CJK_RUN.sub(" ", text).lower())))  # unique, in order
     terms = [w for w in words if w not in STOPWORDS] or words
-    terms = terms[:max_terms]
+    return terms[:max_terms]
+
+
+def fts_match_expression(text: str, max_terms: int = MAX_TERMS) -> str | None:
+    """The FTS5 MATCH expression for a user query's non-CJK words, or None when there are none."""
+    terms = query_terms(text, max_terms)
     if not terms:
         return None
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)

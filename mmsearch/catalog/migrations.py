@@ -68,7 +68,8 @@ def _v3_to_v4(conn: Connection) -> None:
     from mmsearch.catalog.dates import asset_date_s
 
     _write_meta(conn, "collection_id", uuid.uuid4().hex)
-    conn.execute(text("ALTER TABLE items ADD COLUMN text_vector BLOB"))
+    blob = LargeBinary().compile(dialect=conn.dialect)  # BLOB on SQLite, BYTEA on PostgreSQL
+    conn.execute(text(f"ALTER TABLE items ADD COLUMN text_vector {blob}"))
     conn.execute(text("ALTER TABLE assets ADD COLUMN date_s FLOAT"))
     conn.execute(text("CREATE INDEX ix_assets_date_s ON assets (date_s)"))
     rows = conn.execute(text("SELECT id, taken_at, mtime_ns FROM assets")).all()
@@ -127,6 +128,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
 def ensure_schema(engine: Engine) -> int:
     """Create the schema, or migrate it to ``SCHEMA_VERSION``; returns the version now in place."""
     with writer(engine).begin() as conn:
+        _serialise(conn)
         version = read_version(conn)
         if version is None:
             _create_current(conn)
@@ -134,6 +136,7 @@ def ensure_schema(engine: Engine) -> int:
     _refuse_newer(engine, version)
     while version < SCHEMA_VERSION:
         with writer(engine).begin() as conn:
+            _serialise(conn)
             found = read_version(conn)
             if found == version:  # not already migrated by a concurrent process
                 log.info("migrating catalog schema from version %d to %d", version, version + 1)
@@ -141,6 +144,17 @@ def ensure_schema(engine: Engine) -> int:
                 _write_meta(conn, VERSION_KEY, str(version + 1))
         version = read_version_of(engine)
     return version
+
+
+SCHEMA_LOCK_KEY = 0x6D6D7363_0001  # "mmsc" 1: an advisory lock key of its own
+"""PostgreSQL: the transaction-level advisory lock that serialises schema creation/migration."""
+
+
+def _serialise(conn: Connection) -> None:
+    """On PostgreSQL, one process at a time creates or migrates the schema (SQLite's BEGIN
+    IMMEDIATE does this there); the lock goes with the transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
 
 
 def read_version(conn: Connection) -> int | None:

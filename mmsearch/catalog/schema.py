@@ -7,8 +7,8 @@ time zone. Vectors are
 stored as little-endian float32 bytes so the ANN index can be rebuilt without re-encoding.
 
 v3 adds ``items_fts``, an SQLite FTS5 index over ``items.text`` for keyword search (see
-`create_keyword_index`). It is SQLite-only: other databases get no keyword table, and keyword
-search there returns nothing (semantic search is unaffected).
+`create_keyword_index`); PostgreSQL gets a tsvector GIN index instead (below). Other databases
+get no keyword index, and keyword search there returns nothing (semantic search is unaffected).
 
 v4 stores each passage's sentence-model vector (``items.text_vector``) beside its CLIP vector,
 so the passage index is rebuilt from the catalog like the CLIP index, and gives every asset a
@@ -26,6 +26,12 @@ stored vectors against the vocabulary recorded in the ``meta`` row ``tag_vocabul
 v9 adds ``items_cjk``, a second FTS5 index over ``items.text`` with the trigram tokenizer:
 unicode61 keeps a run of Chinese characters as one token, so "会议室" never matched a passage
 saying "会议室在三楼"; trigrams match any three characters inside it (`keyword_search`).
+
+On PostgreSQL the same two indexes are GIN indexes on ``items`` itself (`create_keyword_index`,
+`create_cjk_keyword_index`): one over the expression ``to_tsvector('english', text)`` (words,
+stemmed; searched with ``@@`` and ranked with ``ts_rank``), one over ``text`` with pg_trgm's
+``gin_trgm_ops`` (which serves ``LIKE '%会议室%'`` for Chinese and Japanese runs). PostgreSQL keeps
+them in step with the rows itself, so no triggers are needed.
 
 v8 adds ``assets.ocr_engine``: which OCR engine read the words of a picture (NULL: not read), so
 turning OCR on reads the pictures indexed without it. The words are ``ocr`` passage items.
@@ -222,8 +228,70 @@ _CJK_KEYWORD_DDL = (
 )
 
 
+PG_KEYWORD_INDEX = "ix_items_text_tsv"
+"""PostgreSQL: the GIN index over `PG_TSVECTOR` (partial: passages with text)."""
+
+PG_CJK_INDEX = "ix_items_text_trgm"
+"""PostgreSQL: the pg_trgm GIN index over ``items.text`` (LIKE for Chinese and Japanese runs)."""
+
+PG_TS_CONFIG = "english"
+"""The text search configuration: the Snowball English stemmer, like FTS5's porter tokenizer."""
+
+PG_TSVECTOR = f"to_tsvector('{PG_TS_CONFIG}'::regconfig, items.text)"
+"""The indexed expression; a query must spell it the same way for the index to serve it."""
+
+
+def _is_pg(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def _create_pg_keyword_index(conn: Connection) -> bool:
+    conn.exec_driver_sql(
+        f"CREATE INDEX IF NOT EXISTS {PG_KEYWORD_INDEX} ON items "
+        f"USING GIN ((to_tsvector('{PG_TS_CONFIG}'::regconfig, text))) WHERE text IS NOT NULL"
+    )
+    return True
+
+
+def _create_pg_cjk_index(conn: Connection) -> bool:
+    """pg_trgm (PostgreSQL contrib, a trusted extension) and its GIN index; False without it.
+
+    Without the extension Chinese keyword search still works (LIKE scans the passages)."""
+    from sqlalchemy.exc import DBAPIError
+
+    available = conn.exec_driver_sql(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'"
+    ).scalar()
+    if not available:
+        log.info("no trigram index: the pg_trgm extension is not installed on the server")
+        return False
+    try:
+        with conn.begin_nested():
+            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            conn.exec_driver_sql(
+                f"CREATE INDEX IF NOT EXISTS {PG_CJK_INDEX} ON items "
+                "USING GIN (text gin_trgm_ops) WHERE text IS NOT NULL"
+            )
+    except DBAPIError as exc:  # e.g. no CREATE privilege on the database
+        log.warning("no trigram index (Chinese keyword search scans instead): %s", exc.orig)
+        return False
+    return True
+
+
+def pg_keyword_indexes(conn: Connection) -> set[str]:
+    """Names of the keyword indexes present on ``items`` in the current schema (PostgreSQL)."""
+    rows = conn.exec_driver_sql(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+        "AND tablename = 'items'"
+    ).scalars()
+    return set(rows) & {PG_KEYWORD_INDEX, PG_CJK_INDEX}
+
+
 def create_cjk_keyword_index(conn: Connection, *, backfill: bool) -> bool:
-    """The trigram table and its triggers (SQLite 3.34+ with FTS5); False where unsupported."""
+    """The trigram table and its triggers (SQLite 3.34+ with FTS5), or pg_trgm's GIN index on
+    PostgreSQL; False where unsupported."""
+    if _is_pg(conn):
+        return _create_pg_cjk_index(conn)
     if not keyword_index_supported(conn):
         return False
     major, minor, *_ = (int(p) for p in conn.exec_driver_sql("SELECT sqlite_version()").scalar().split("."))
@@ -245,7 +313,10 @@ def keyword_index_supported(conn: Connection) -> bool:
 
 
 def create_keyword_index(conn: Connection, *, backfill: bool) -> bool:
-    """Create the FTS5 table and its triggers (and index existing items); False where unsupported."""
+    """Create the FTS5 table and its triggers (and index existing items), or the tsvector GIN
+    index on PostgreSQL; False where unsupported."""
+    if _is_pg(conn):
+        return _create_pg_keyword_index(conn)
     if not keyword_index_supported(conn):
         log.info("no keyword index on %s: it needs SQLite with FTS5", conn.dialect.name)
         return False

@@ -35,7 +35,12 @@ from sqlalchemy.orm import sessionmaker
 from mmsearch.catalog.dates import asset_date_s
 from mmsearch.catalog.db import make_engine, writer
 from mmsearch.catalog.guard import database_errors, guarded
-from mmsearch.catalog.keyword import cjk_match_expression, cjk_runs, fts_match_expression
+from mmsearch.catalog.keyword import (
+    cjk_match_expression,
+    cjk_runs,
+    fts_match_expression,
+    query_terms,
+)
 from mmsearch.catalog.migrations import ensure_schema
 from mmsearch.catalog.schema import (
     ASSET_KINDS,
@@ -43,6 +48,10 @@ from mmsearch.catalog.schema import (
     ITEM_KINDS,
     KEYWORD_TABLE,
     PASSAGE_KINDS,
+    PG_CJK_INDEX,
+    PG_KEYWORD_INDEX,
+    PG_TS_CONFIG,
+    PG_TSVECTOR,
     Asset,
     Feedback,
     Folder,
@@ -209,10 +218,19 @@ class Catalog:
             raise
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(writer(self.engine), expire_on_commit=False)
+        self.is_postgresql = self.engine.dialect.name == "postgresql"
         with database_errors(self.where):
-            tables = set(inspect(self.engine).get_table_names())
-            self.has_keyword_index = KEYWORD_TABLE in tables
-            self.has_cjk_index = CJK_KEYWORD_TABLE in tables
+            if self.is_postgresql:
+                from mmsearch.catalog.schema import pg_keyword_indexes
+
+                with self.engine.connect() as conn:
+                    present = pg_keyword_indexes(conn)
+                self.has_keyword_index = PG_KEYWORD_INDEX in present
+                self.has_cjk_index = PG_CJK_INDEX in present
+            else:
+                tables = set(inspect(self.engine).get_table_names())
+                self.has_keyword_index = KEYWORD_TABLE in tables
+                self.has_cjk_index = CJK_KEYWORD_TABLE in tables
 
     @classmethod
     def open(cls, target: str | os.PathLike[str]) -> Catalog:
@@ -554,6 +572,10 @@ class Catalog:
         or more) or with LIKE (shorter runs); when a query has both kinds of words, the lists
         are interleaved by rank and relevance is 1/rank. ``allowed`` (sorted ids) keeps only
         those items, inside the query. Databases without the FTS5 tables return ``[]``.
+
+        On PostgreSQL the words are matched against the tsvector GIN index and ranked by
+        ``ts_rank`` (length-normalised, higher is better), and every Chinese/Japanese run is
+        looked up with LIKE, which pg_trgm's GIN index serves for runs of three or more characters.
         """
         if limit < 1 or not self.has_keyword_index:
             return []
@@ -563,10 +585,17 @@ class Catalog:
         # that beats its own posting lists, and matches are few next to the vectors.
         fetch = int(limit) if allowed is None else max(int(limit), KEYWORD_FILTER_FETCH)
         lists = []
-        match = fts_match_expression(query)
+        if self.is_postgresql:
+            terms = query_terms(query)
+            if terms:
+                lists.append(self._pg_text_search(terms, fetch))
+            runs = cjk_runs(query)
+            if runs:
+                lists.append(self._like_search(runs, fetch))
+        match = None if self.is_postgresql else fts_match_expression(query)
         if match is not None:
             lists.append(self._fts_search(KEYWORD_TABLE, match, fetch))
-        runs = cjk_runs(query)
+        runs = [] if self.is_postgresql else cjk_runs(query)
         if runs:
             trigram = cjk_match_expression(runs) if self.has_cjk_index else None
             if trigram is not None:
@@ -592,6 +621,22 @@ class Catalog:
         with self._read() as s:
             params = {"match": match, "kinds": list(PASSAGE_KINDS), "limit": fetch}
             return [(int(item_id), -float(bm25)) for item_id, bm25 in s.execute(statement, params)]
+
+    def _pg_text_search(self, terms: list[str], fetch: int) -> list[tuple[int, float]]:
+        """PostgreSQL: passages matching any of the words (each a bound ``plainto_tsquery``, so
+        nothing typed is tsquery syntax), by ``ts_rank`` normalised by length, then id."""
+        names = [f"w{i}" for i in range(len(terms))]
+        tsquery = " || ".join(f"plainto_tsquery('{PG_TS_CONFIG}'::regconfig, :{n})" for n in names)
+        statement = text(
+            f"SELECT items.id, ts_rank({PG_TSVECTOR}, q.q, 1) AS r "
+            f"FROM items, (SELECT {tsquery} AS q) AS q "
+            f"WHERE items.text IS NOT NULL AND {PG_TSVECTOR} @@ q.q AND items.kind IN :kinds "
+            "ORDER BY r DESC, items.id LIMIT :limit"
+        ).bindparams(bindparam("kinds", expanding=True))
+        params = dict(zip(names, terms, strict=True))
+        params.update(kinds=list(PASSAGE_KINDS), limit=fetch)
+        with self._read() as s:
+            return [(int(i), float(r)) for i, r in s.execute(statement, params)]
 
     def _like_search(self, runs: list[str], fetch: int) -> list[tuple[int, float]]:
         """Passages containing any of these short runs; those holding more of them first."""
@@ -1024,7 +1069,9 @@ def _parse_shape(value: str | None) -> tuple[int, int] | None:
 
 def _bump_generation(s: Any) -> None:
     """Count one more committed write, inside the writing transaction itself."""
-    current = s.get(Meta, GENERATION_KEY)
+    # FOR UPDATE: on PostgreSQL two writing transactions (the indexer and a server's feedback)
+    # queue here instead of both reading n and writing n + 1; SQLite's BEGIN IMMEDIATE already does.
+    current = s.get(Meta, GENERATION_KEY, with_for_update=True)
     if current is None:
         s.add(Meta(key=GENERATION_KEY, value="1"))
     else:

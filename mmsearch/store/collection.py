@@ -6,6 +6,11 @@ Layout of a home with the embedded backends:
     <home>/index/vectors.idx      the CLIP vector store (+ .json sidecar), derived and rebuildable
     <home>/index/text.idx         the passage store (sentence-model vectors), derived and rebuildable
     <home>/writer.lock            the single-writer lock
+    <home>/catalog_url            (instead of catalog.db) the URL of a PostgreSQL catalog, no password
+
+With a PostgreSQL catalog (`--catalog postgresql://...`, `$MMSEARCH_CATALOG`) several machines
+can share one catalog, each with a home of its own for the derived stores; the writer lock is
+then also a PostgreSQL advisory lock, so one writer at a time holds across machines.
 
 Writers go through `Collection.writer()`, which takes the lock, validates every vector before
 anything is committed, commits catalog rows first and then applies the same change to the
@@ -81,7 +86,10 @@ class Collection:
         index_kind: str | None = None,
         vector_store: str | None = None,
     ) -> None:
+        from mmsearch.catalog import location
+
         self.home = Path(home)
+        catalog_url = location.resolve(self.home, catalog_url)
         if not create and catalog_url is None and not (self.home / CATALOG_FILE).exists():
             raise ConfigError(
                 f"No mmsearch collection at {self.home}. Index a folder first: "
@@ -93,6 +101,13 @@ class Collection:
             )
         self.home.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog.open(catalog_url or (self.home / CATALOG_FILE))
+        if catalog_url is not None:
+            try:
+                location.record(self.home, catalog_url)
+            except BaseException:
+                self.catalog.close()
+                raise
+        self.catalog_url = catalog_url  # None: the SQLite file in the home
         self._requested_kind = index_kind
         self._requested_store = vector_store
         self._vectors: VectorStore | None = None
@@ -189,7 +204,7 @@ class Collection:
         if not stores:
             return
         try:
-            with self._writer_lock(), database_errors(str(self.home)):
+            with self._writer_lock(catalog=False), database_errors(str(self.home)):
                 for store in stores:
                     store.flush(generation=self.catalog.generation())
         except ConfigError:  # a writer holds the lock: it saves when it finishes
@@ -274,16 +289,18 @@ class Collection:
         return self.vectors
 
     @contextmanager
-    def _writer_lock(self) -> Iterator[None]:
+    def _writer_lock(self, *, catalog: bool = True) -> Iterator[None]:
         """Hold the home's single-writer lock; another writer is refused with a message.
 
         An OS file lock (flock) is released by the kernel when its process dies, so a killed run
-        never leaves the home locked.
+        never leaves the home locked. ``catalog``: with a PostgreSQL catalog, also its advisory
+        lock (a reader saving its home's own stores needs only the flock).
         """
         try:
             import fcntl
-        except ImportError:  # no flock on this platform: run unguarded
-            yield
+        except ImportError:  # no flock on this platform: only the catalog's lock
+            with self._catalog_writer_lock(catalog):
+                yield
             return
         path = self.home / WRITER_LOCK_FILE
         with open(path, "a+") as handle:
@@ -301,10 +318,32 @@ class Collection:
             handle.write(f"pid {os.getpid()}")
             handle.flush()
             try:
-                yield
+                with self._catalog_writer_lock(catalog):
+                    yield
             finally:
                 handle.truncate(0)
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _catalog_writer_lock(self, wanted: bool = True) -> Iterator[None]:
+        """On PostgreSQL, also the catalog's advisory lock: writers on other machines share the
+        catalog but not this home's flock. SQLite catalogs live in the home: the flock suffices."""
+        if not wanted or not self.catalog.is_postgresql:
+            yield
+            return
+        from mmsearch.catalog.locks import WriterBusy, writer_lock
+
+        try:
+            with database_errors(self.catalog.where), writer_lock(
+                self.catalog.engine, self.catalog.collection_id()
+            ):
+                yield
+        except WriterBusy as busy:
+            raise ConfigError(
+                f"Another `mmsearch index` ({busy.holder}) is writing to the catalog at "
+                f"{self.catalog.where}. Wait for it to finish, or index into another catalog "
+                "(--home PATH --catalog URL). Searching works meanwhile."
+            ) from None
 
     # -------------------------------------------------------------- feedback
     def record_feedback(self, user: str, item_id: int, good: bool, query: str | None = None):
