@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -354,6 +355,47 @@ def test_one_writer_across_homes_sharing_a_catalog(pg_url, tmp_path):
     finally:
         one.close()
         two.close()
+
+
+def test_a_killed_writer_releases_the_catalog(pg_url, tmp_path):
+    """kill -9 of a writer on another machine (another home): the server drops its lock."""
+    import signal
+    import subprocess
+    import sys
+
+    from mmsearch.store import Collection
+
+    script = (
+        "import sys, time\n"
+        "from mmsearch.store import Collection\n"
+        "c = Collection(sys.argv[1], catalog_url=sys.argv[2])\n"
+        "with c.writer():\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "far"), pg_url], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "writing"
+        with Collection(tmp_path / "near", catalog_url=pg_url) as near:
+            busy = rf"Another `mmsearch index` \(.* pid {child.pid}\)"
+            with pytest.raises(ConfigError, match=busy), near.writer():
+                pass
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+            for _ in range(50):  # the server notices the closed connection at once, or nearly
+                try:
+                    with near.writer():
+                        break
+                except ConfigError:
+                    time.sleep(0.1)
+            else:
+                pytest.fail("the killed writer's lock was never released")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 # ------------------------------------------------------------------------- end to end
