@@ -192,40 +192,30 @@ KEYWORD_TABLE = "items_fts"
 # search sees exactly the committed items. They run for every item, including the NULL text of
 # images (FTS5 indexes nothing for NULL), so the index matches what 'rebuild' would produce.
 # The porter stemmer over unicode61 matches "circles" to "circle"; exact words match as well.
-_KEYWORD_DDL = (
-    f"""CREATE VIRTUAL TABLE {KEYWORD_TABLE} USING fts5(
-        text, content='items', content_rowid='id',
-        tokenize='porter unicode61 remove_diacritics 2')""",
-    f"""CREATE TRIGGER items_fts_insert AFTER INSERT ON items BEGIN
-        INSERT INTO {KEYWORD_TABLE}(rowid, text) VALUES (new.id, new.text);
-    END""",
-    f"""CREATE TRIGGER items_fts_delete AFTER DELETE ON items BEGIN
-        INSERT INTO {KEYWORD_TABLE}({KEYWORD_TABLE}, rowid, text) VALUES ('delete', old.id, old.text);
-    END""",
-    f"""CREATE TRIGGER items_fts_update AFTER UPDATE OF id, text ON items BEGIN
-        INSERT INTO {KEYWORD_TABLE}({KEYWORD_TABLE}, rowid, text) VALUES ('delete', old.id, old.text);
-        INSERT INTO {KEYWORD_TABLE}(rowid, text) VALUES (new.id, new.text);
-    END""",
-)
+def _fts_ddl(table: str, trigger: str, tokenize: str) -> tuple[str, ...]:
+    """An external-content FTS5 table over ``items.text`` and the triggers that keep it level."""
+    return (
+        f"""CREATE VIRTUAL TABLE {table} USING fts5(
+            text, content='items', content_rowid='id', tokenize='{tokenize}')""",
+        f"""CREATE TRIGGER {trigger}_insert AFTER INSERT ON items BEGIN
+            INSERT INTO {table}(rowid, text) VALUES (new.id, new.text);
+        END""",
+        f"""CREATE TRIGGER {trigger}_delete AFTER DELETE ON items BEGIN
+            INSERT INTO {table}({table}, rowid, text) VALUES ('delete', old.id, old.text);
+        END""",
+        f"""CREATE TRIGGER {trigger}_update AFTER UPDATE OF id, text ON items BEGIN
+            INSERT INTO {table}({table}, rowid, text) VALUES ('delete', old.id, old.text);
+            INSERT INTO {table}(rowid, text) VALUES (new.id, new.text);
+        END""",
+    )
 
+
+_KEYWORD_DDL = _fts_ddl(KEYWORD_TABLE, "items_fts", "porter unicode61 remove_diacritics 2")
 
 CJK_KEYWORD_TABLE = "items_cjk"
 """The FTS5 trigram table over ``items.text`` (v9): substring search for Chinese and Japanese."""
 
-_CJK_KEYWORD_DDL = (
-    f"""CREATE VIRTUAL TABLE {CJK_KEYWORD_TABLE} USING fts5(
-        text, content='items', content_rowid='id', tokenize='trigram')""",
-    f"""CREATE TRIGGER items_cjk_insert AFTER INSERT ON items BEGIN
-        INSERT INTO {CJK_KEYWORD_TABLE}(rowid, text) VALUES (new.id, new.text);
-    END""",
-    f"""CREATE TRIGGER items_cjk_delete AFTER DELETE ON items BEGIN
-        INSERT INTO {CJK_KEYWORD_TABLE}({CJK_KEYWORD_TABLE}, rowid, text) VALUES ('delete', old.id, old.text);
-    END""",
-    f"""CREATE TRIGGER items_cjk_update AFTER UPDATE OF id, text ON items BEGIN
-        INSERT INTO {CJK_KEYWORD_TABLE}({CJK_KEYWORD_TABLE}, rowid, text) VALUES ('delete', old.id, old.text);
-        INSERT INTO {CJK_KEYWORD_TABLE}(rowid, text) VALUES (new.id, new.text);
-    END""",
-)
+_CJK_KEYWORD_DDL = _fts_ddl(CJK_KEYWORD_TABLE, "items_cjk", "trigram")
 
 
 PG_KEYWORD_INDEX = "ix_items_text_tsv"
