@@ -3,13 +3,14 @@
     python benchmarks/rerank_itm.py                       # 500 queries, 3,000 pictures
     python benchmarks/rerank_itm.py --queries 50 --random 100 --out /tmp/r.json   # quick
 
-Queries are held-out shapes-world captions of two-object scenes, 100 of each kind, each naming a
-fact CLIP is weak at:
+Queries are held-out shapes-world captions of two-object scenes, spread evenly over the six
+kinds (83-84 each of the default 500), each naming a fact CLIP is weak at:
 
 ==================  ==================================================  =========================
 kind                query                                               its hard distractor
 ==================  ==================================================  =========================
 ``swap_colours``    "a red circle and a blue square"                    a blue circle, a red square
+``colour``          "a red circle and a blue square"                    a green circle, a blue square
 ``shape``           "a red circle and a blue square"                    a red star, a blue square
 ``count``           "two blue squares" / "three blue squares"           three / two blue squares
 ``position``        "a red circle on the left and a blue square on ..."  the two exchanged

@@ -164,6 +164,53 @@ def test_each_twin_is_one_fact_away(kind: str):
     assert made > 40
 
 
+def test_training_groups_are_a_scene_and_distinct_variants_one_fact_away():
+    from mmsearch.train.itm_data import sample_group, sample_pair
+
+    for seed in range(30):
+        group = sample_group(random.Random(seed), 4)
+        assert len(group) == 4
+        # size 2 is the twin pair, drawn exactly as before groups existed
+        assert sample_group(random.Random(seed), 2) == list(sample_pair(random.Random(seed)))
+        scene, variants = group[0], group[1:]
+        assert all(v.background == scene.background for v in variants)
+        for v in variants:  # one fact away: some caption tells the two apart
+            assert distinguishing_captions(scene, v) or distinguishing_captions(v, scene)
+        if len({v.objects for v in variants}) == 3:
+            assert scene.objects not in {v.objects for v in variants}
+
+
+def test_clip_neighbours_stay_outside_the_group():
+    from mmsearch.train.itm import clip_neighbours
+    from mmsearch.train.itm_data import PairSet
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(24, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    pairs = PairSet([None] * 24, np.zeros((24, 4, 512), np.float16), emb, group=4)
+    near = clip_neighbours(pairs, 5, chunk=7)
+    assert near.shape == (24, 5)
+    for i, row in enumerate(near):
+        assert not set(row.tolist()) & set(pairs.members(i))
+        outside = [j for j in range(24) if j not in pairs.members(i)]
+        best = sorted(outside, key=lambda j: -float(emb[i] @ emb[j]))[:5]
+        assert set(row.tolist()) == set(best)
+
+
+def test_one_text_per_gallery_scores_like_pairs(shipped):
+    """The net pairs text i with k consecutive pictures; the same logits as pair by pair."""
+    patches = torch.from_numpy(np.random.default_rng(1).normal(size=(6, 4, 512)).astype(np.float32))
+    ids = shipped.tokenizer(["a red circle and a blue square", "two green stars"])
+    with torch.inference_mode():
+        grouped = shipped.net(ids, patches)
+        paired = shipped.net(ids.repeat_interleave(3, dim=0), patches)
+        single = torch.cat([shipped.net(ids[:1], patches[:3]), shipped.net(ids[1:], patches[3:])])
+    torch.testing.assert_close(grouped, paired, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grouped, single, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError):
+        shipped.net(ids, patches[:5])
+
+
 # ---------------------------------------------------------------- the ITM interface
 
 

@@ -1,16 +1,18 @@
 """Train `tiny-itm`, the cross-modal reranker of `tiny`: ``python -m mmsearch.train.itm``.
 
-Seeded and CPU-sized: it renders shapes-world scenes in twin pairs (one fact apart), takes their
-patch features from the frozen `tiny` image tower once, and trains a small cross-attention model
-to tell true captions from hard negatives. It writes ``tiny-itm.safetensors``,
-``itm_config.json``, ``metrics.json`` and ``MODEL_CARD.md`` into ``mmsearch/models/tiny_itm/``.
+Seeded and CPU-sized (about a quarter of an hour on 2 cores): it renders shapes-world scenes in
+groups (a scene, its twin one fact away and further one-fact variants, all drawn from the same
+random state), takes their patch features from the frozen `tiny` image tower once, and trains a
+small cross-attention model to put the pictures a caption describes first. It writes
+``tiny-itm.safetensors``, ``itm_config.json``, ``metrics.json`` and ``MODEL_CARD.md`` into
+``mmsearch/models/tiny_itm/``.
 
-Every image is shown, per step, with
-
-- a true caption (half the time one that its twin makes false), labelled 1;
-- that same caption on the twin's picture, labelled by truth (0 when it names the changed fact);
-- a hard negative caption: the caption of a fresh one-fact mutation of the scene, false of it;
-- the caption of a random other scene, labelled by truth (easy negatives keep the scale honest).
+Each step is a set of small galleries, like the one a reranker sees: a caption true of one
+member of a group (a whole-scene caption most of the time, as queries are), scored on every
+picture of its group, on pictures CLIP finds close to it (drawn from its nearest neighbours by
+`tiny`'s embedding, other groups') and on random pictures, each labelled by the caption
+templates' truth. The loss is binary cross-entropy on every (caption, picture) logit plus a
+listwise term that puts the row's true pictures above its false ones.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import platform
 import random
 import time
@@ -29,12 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mmsearch.synth import random_caption, vocab
+from mmsearch.synth import random_caption, scene_captions, vocab
 from mmsearch.synth.hard_negatives import (
     NEGATIVE_KINDS,
     describes,
     distinguishing_captions,
-    hard_negative,
 )
 from mmsearch.train.data import AugmentConfig
 from mmsearch.train.itm_data import PairSet, build_pair_set
@@ -51,11 +53,19 @@ _PREFIXES = ("", "", "", "a photo of ", "a picture of ", "an image of ", "a draw
 class ItmRecipe:
     """Everything that determines the weights; recorded in the model card."""
 
-    n_pairs: int = 12_000  # rendered twin pairs (two pictures each)
+    n_pairs: int = 6000  # rendered groups (a scene, its twin and further one-fact variants)
     data_seed: int = 11
-    steps: int = 4000
-    batch_images: int = 64  # pictures per step; each brings about four (text, picture) examples
-    lr: float = 1e-3  # peak AdamW learning rate, after warm-up, then cosine to zero
+    group: int = 4  # pictures per group
+    steps: int = 2500
+    batch_groups: int = 32  # groups per step
+    rows_per_group: int = 2  # captions per group, each anchored on another member
+    random_images: int = 2  # pictures from anywhere scored with every caption
+    hard_images: int = 6  # pictures CLIP finds close to the anchor (what reranking sees)
+    neighbours: int = 50  # ... drawn from the anchor's nearest pictures by CLIP, other groups'
+    whole_caption_prob: float = 0.6  # whole-scene captions (as queries are) vs partial ones
+    rank_weight: float = 1.0  # weight of the listwise loss (the true pictures of a row first)
+    slot_weight: float = 1.0  # weight of the auxiliary loss: slot i says what lies at place i
+    lr: float = 2e-3  # peak AdamW learning rate, after warm-up, then cosine to zero
     weight_decay: float = 0.01
     warmup_steps: int = 100
     grad_clip: float = 1.0
@@ -113,36 +123,92 @@ def _prefixed(caption: str, rng: random.Random) -> str:
     return rng.choice(_PREFIXES) + caption
 
 
-def sample_examples(
-    pairs: PairSet, images: list[int], rng: random.Random
-) -> tuple[list[str], list[int], list[float]]:
-    """(texts, picture indices, labels) for one step; see the module doc."""
-    texts, index, labels = [], [], []
+def clip_neighbours(pairs: PairSet, m: int, chunk: int = 1024) -> np.ndarray:
+    """(n, m): each picture's m nearest pictures by CLIP embedding, outside its own group.
 
-    def add(text: str, j: int, label: float) -> None:
-        texts.append(text)
-        index.append(j)
-        labels.append(label)
+    Reranking sees CLIP's top 50 for a query: pictures CLIP finds alike, the hard part of a
+    gallery. Training draws a caption's further negatives from its anchor's neighbours.
+    """
+    import torch
 
-    scenes = pairs.scenes
-    for j in images:
-        scene, twin_index = scenes[j], pairs.twin_of(j)
-        twin = scenes[twin_index]
-        telling = distinguishing_captions(scene, twin)
-        caption = (
-            _prefixed(rng.choice(telling), rng)
-            if telling and rng.random() < 0.5
-            else random_caption(scene, rng)
-        )
-        add(caption, j, 1.0)
-        add(caption, twin_index, float(describes(caption, twin)))
-        other = hard_negative(scene, rng)
-        false = distinguishing_captions(other, scene) if other is not None else []
-        if false:
-            add(_prefixed(rng.choice(false), rng), j, 0.0)
-        stranger = random_caption(scenes[rng.randrange(len(scenes))], rng)
-        add(stranger, j, float(describes(stranger, scene)))
-    return texts, index, labels
+    emb = torch.from_numpy(pairs.embeddings).float()
+    n, g = len(emb), pairs.group
+    m = min(m, n - g)
+    out = np.empty((n, max(m, 0)), dtype=np.int64)
+    if m <= 0:
+        return out
+    for start in range(0, n, chunk):
+        sims = emb[start : start + chunk] @ emb.T
+        rows = torch.arange(start, min(start + chunk, n))
+        first = rows - rows % g
+        local = torch.arange(len(rows))
+        for j in range(g):  # hide the picture's own group
+            sims[local, first + j] = float("-inf")
+        out[start : start + chunk] = sims.topk(m, dim=1).indices.numpy()
+    return out
+
+
+def place_labels(pairs: PairSet) -> np.ndarray:
+    """(n, places, 4) int: per picture and place, [present, colour, shape, size] (-1: nothing)."""
+    places = vocab.POSITIONS
+    out = np.full((len(pairs), len(places), 4), -1, dtype=np.int64)
+    out[:, :, 0] = 0
+    for i, scene in enumerate(pairs.scenes):
+        for o in scene.objects:
+            out[i, places.index(o.position)] = (
+                1,
+                vocab.COLOURS.index(o.colour),
+                vocab.SHAPES.index(o.shape),
+                vocab.SIZES.index(o.size),
+            )
+    return out
+
+
+def sample_rows(
+    pairs: PairSet,
+    groups: list[int],
+    rng: random.Random,
+    recipe: ItmRecipe,
+    neighbours: np.ndarray | None = None,
+) -> tuple[list[str], list[list[int]], list[list[float]]]:
+    """One step's rows: (caption, the pictures it is scored on, their truth), a gallery in small.
+
+    For every group two of its scenes take a turn as the anchor; each anchor gives a caption
+    true of it that some other member makes false (a whole-scene caption with probability
+    `whole_caption_prob`, as queries are, else a partial one), scored on every picture of the
+    group, on `hard_images` of the anchor's CLIP `neighbours` and on `random_images` pictures
+    drawn from the whole set.
+    """
+    texts, rows, labels = [], [], []
+    scenes, n = pairs.scenes, len(pairs)
+    for g in groups:
+        members = list(pairs.members(g * pairs.group))
+        for anchor in rng.sample(members, recipe.rows_per_group):
+            scene = scenes[anchor]
+            whole = set(scene_captions(scene))
+            telling = sorted(
+                {
+                    c
+                    for m in members
+                    if m != anchor
+                    for c in distinguishing_captions(scene, scenes[m])
+                }
+            )
+            long = [c for c in telling if c in whole]
+            if long and rng.random() < recipe.whole_caption_prob:
+                caption = _prefixed(rng.choice(long), rng)
+            elif telling and rng.random() < 0.8:
+                caption = _prefixed(rng.choice(telling), rng)
+            else:
+                caption = random_caption(scene, rng)
+            images = members + [rng.randrange(n) for _ in range(recipe.random_images)]
+            if neighbours is not None and neighbours.shape[1]:
+                near = neighbours[anchor]
+                images += [int(near[rng.randrange(len(near))]) for _ in range(recipe.hard_images)]
+            texts.append(caption)
+            rows.append(images)
+            labels.append([float(describes(caption, scenes[j])) for j in images])
+    return texts, rows, labels
 
 
 # ---------------------------------------------------------------- training
@@ -164,6 +230,15 @@ def train_net(model, pairs: PairSet, recipe: ItmRecipe) -> dict:
     net = model.net.train().requires_grad_(True)
     decay = [p for n, p in net.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in net.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+
+    patches = torch.from_numpy(pairs.patches).float()
+    # Auxiliary heads (not saved): what each image slot holds, one place per slot.
+    sizes = (1, len(vocab.COLOURS), len(vocab.SHAPES), len(vocab.SIZES))
+    slot_head = torch.nn.Linear(net.cfg.width, sum(sizes))
+    places = torch.from_numpy(place_labels(pairs))
+    use_slots = recipe.slot_weight > 0 and net.cfg.image_slots == places.shape[1]
+    if use_slots:
+        decay = decay + list(slot_head.parameters())
     opt = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": recipe.weight_decay},
@@ -171,16 +246,37 @@ def train_net(model, pairs: PairSet, recipe: ItmRecipe) -> dict:
         ],
         lr=recipe.lr,
     )
-    patches = torch.from_numpy(pairs.patches)
     rng = random.Random(recipe.seed)
+    n_groups = len(pairs) // pairs.group
+    t0 = time.perf_counter()
+    neighbours = clip_neighbours(pairs, recipe.neighbours) if recipe.hard_images else None
+    log.info("CLIP neighbours of %d pictures in %.1f s", len(pairs), time.perf_counter() - t0)
     start, losses, window, stopped = time.perf_counter(), [], [], False
     for step in range(recipe.steps):
-        images = [rng.randrange(len(pairs)) for _ in range(recipe.batch_images)]
-        texts, index, labels = sample_examples(pairs, images, rng)
+        groups = [rng.randrange(n_groups) for _ in range(recipe.batch_groups)]
+        texts, rows, labels = sample_rows(pairs, groups, rng, recipe, neighbours)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, recipe)
-        logits = net(model.tokenizer(texts), patches[index].float())
-        loss = F.binary_cross_entropy_with_logits(logits, torch.tensor(labels))
+        k = len(rows[0])
+        # each caption is encoded once and read by its k pictures (consecutive)
+        logits = net(model.tokenizer(texts), patches[torch.tensor(rows).flatten()])
+        target = torch.tensor(labels)
+        loss = F.binary_cross_entropy_with_logits(logits, target.flatten())
+        if recipe.rank_weight:
+            # every true picture of a row above every false one: -log(sum_true / sum_all)
+            grid = logits.view(-1, k)
+            true = grid.masked_fill(target == 0, float("-inf")).logsumexp(1)
+            listwise = grid.logsumexp(1) - true
+            loss = loss + recipe.rank_weight * listwise[target.sum(1) > 0].mean()
+        if use_slots:
+            pictures = torch.tensor([j for g in groups for j in pairs.members(g * pairs.group)])
+            out = slot_head(net.slot_tokens(patches[pictures])).split(sizes, dim=-1)
+            truth = places[pictures]
+            present = truth[..., 0] == 1
+            aux = F.binary_cross_entropy_with_logits(out[0].squeeze(-1), truth[..., 0].float())
+            for head, a in zip(out[1:], range(1, 4)):
+                aux = aux + F.cross_entropy(head[present], truth[..., a][present])
+            loss = loss + recipe.slot_weight * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.grad_clip)
@@ -289,11 +385,19 @@ def train_itm(recipe: ItmRecipe, out: Path | None = None) -> dict:
     encoder = load_encoder(ENCODER, device="cpu")
     t0 = time.perf_counter()
     pairs = build_pair_set(
-        recipe.n_pairs, recipe.data_seed, encoder, recipe.augment, workers=recipe.threads
+        recipe.n_pairs,
+        recipe.data_seed,
+        encoder,
+        recipe.augment,
+        workers=recipe.threads,
+        group=recipe.group,
     )
     data_s = time.perf_counter() - t0
     log.info(
-        "rendered %d twin pairs and took their patch features in %.0f s", recipe.n_pairs, data_s
+        "rendered %d groups of %d and took their patch features in %.0f s",
+        recipe.n_pairs,
+        recipe.group,
+        data_s,
     )
     config = ItmConfig(
         name=TINY_ITM,
@@ -331,6 +435,7 @@ def train_itm(recipe: ItmRecipe, out: Path | None = None) -> dict:
         "patch_shape": list(shipped.patch_shape),
         "patch_bytes_per_item": bytes_per_item(shipped.patch_shape),
         "parameters": sum(p.numel() for p in shipped.net.parameters()),
+        "image_slots": shipped.net.cfg.image_slots,
         "vocab_size": len(config.vocab),
         "weights_bytes": weights.stat().st_size,
         "machine": f"{platform.machine()}, {recipe.threads} threads, torch {torch.__version__}",
@@ -390,11 +495,17 @@ positions, counts of simple shapes) and nothing about real photos.
 
 ## Architecture
 
-{r["layers"]} fusion blocks of width {r["width"]} ({r["heads"]} heads, MLP x{r["mlp_ratio"]}): text self-attention, then
-cross-attention from the text tokens to the {p} projected patch tokens, then an MLP (pre-norm, the
-BLIP/ALBEF fusion layer at a small size); a linear head on the start-of-text token gives one
-match logit, and `score` returns its sigmoid. {metrics["parameters"]:,} parameters,
-{metrics["weights_bytes"] / 1e6:.2f} MB as float16 safetensors.
+Two stages of pre-norm transformer blocks of width {r["width"]} ({r["heads"]} heads, MLP x{r["mlp_ratio"]}):
+
+1. **text**, once per text: {r["layers"]} self-attention blocks over the caption's tokens;
+2. **fusion**, once per (text, picture): a match token and {metrics.get("image_slots", 5)} *image slots* go through
+   {r["layers"]} blocks of self-attention over themselves, cross-attention to the text tokens, and an MLP; a
+   linear head on the match token gives one logit, and `score` returns its sigmoid. The slots come
+   from one joint projection of all {p} layer-normed patch cells (objects straddle the cells), and
+   training teaches slot i what lies at the shapes world's place i (an auxiliary loss, see below).
+
+Reranking 50 pictures encodes the query once and runs the fusion over 1 + {metrics.get("image_slots", 5)} tokens per picture.
+{metrics["parameters"]:,} parameters, {metrics["weights_bytes"] / 1e6:.2f} MB as float16 safetensors.
 
 ## Reproduce
 
@@ -402,18 +513,22 @@ match logit, and `score` returns its sigmoid. {metrics["parameters"]:,} paramete
 python -m mmsearch.train.itm        # seeded; writes tiny-itm.safetensors, itm_config.json, metrics.json, MODEL_CARD.md here
 ```
 
-- Data: {r["n_pairs"]:,} *twin pairs* of shapes-world scenes (seed {r["data_seed"]}, 1-3 objects), each a scene and the
-  same scene one fact away: two objects' colours swapped, one shape changed, an object added or
-  taken away (count), objects moved or exchanged (position), a size flipped. Both are rendered
-  from the same random state (size {r["augment"]["min_side"]}-{r["augment"]["max_side"]} px, aspect up to {r["augment"]["max_aspect"]}, style, shades, blur,
-  noise, JPEG) and letterboxed like the encoder's preprocessing; the frozen `tiny` tower turns them
-  into patch features once.
-- Examples, drawn afresh each step for {r["batch_images"]} pictures: a true caption (half the time one its twin
-  makes false) -> 1; the same caption on the twin -> its truth; the caption of a fresh one-fact
-  mutation of the scene -> 0; a random other scene's caption -> its truth. Truth is the caption
-  templates' (`mmsearch.synth.hard_negatives.describes`).
-- Objective: binary cross-entropy on the match logit. AdamW, lr {r["lr"]}, weight decay {r["weight_decay"]},
-  {r["warmup_steps"]} warm-up steps then cosine, {t["steps"]} steps{stopped}.
+- Data: {r["n_pairs"]:,} *groups* of {r["group"]} shapes-world scenes (seed {r["data_seed"]}, 1-3 objects): a scene, its
+  *twin* one fact away (two objects' colours swapped, one shape changed, an object added or taken
+  away (count), objects moved or exchanged (position), a size flipped) and further distinct
+  one-fact variants of any kind (a colour changed too). All are rendered from the same random state
+  (size {r["augment"]["min_side"]}-{r["augment"]["max_side"]} px, aspect up to {r["augment"]["max_aspect"]}, style, shades, blur, noise, JPEG) and letterboxed like the
+  encoder's preprocessing; the frozen `tiny` tower turns them into patch features once.
+- Rows, drawn afresh each step for {r["batch_groups"]} groups, {r["rows_per_group"]} per group: a caption true of one member
+  that another member makes false (a whole-scene caption with probability {r["whole_caption_prob"]}, as queries
+  are; else a partial one), scored on every picture of the group, on {r["hard_images"]} of the {r["neighbours"]} pictures
+  `tiny`'s embedding finds nearest the member (other groups': what CLIP's top 50 holds) and on
+  {r["random_images"]} random pictures. Truth is the caption templates'
+  (`mmsearch.synth.hard_negatives.describes`).
+- Objective: binary cross-entropy on every logit, plus {r["rank_weight"]} x a listwise loss per row
+  (-log of the true pictures' share of the softmax), plus {r["slot_weight"]} x an auxiliary loss that has slot i
+  say whether an object lies at place i and its colour, shape and size (heads not shipped).
+  AdamW, lr {r["lr"]}, weight decay {r["weight_decay"]}, {r["warmup_steps"]} warm-up steps then cosine, {t["steps"]} steps{stopped}.
 - Run on {metrics["machine"]} on {metrics["date"]}, a machine shared with other work:
   data {metrics["data_seconds"]} s, training {t["seconds"]} s, held-out evaluation {metrics["eval_seconds"]} s,
   **{metrics["total_seconds"] / 60:.1f} minutes in all**.
@@ -429,7 +544,8 @@ Pairwise accuracy (0.5 is chance), by the kind of fact the twin changes:
 
 {tables[1]}
 
-Text->image retrieval with and without the reranker is measured by `benchmarks/rerank_itm.py`.
+Text->image retrieval with and without the reranker is measured by `benchmarks/rerank_itm.py`
+(run it after training; its figures for these weights belong below).
 """
 
 
@@ -438,13 +554,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: the bundled tiny_itm)"
     )
-    parser.add_argument("--n-pairs", type=int, default=ItmRecipe.n_pairs)
+    parser.add_argument(
+        "--n-pairs", type=int, default=ItmRecipe.n_pairs, help="groups of scenes to render"
+    )
     parser.add_argument("--steps", type=int, default=ItmRecipe.steps)
     parser.add_argument("--n-eval-pairs", type=int, default=ItmRecipe.n_eval_pairs)
     parser.add_argument(
         "--time-budget", type=float, default=None, help="stop training after this many seconds"
     )
     args = parser.parse_args(argv)
+    # Before torch loads OpenMP: on a shared machine a busy-waiting thread starves its partner
+    # at every parallel region (two threads then run ~10x slower than one); waiting passively
+    # costs nothing when the cores are free.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     recipe = ItmRecipe(
         n_pairs=args.n_pairs,
