@@ -1,5 +1,8 @@
-"""The shared `VectorStore` test, run on every registered store (and every kind of the file store):
-a new backend (Milvus, pgvector, ...) registers itself and joins this list."""
+"""The shared `VectorStore` test, run on every registered store (and every kind of each store):
+a new backend (Milvus, pgvector, ...) registers itself and joins this list.
+
+Milvus runs for real: ``milvus-lite:`` as an embedded folder in the home, ``milvus://`` against
+Milvus Lite's gRPC server started in this process (the same protocol a Milvus server speaks)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,18 @@ from mmsearch.vectors import BACKENDS
 
 DIM = 16
 CASES = [(scheme, kind) for scheme in vector_store_schemes() for kind in sorted(BACKENDS)]
+SPECS = {"faiss": "faiss", "milvus-lite": "milvus-lite:vectors.db", "milvus": None}  # None: server
+
+
+@pytest.fixture(scope="module")
+def milvus_server(tmp_path_factory):
+    """A Milvus gRPC endpoint (Milvus Lite's server in a thread) for the ``milvus://`` store."""
+    from milvus_lite.adapter.grpc.server import start_server_in_thread
+
+    server, db, port = start_server_in_thread(str(tmp_path_factory.mktemp("milvus") / "data"))
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=0)
+    db.close()
 
 
 def unit(rng, n):
@@ -22,10 +37,15 @@ def unit(rng, n):
 @pytest.fixture(params=CASES, ids=[f"{s}-{k}" for s, k in CASES])
 def store_factory(request, tmp_path):
     scheme, kind = request.param
+    assert scheme in SPECS, f"add a spec for the new vector store {scheme!r} to SPECS"
+    spec = SPECS[scheme]
+    if spec is None:  # a server: one collection per test
+        address = request.getfixturevalue("milvus_server")
+        spec = f"milvus://{address}/t_{request.node.name.split('[')[1].replace('-', '_')[:-1]}"
 
     def make() -> VectorStore:
         return open_vector_store(
-            scheme, home=tmp_path, name="vectors", dim=DIM, encoder="test", preference=kind,
+            spec, home=tmp_path, name="vectors", dim=DIM, encoder="test", preference=kind,
             owner="collection-a",
         )  # fmt: skip
 

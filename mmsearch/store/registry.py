@@ -1,7 +1,8 @@
 """Vector stores by name or URL scheme: the embedded file store first, others as added modules.
 
-    register_vector_store("milvus", open_milvus)      # in the module that implements it
+    register_vector_store("milvus", open_milvus_server)   # see the bottom of this module
     open_vector_store("faiss", home=..., name="vectors", dim=512, encoder="tiny")
+    open_vector_store("milvus-lite:vectors.db", home=..., name="vectors", dim=512, encoder="tiny")
 
 An opener returns the store as it was last flushed (possibly behind the catalog, or empty);
 the collection brings it level with the catalog, so openers never read the catalog.
@@ -84,5 +85,21 @@ def _open_file_store(
 
 
 register_vector_store("faiss", _open_file_store)
+
+
+def _register_milvus() -> None:
+    # imported here, not at the top: the module needs pymilvus only when a store is opened
+    from mmsearch.store.milvus_store import (
+        LITE_SCHEME,
+        SERVER_SCHEME,
+        open_milvus_lite,
+        open_milvus_server,
+    )
+
+    register_vector_store(LITE_SCHEME, open_milvus_lite)  # milvus-lite:PATH.db (in the home)
+    register_vector_store(SERVER_SCHEME, open_milvus_server)  # milvus://HOST:PORT/COLLECTION
+
+
+_register_milvus()
 
 StoreOpener = Callable[..., VectorStore]
