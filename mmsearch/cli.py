@@ -48,6 +48,13 @@ CatalogOpt = Annotated[
                  "else the one recorded in the home, else catalog.db in the home). Recorded in the home without "
                  "its password (later: PGPASSWORD or ~/.pgpass).", show_default=False),
 ]
+VectorsOpt = Annotated[
+    str | None,
+    typer.Option("--vectors", help="Vector store: faiss (the default, a file in the home), milvus-lite:PATH.db (Milvus Lite, "
+                 "a relative PATH is in the home) or milvus://HOST:PORT/COLLECTION (a Milvus server; token in "
+                 "$MMSEARCH_MILVUS_TOKEN). Default: $MMSEARCH_VECTORS, else the one recorded in the home; an index run "
+                 "records it.", show_default=False),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 
@@ -87,6 +94,7 @@ def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders (or files) to index; re-running updates incrementally.")],
     home: HomeOpt = None,
     catalog: CatalogOpt = None,
+    vectors: VectorsOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     workers: Annotated[int, typer.Option(help="Decoding processes (0 = one per core).")] = 0,
@@ -102,7 +110,7 @@ def index(
     from mmsearch.cli_output import RichProgress, skipped_table, summary_table, truncated_table
 
     def body():
-        with _engine(home, model, device, index_kind=index_kind, catalog_url=catalog) as engine:
+        with _engine(home, model, device, index_kind=index_kind, catalog_url=catalog, vector_store=vectors) as engine:
             progress = None if as_json else RichProgress(err)
             summary = engine.index(paths, options=IndexOptions(workers=workers, batch_size=batch_size, follow_symlinks=follow_links, patches=patches, ocr=ocr), progress=progress)
         if as_json:
@@ -154,6 +162,7 @@ def query(
     paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="Print only the paths, one per line, for pipes.")] = False,
     home: HomeOpt = None,
     catalog: CatalogOpt = None,
+    vectors: VectorsOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line: path, score, kind, item_id, start/end, text, parts.")] = False,
@@ -171,7 +180,7 @@ def query(
             camera=camera, min_duration=min_duration, max_duration=max_duration,
             tags=tuple(tag or ()),
         )
-        with _engine(home, model, device, cross_encoder=cross_encoder, itm=itm_model, catalog_url=catalog) as engine:
+        with _engine(home, model, device, cross_encoder=cross_encoder, itm=itm_model, catalog_url=catalog, vector_store=vectors) as engine:
             parsed = parse_terms(terms or [])
             for picture in image or ():
                 parsed += parse_terms([str(picture)]) if str(picture).strip() else []
@@ -237,11 +246,12 @@ def feedback(
     query: Annotated[str | None, typer.Option("--query", help="What you had searched for (kept with the judgement).", show_default=False)] = None,
     home: HomeOpt = None,
     catalog: CatalogOpt = None,
+    vectors: VectorsOpt = None,
 ) -> None:
     """Tell mmsearch a result was good or bad for you; later searches lean your way."""
 
     def body():
-        with _engine(home, catalog_url=catalog) as engine:
+        with _engine(home, catalog_url=catalog, vector_store=vectors) as engine:
             event = engine.feedback(item, good, user=user, query=query)
             n = engine.collection.catalog.feedback_count(event.user)
         from mmsearch.cli_output import literal
@@ -257,34 +267,34 @@ app.add_typer(profile_app, name="profile")
 
 
 @profile_app.command("show")
-def profile_show(user: UserOpt = None, home: HomeOpt = None, catalog: CatalogOpt = None) -> None:
+def profile_show(user: UserOpt = None, home: HomeOpt = None, catalog: CatalogOpt = None, vectors: VectorsOpt = None) -> None:
     """Your judgements (resolved to today's files) and the kind of model they train."""
     from mmsearch.cli_output import profile_table
 
     def body():
-        with _engine(home, catalog_url=catalog) as engine:
+        with _engine(home, catalog_url=catalog, vector_store=vectors) as engine:
             out.print(profile_table(engine.profile(user)))
 
     _run(body)
 
 
 @profile_app.command("export")
-def profile_export(user: UserOpt = None, home: HomeOpt = None, catalog: CatalogOpt = None) -> None:
+def profile_export(user: UserOpt = None, home: HomeOpt = None, catalog: CatalogOpt = None, vectors: VectorsOpt = None) -> None:
     """Everything learned for you, as JSON: the judgements and the model's weights."""
 
     def body():
-        with _engine(home, catalog_url=catalog) as engine:
+        with _engine(home, catalog_url=catalog, vector_store=vectors) as engine:
             print(json.dumps(engine.profile(user), indent=2, default=str))
 
     _run(body)
 
 
 @profile_app.command("reset")
-def profile_reset(user: UserOpt = None, home: HomeOpt = None, catalog: CatalogOpt = None) -> None:
+def profile_reset(user: UserOpt = None, home: HomeOpt = None, catalog: CatalogOpt = None, vectors: VectorsOpt = None) -> None:
     """Forget your feedback: searches go back to the same order for you as for everyone."""
 
     def body():
-        with _engine(home, catalog_url=catalog) as engine:
+        with _engine(home, catalog_url=catalog, vector_store=vectors) as engine:
             n = engine.reset_profile(user)
         out.print(f"Forgot {n} judgements.")
 
@@ -303,6 +313,7 @@ def tags_list(
     ctx: typer.Context,
     home: HomeOpt = None,
     catalog: CatalogOpt = None,
+    vectors: VectorsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per tag: tag, count.")] = False,
 ) -> None:
     """The collection's tags with how many pictures carry each (`--tag NAME` filters searches)."""
@@ -310,7 +321,7 @@ def tags_list(
         return
 
     def body():
-        with _engine(home, catalog_url=catalog) as engine:
+        with _engine(home, catalog_url=catalog, vector_store=vectors) as engine:
             counts = engine.tags()
             size = len(engine.tag_vocabulary())
         if as_json:
@@ -328,11 +339,11 @@ def tags_list(
 
 
 @tags_app.command("vocabulary")
-def tags_vocabulary(home: HomeOpt = None, catalog: CatalogOpt = None) -> None:
+def tags_vocabulary(home: HomeOpt = None, catalog: CatalogOpt = None, vectors: VectorsOpt = None) -> None:
     """Print the vocabulary in use (the file form `tags use` reads)."""
 
     def body():
-        with _engine(home, catalog_url=catalog) as engine:
+        with _engine(home, catalog_url=catalog, vector_store=vectors) as engine:
             print(engine.tag_vocabulary().to_text(), end="")
 
     _run(body)
@@ -344,11 +355,12 @@ def tags_use(
     extend: Annotated[bool, typer.Option("--extend", help="Add its tags to the current vocabulary instead of replacing it.")] = False,
     home: HomeOpt = None,
     catalog: CatalogOpt = None,
+    vectors: VectorsOpt = None,
 ) -> None:
     """Tag with your own vocabulary (or add to it); every picture is re-tagged from its stored vector."""
 
     def body():
-        with _engine(home, catalog_url=catalog) as engine:
+        with _engine(home, catalog_url=catalog, vector_store=vectors) as engine:
             n = engine.use_tag_vocabulary(file, extend=extend)
             size = len(engine.tag_vocabulary())
         out.print(f"Re-tagged {n} pictures with {size} tags.")
@@ -363,11 +375,12 @@ def tags_add(
     group: Annotated[str | None, typer.Option(help="The group whose tags it competes with (default: 'tags').", show_default=False)] = None,
     home: HomeOpt = None,
     catalog: CatalogOpt = None,
+    vectors: VectorsOpt = None,
 ) -> None:
     """Add tags to the vocabulary and re-tag (from stored vectors)."""
 
     def body():
-        with _engine(home, catalog_url=catalog) as engine:
+        with _engine(home, catalog_url=catalog, vector_store=vectors) as engine:
             n = engine.add_tags(names, group=group, prompts=prompt or ())
         out.print(f"Re-tagged {n} pictures.")
 
@@ -379,11 +392,12 @@ def tags_remove(
     names: Annotated[list[str], typer.Argument(help="Tags to drop from the vocabulary.")],
     home: HomeOpt = None,
     catalog: CatalogOpt = None,
+    vectors: VectorsOpt = None,
 ) -> None:
     """Remove tags from the vocabulary and re-tag."""
 
     def body():
-        with _engine(home, catalog_url=catalog) as engine:
+        with _engine(home, catalog_url=catalog, vector_store=vectors) as engine:
             n = engine.remove_tags(names)
         out.print(f"Re-tagged {n} pictures.")
 
@@ -396,13 +410,14 @@ def duplicates(
     types: Annotated[list[str] | None, typer.Option("--type", "-t", help="File types to compare (default image; add video for keyframes).", show_default=False)] = None,
     home: HomeOpt = None,
     catalog: CatalogOpt = None,
+    vectors: VectorsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per group: paths, item_ids, similarity.")] = False,
 ) -> None:
     """List groups of near-identical files: bursts, re-encodes, resized copies."""
     from mmsearch.cli_output import duplicates_table
 
     def body():
-        with _engine(home, catalog_url=catalog) as engine:
+        with _engine(home, catalog_url=catalog, vector_store=vectors) as engine:
             groups = engine.duplicates(threshold, types or ("image",))
         if as_json:
             for g in groups:
@@ -417,12 +432,12 @@ def duplicates(
 
 
 @app.command()
-def status(home: HomeOpt = None, catalog: CatalogOpt = None, as_json: JsonOpt = False) -> None:
+def status(home: HomeOpt = None, catalog: CatalogOpt = None, vectors: VectorsOpt = None, as_json: JsonOpt = False) -> None:
     """Show the model, folders, counts by kind, index type and disk used."""
     from mmsearch.cli_output import status_table
 
     def body():
-        with _engine(home, catalog_url=catalog) as engine:
+        with _engine(home, catalog_url=catalog, vector_store=vectors) as engine:
             st = engine.status()
         if as_json:
             print(json.dumps(st.to_dict()))
@@ -443,12 +458,13 @@ def status(home: HomeOpt = None, catalog: CatalogOpt = None, as_json: JsonOpt = 
 def rebuild(
     home: HomeOpt = None,
     catalog: CatalogOpt = None,
+    vectors: VectorsOpt = None,
     kind: Annotated[str | None, typer.Option(help="Index type: auto, flat, ivf, hnsw or torch (saved in the home; default: the home's).", show_default=False)] = None,
 ) -> None:
     """Rebuild the vector index from the catalog's stored vectors (no re-encoding)."""
 
     def body():
-        with _engine(home, catalog_url=catalog) as engine:
+        with _engine(home, catalog_url=catalog, vector_store=vectors) as engine:
             n = engine.rebuild(kind)
             chosen = engine.collection.index_kind
         out.print(f"Rebuilt the {chosen} index with {n} vectors.")
@@ -460,6 +476,7 @@ def rebuild(
 def serve(
     home: HomeOpt = None,
     catalog: CatalogOpt = None,
+    vectors: VectorsOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on; the default keeps it to this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8765,
     model: ModelOpt = None,
@@ -480,7 +497,7 @@ def serve(
         run_server(
             home, model, host=host, port=port, device=device, announce=announce,
             token=token, allow_hosts=allow_host or (),
-            engine_options={"itm": itm_model, "cross_encoder": cross_encoder, "catalog_url": catalog},
+            engine_options={"itm": itm_model, "cross_encoder": cross_encoder, "catalog_url": catalog, "vector_store": vectors},
         )
 
     _run(body)

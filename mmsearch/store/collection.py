@@ -61,6 +61,7 @@ CLIP_STORE = "vectors"
 TEXT_STORE = "text"
 INDEX_KIND_KEY = "index_kind"  # meta: the user's index kind ("auto" unless chosen)
 VECTOR_STORE_KEY = "vector_store"  # meta: which vector store backend holds the vectors
+VECTOR_STORE_ENV = "MMSEARCH_VECTORS"  # the store to use when none is given (then recorded)
 TEXT_MODEL_KEY = "text_model"  # meta: the sentence model that embedded the passages
 SYNC_BATCH = 8192
 BACKFILL_BATCH = 256  # passages embedded per transaction when catching up
@@ -109,7 +110,7 @@ class Collection:
                 raise
         self.catalog_url = catalog_url  # None: the SQLite file in the home
         self._requested_kind = index_kind
-        self._requested_store = vector_store
+        self._requested_store = vector_store or os.environ.get(VECTOR_STORE_ENV) or None
         self._vectors: VectorStore | None = None
         self._passages: VectorStore | None = None
         self._seen_generation: int | None = None  # the catalog generation the stores mirror
@@ -117,6 +118,8 @@ class Collection:
 
     def close(self) -> None:
         self.catalog.close()
+        for store in (self._vectors, self._passages):
+            _close_store(store)
         self._vectors = self._passages = None
         self._seen_generation = None
 
@@ -352,10 +355,20 @@ class Collection:
 
     # ---------------------------------------------------------------- status
     def index_info(self) -> dict | None:
-        """The saved CLIP index's sidecar, for status pages (file stores only)."""
+        """The saved CLIP index's sidecar, for status pages (a store other than the file store
+        describes itself: ``info()``, read from the store)."""
         from mmsearch.errors import VectorIndexError
         from mmsearch.vectors import read_sidecar
 
+        spec = self.vector_store_spec
+        if spec and spec != "faiss":
+            info = self.catalog.encoder()
+            if info is None:
+                return None
+            if self._vectors is None:
+                self._vectors = self._open_store(CLIP_STORE, info.dim, info.name)
+            describe = getattr(self._vectors, "info", None)
+            return describe() if describe else None
         path = self.home / "index" / f"{CLIP_STORE}.idx"
         if not path.exists():
             return None
@@ -517,7 +530,11 @@ class CollectionWriter:
                 f"The collection at {self.collection.home} is empty: index a folder first."
             )
         _remove_store_file(self.collection.home, CLIP_STORE)
+        _close_store(self.vectors)
         self.vectors = self.collection._open_store(CLIP_STORE, info.dim, info.name)
+        clear = getattr(self.vectors, "clear", None)  # a server-side store is emptied instead
+        if clear is not None:
+            clear()
         sync_store(self.vectors, self.catalog.item_ids(), self.catalog.vectors_for)
 
     def backfill_passages(self) -> int:
@@ -645,3 +662,10 @@ def _remove_store_file(home: Path, name: str) -> None:
             path.unlink()
         except FileNotFoundError:
             pass
+
+
+def _close_store(store: VectorStore | None) -> None:
+    """Release a store that holds a connection (Milvus); file stores have nothing to release."""
+    close = getattr(store, "close", None)
+    if close is not None:
+        close()

@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -219,17 +218,24 @@ class MilvusVectorStore:
         return int(rows[0]["count(*)"]) if rows else 0
 
     def ids(self) -> np.ndarray:
-        out: list[int] = []
-        with _quiet("pymilvus.client.iterator.query_iterator"):
-            it = self.client.query_iterator(
-                self.collection, batch_size=MAX_TOPK // 2, filter="", output_fields=["id"]
+        """Every id, read as id ranges of at most `MAX_TOPK` rows: a full page is split in two
+        and read again (Milvus caps a query's limit and does not return rows in id order)."""
+        out: list[np.ndarray] = []
+        ranges = [(-(2**63), 2**63 - 1)]  # [lo, hi)
+        while ranges:
+            lo, hi = ranges.pop()
+            rows = self.client.query(
+                self.collection,
+                filter=f"id >= {lo} and id < {hi}",
+                output_fields=["id"],
+                limit=MAX_TOPK,
             )
-            try:
-                while batch := it.next():
-                    out.extend(int(r["id"]) for r in batch)
-            finally:
-                it.close()
-        return np.asarray(out, np.int64)
+            if len(rows) < MAX_TOPK or hi - lo <= 1:
+                out.append(np.fromiter((int(r["id"]) for r in rows), np.int64, len(rows)))
+                continue
+            mid = lo + (hi - lo) // 2
+            ranges += [(lo, mid), (mid, hi)]
+        return np.unique(np.concatenate(out)) if out else np.empty(0, np.int64)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.asarray(ids, np.int64).reshape(-1)
@@ -364,7 +370,9 @@ class MilvusVectorStore:
 
     # ------------------------------------------------------------ extras
     def info(self) -> dict:
-        """A sidecar-like description for status pages: kind, count, owner and generation."""
+        """A sidecar-like description for status pages: kind, count, owner and the generation
+        last recorded (by any process: read from the metadata collection)."""
+        self._generation = (self._read_meta() or {}).get("generation", self._generation)
         return {
             "kind": self.kind,
             "count": self.count,
@@ -435,18 +443,6 @@ def _merge(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarr
 
 def _take(scores: np.ndarray, ids: np.ndarray, keep: np.ndarray, k: int):
     return _merge([(np.where(keep, scores, -np.inf), np.where(keep, ids, -1))], k)
-
-
-@contextmanager
-def _quiet(logger: str):
-    """Hush a pymilvus warning Milvus Lite always triggers (no server timestamp for iterators)."""
-    target = logging.getLogger(logger)
-    level = target.level
-    target.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        target.setLevel(level)
 
 
 def _lite_client(path: Path) -> tuple[Any, str]:
