@@ -76,6 +76,7 @@ def index_direct(home: Path, root: Path, paths: list[Path]) -> dict:
     from indexer.scan import resolve_root
     from mmsearch.catalog.db import writer as write_engine
     from mmsearch.catalog.schema import Asset, Item
+    from mmsearch.models import load_encoder
     from mmsearch.store import Collection
 
     real_root = resolve_root(root)
@@ -85,6 +86,7 @@ def index_direct(home: Path, root: Path, paths: list[Path]) -> dict:
         chunks = _file_rows(real_root, root, paths, folder_id, content_hash)
         bulk_insert(write_engine(collection.catalog.engine), Asset, Item, chunks)
         w.rebuild_vectors()
+        w.tag_pending(lambda: load_encoder("tiny", device="cpu"))  # as an index run leaves it
     return {"first_index": "direct", "new": len(paths)}
 
 
