@@ -86,6 +86,15 @@ def append_results(path: Path, rows: list[dict]) -> None:
     path.write_text(json.dumps(runs + rows, indent=2) + "\n")
 
 
+def measure_and_record(run, report, args) -> dict:
+    """The tail every benchmark's main shares: run, stamp, print, say where, append to ``args.out``."""
+    result = stamp(run(args))
+    report(result)
+    print(f"measured on {device_label(result['device'])}, load average {result['load_avg_1m']}")
+    append_results(args.out, [result])
+    return result
+
+
 def bulk_insert(engine, asset_table, item_table, chunks) -> None:
     """Insert catalog rows (``(assets, items)`` dicts per chunk) with SQLAlchemy Core.
 

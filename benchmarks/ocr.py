@@ -29,14 +29,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, append_results, device_label, set_torch_threads, stamp  # noqa: E402
+from _common import RESULTS, measure_and_record, set_torch_threads  # noqa: E402
 
 LATIN_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
-ENGLISH = """invoice budget meeting garden window station ticket harbour museum library schedule
-coffee delivery warranty passport mountain history chemistry orange theatre parking airport
-kitchen hospital festival concert weather account summary project holiday receipt""".split()
-CHINESE = "会议 预算 车站 图书 花园 机场 医院 天气 咖啡 门票 项目 历史 厨房 音乐 假期 收据".split()
+ENGLISH = ["invoice", "budget", "meeting", "garden", "window", "station", "ticket", "harbour", "museum", "library", "schedule", "coffee", "delivery", "warranty", "passport", "mountain", "history", "chemistry", "orange", "theatre", "parking", "airport", "kitchen", "hospital", "festival", "concert", "weather", "account", "summary", "project", "holiday", "receipt"]
+CHINESE = ["会议", "预算", "车站", "图书", "花园", "机场", "医院", "天气", "咖啡", "门票", "项目", "历史", "厨房", "音乐", "假期", "收据"]
 
 
 def render(path: Path, words: list[str], font_file: str, rng: random.Random) -> None:
@@ -147,12 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=0, help="decode workers (0: one per core)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=RESULTS / "ocr.json")
-    args = parser.parse_args(argv)
-    result = stamp(run(args))
-    report(result)
-    print(f"measured on {device_label(result['device'])}, load average {result['load_avg_1m']}")
-    append_results(args.out, [result])
-    return result
+    return measure_and_record(run, report, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

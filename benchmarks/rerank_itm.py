@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, append_results, device_label, percentile_ms, set_torch_threads, stamp  # noqa: E402
+from _common import RESULTS, measure_and_record, percentile_ms, set_torch_threads  # noqa: E402
 
 from mmsearch.synth import Scene, sample_scene, scene_captions  # noqa: E402
 from mmsearch.synth.hard_negatives import NEGATIVE_KINDS, describes, mutate  # noqa: E402
@@ -212,12 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--itm", default=None, help="ITM model (default: the encoder's companion)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=RESULTS / "rerank_itm.json")
-    args = parser.parse_args(argv)
-    result = stamp(run(args))
-    report(result)
-    print(f"measured on {device_label(result['device'])}, load average {result['load_avg_1m']}")
-    append_results(args.out, [result])
-    return result
+    return measure_and_record(run, report, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

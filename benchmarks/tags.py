@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, append_results, device_label, set_torch_threads, stamp  # noqa: E402
+from _common import RESULTS, measure_and_record, set_torch_threads  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -106,12 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=RESULTS / "tags.json")
-    args = parser.parse_args(argv)
-    result = stamp(run(args))
-    report(result)
-    print(f"measured on {device_label(result['device'])}, load average {result['load_avg_1m']}")
-    append_results(args.out, [result])
-    return result
+    return measure_and_record(run, report, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
