@@ -75,3 +75,25 @@ def test_store_add_search_remove_flush_reopen(store_factory):
     assert again.count == 150 and sorted(again.ids().tolist()) == ids[50:].tolist()
     _, found = again.search(vecs[60:61], 1)
     assert found[0, 0] == ids[60]
+
+
+def test_a_reader_never_writes_to_a_shared_server_store(milvus_server, tmp_path):
+    """Only the writer brings a store other processes share (a Milvus server) level with the
+    catalog: a reader with a stale view must not delete what a writer just added, while with an
+    in-process store a reader does sync its own copy."""
+    from mmsearch.catalog import AssetInfo, ItemData
+    from mmsearch.store import Collection
+
+    rng = np.random.default_rng(5)
+    for spec, shared in ((f"milvus://{milvus_server}/readers", True), ("faiss", False)):
+        home = tmp_path / spec.split(":")[0]
+        with Collection(home, vector_store=spec) as c, c.writer() as w:
+            w.bind_encoder("test", DIM)
+            asset = AssetInfo(path=str(home / "a.png"), kind="image", size=1, mtime_ns=1, content_hash="a")
+            w.write(asset, [ItemData("image", None, None, None, unit(rng, 1)[0])])
+        with Collection(home) as reader:
+            reader.refresh()
+            reader.vectors.add(np.array([999], np.int64), unit(rng, 1))  # a writer's fresh vector
+            reader._seen_generation = None  # as after the next commit
+            reader.refresh()
+            assert (999 in reader.vectors.ids().tolist()) is shared, spec

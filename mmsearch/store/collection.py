@@ -194,8 +194,9 @@ class Collection:
             )
         if self._vectors is None:
             self._vectors = self._open_store(CLIP_STORE, info.dim, info.name)
-        sync_store(self._vectors, self.catalog.item_ids(), self.catalog.vectors_for)
-        self._passages = self._refresh_passages(self._passages)
+        if not is_shared(self._vectors):
+            sync_store(self._vectors, self.catalog.item_ids(), self.catalog.vectors_for)
+        self._passages = self._refresh_passages(self._passages, reader=True)
         self._seen_generation = generation
         self._save_if_free()
         return generation
@@ -230,7 +231,9 @@ class Collection:
             self.refresh()
         return self._passages
 
-    def _refresh_passages(self, store: VectorStore | None) -> VectorStore | None:
+    def _refresh_passages(
+        self, store: VectorStore | None, *, reader: bool = False
+    ) -> VectorStore | None:
         model = self.text_model_name()
         ids = self.catalog.text_vector_ids()
         if model is None or not len(ids):
@@ -238,7 +241,8 @@ class Collection:
         if store is None:
             found, first = self.catalog.text_vectors_for(ids[:1])
             store = self._open_store(TEXT_STORE, first.shape[1], model, kind="flat")
-        sync_store(store, ids, self.catalog.text_vectors_for)
+        if not (reader and is_shared(store)):
+            sync_store(store, ids, self.catalog.text_vectors_for)
         return store
 
     def patches(self, ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -620,6 +624,12 @@ def validate_vectors(vectors: Sequence[np.ndarray], dim: int, source: str) -> np
             f"The encoder produced NaN or infinite values for {source}; nothing of it was stored."
         )
     return arr
+
+
+def is_shared(store: VectorStore | None) -> bool:
+    """A store other processes write too (a Milvus server): only the writer brings it level
+    with the catalog, so a reader working from a stale catalog view never deletes fresh vectors."""
+    return bool(getattr(store, "shared", False))
 
 
 def sync_store(

@@ -93,6 +93,7 @@ class MilvusVectorStore:
         self.owner = owner or None
         self.where = where  # for messages: the Lite folder or the server URL
         self.lite_path = lite_path
+        self.shared = shared  # a server other processes use: readers never write to it
         self.dirty = False  # changed since the last flush (the recorded generation is stale)
         self._generation: int | None = None
         self._index_type = "FLAT"
