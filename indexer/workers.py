@@ -42,9 +42,10 @@ from indexer.sources.base import (
     TEXT,
     TRANSCRIPT,
     SourceItem,
+    SourceResult,
 )
 from indexer.sources.image import DEFAULT_LIMITS, ImageLimits
-from indexer.sources.ocr import OCR, OcrOptions, engine_name, ocr_items
+from indexer.sources.ocr import OCR, OcrOptions, engine_name, keyframe_words, ocr_items
 from indexer.sources.text import TextOptions
 from indexer.sources.video import VideoOptions
 from mmsearch.errors import DecodeError, MissingDependencyError, MmsearchError
@@ -138,8 +139,8 @@ def decode(job: DecodeJob, config: WorkerConfig) -> Outcome:
         items = [_prepare(item, config.preprocess, path) for item in result.items]
         if not items:
             raise DecodeError(f"{path}: nothing to index in it")
-        if config.ocr.enabled and job.asset_kind == ASSET_IMAGE:
-            items += _read_words(path, config, result.meta)
+        if config.ocr.enabled and job.asset_kind in (ASSET_IMAGE, ASSET_VIDEO):
+            items += _read_words(path, job.asset_kind, result, config)
         digest = job.content_hash or content_hash(path)
     except DecodeError as exc:
         return Failed(job, short_reason(exc, path))
@@ -155,11 +156,19 @@ def decode(job: DecodeJob, config: WorkerConfig) -> Outcome:
     return Decoded(job, digest, dict(result.meta), items)
 
 
-def _read_words(path: Path, config: WorkerConfig, meta: dict[str, Any]) -> list[DecodedItem]:
-    """OCR of a picture that decoded: its failure costs the words, never the picture."""
+def _read_words(
+    path: Path, asset_kind: str, result: SourceResult, config: WorkerConfig
+) -> list[DecodedItem]:
+    """OCR of a picture (or a video's keyframes) that decoded: its failure costs the words,
+    never the picture."""
+    meta = result.meta
     started = time.perf_counter()
     try:
-        words = ocr_items(path, config.ocr, config.image_limits)
+        if asset_kind == ASSET_VIDEO:
+            spans = [(i.start_s, i.end_s) for i in result.items if i.kind == KEYFRAME]
+            words = keyframe_words(path, spans, config.ocr)
+        else:
+            words = ocr_items(path, config.ocr, config.image_limits)
     except (DecodeError, OSError) as exc:
         log.info("no words read from %s: %s", path, exc)
         return []

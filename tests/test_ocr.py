@@ -122,3 +122,36 @@ def test_cli_index_ocr_and_query(signs, tmp_path):
     rows = [json.loads(line) for line in found.output.splitlines() if line.startswith("{")]
     assert rows[0]["path"].endswith("gate.png") and "gate" in rows[0]["text"].lower()
     assert rows[0]["parts"]["keyword"]["rank"] == 1
+
+
+def write_slides_video(path, slides, seconds=3.0, fps=5, size=(640, 360)):
+    """An MP4 showing each slide's words for `seconds`, like a recorded talk."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i, text in enumerate(slides):
+            picture = Image.new("RGB", size, (250, 245, 200) if i % 2 else (150, 190, 250))  # a new slide
+            ImageDraw.Draw(picture).text((40, 150), text, font=ImageFont.truetype(LATIN, 40), fill=(10, 10, 30))
+            frame = np.asarray(picture)
+            for _ in range(round(seconds * fps)):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_words_on_video_keyframes_are_found_at_their_moment(tmp_path):
+    folder = tmp_path / "talks"
+    folder.mkdir()
+    write_slides_video(folder / "talk.mp4", ["Chapter one volcanoes", "Chapter two glaciers"])
+    with Engine(tmp_path / "home", "tiny") as e:
+        summary = e.index([folder], options=IndexOptions(in_process=True, ocr=True))
+        assert summary.ocr_pictures == 1 and not summary.skipped
+        hits = e.search("glaciers", k=3, user=None, group=False)
+        words = next(h for h in hits if h.kind == "ocr")
+        assert words.path.endswith("talk.mp4") and "glaciers" in words.text.lower()
+        assert 2.0 <= words.start < 4.0  # the second slide's moment

@@ -103,6 +103,32 @@ def recognise(image: Image.Image, options: OcrOptions = OcrOptions()) -> str:
     return clean_text(out.stdout.decode("utf-8", "replace"), options.min_chars)
 
 
+KEYFRAME_SHORT_SIDE = 1080
+"""Keyframes are read again at up to this size for OCR (they are encoded at 256 px)."""
+
+
+def keyframe_words(path: Path, spans: list[tuple[float, float]], options: OcrOptions) -> list[SourceItem]:
+    """The words on a video's keyframes, one ``ocr`` passage per run of keyframes showing the
+    same words (a slide held for a minute is one passage spanning that minute)."""
+    from indexer.sources.video import frames_at
+
+    if not spans:
+        return []
+    # the middle of each keyframe's span: its start can fall a sample before the cut
+    frames = frames_at(path, [(start + end) / 2 for start, end in spans], KEYFRAME_SHORT_SIDE)
+    items: list[SourceItem] = []
+    for (start, end), frame in zip(spans, frames):
+        text = recognise(frame, options)
+        if not text:
+            continue
+        last = items[-1] if items else None
+        if last is not None and last.text == text and last.end_s is not None and start - last.end_s < 1.0:
+            last.end_s = end
+        else:
+            items.append(SourceItem(OCR, text=text, start_s=start, end_s=end))
+    return items
+
+
 def ocr_items(path: Path, options: OcrOptions, limits) -> list[SourceItem]:
     """The picture at full resolution, read: one ``ocr`` passage, or nothing."""
     from indexer.sources.image import read_image

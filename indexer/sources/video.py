@@ -461,6 +461,31 @@ def _sound_items(path: Path, info: VideoInfo, opts: VideoOptions, meta: dict) ->
     return transcript_items(transcript.segments, opts.audio)
 
 
+def frames_at(path: str | Path, times: list[float], short_side: int) -> list[Image.Image]:
+    """Frames at these times (seconds, ascending), with the shorter side at most `short_side`:
+    one sequential decode (PyAV), each time taking the first frame at or after it."""
+    av = require("av", "Reading videos", "video")
+    wanted = sorted(times)
+    out: list[Image.Image] = []
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            size, origin = None, None
+            for frame in container.decode(stream):
+                if frame.time is None:
+                    continue
+                origin = frame.time if origin is None else origin
+                while len(out) < len(wanted) and frame.time - origin + 1e-3 >= wanted[len(out)]:
+                    size = size or frame_size(frame.width, frame.height, short_side)
+                    out.append(frame.to_image(width=size[0], height=size[1]))
+                if len(out) == len(wanted):
+                    break
+    except av.FFmpegError as exc:
+        raise DecodeError(f"{path}: corrupt video data ({_av_reason(exc)})") from exc
+    return out
+
+
 def read_video(path: str | Path, opts: VideoOptions | None = None) -> SourceResult:
     """Keyframes (image tower) and transcript windows (text tower) of one video file."""
     opts = opts or VideoOptions()

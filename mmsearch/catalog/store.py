@@ -763,10 +763,12 @@ class Catalog:
         return out
 
     def image_paths_without_ocr(self) -> set[str]:
-        """Pictures (image files) whose words were never read."""
+        """Pictures and videos whose words were never read."""
         with self._read() as s:
             rows = s.scalars(
-                select(Asset.path).where(Asset.kind == "image", Asset.ocr_engine.is_(None))
+                select(Asset.path).where(
+                    Asset.kind.in_(("image", "video")), Asset.ocr_engine.is_(None)
+                )
             )
             return set(rows)
 

@@ -270,7 +270,8 @@ def words_onto_pictures(
     records: dict[int, ItemRecord],
     catalog,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[int, ItemRecord]]:
-    """The words read in a picture (``ocr`` passages) are evidence about the picture itself.
+    """The words read in a picture (``ocr`` passages of image files) are evidence about the
+    picture itself (a video's words stay passages at their moment).
 
     Their ranks in the word rankers (sentence model, keywords) become the picture's ranks, the
     picture's record carries the words as its text, and the passage leaves the lists (CLIP judges
@@ -278,7 +279,7 @@ def words_onto_pictures(
     every picture whose words were read, a picture found by its words, by the sentence model
     and by CLIP outranks a picture only CLIP liked, as a passage would.
     """
-    words = {i: r for i, r in records.items() if r.kind == "ocr"}
+    words = {i: r for i, r in records.items() if r.kind == "ocr" and r.asset.kind == "image"}
     if not words:
         return lists, records
     picture_of = catalog.picture_items_of_assets({r.asset.id for r in words.values()})
