@@ -45,7 +45,7 @@ class IndexSummary:
     truncated: list[TruncatedFile] = field(default_factory=list)  # indexed in part, with a note
     tagged: int = 0  # pictures given zero-shot tags from their stored vectors
     tag_seconds: float = 0.0  # time spent tagging (part of `seconds`)
-    ocr_pictures: int = 0  # pictures whose words were read (index --ocr)
+    ocr_pictures: int = 0  # pictures and videos whose words were read (index --ocr)
     ocr_seconds: float = 0.0  # worker time spent reading them (spread over the workers)
 
     @property

@@ -149,7 +149,7 @@ def summary_table(summary: IndexSummary) -> Table:
         table.add_row("pictures tagged", str(summary.tagged))
     if summary.ocr_pictures:
         each = summary.ocr_seconds / summary.ocr_pictures
-        table.add_row("pictures read (OCR)", f"{summary.ocr_pictures} ({each:.2f} s each)")
+        table.add_row("files read (OCR)", f"{summary.ocr_pictures} ({each:.2f} s each)")
     rate = summary.files_per_second()
     table.add_row("time", f"{summary.seconds:.1f} s" + (f" ({rate:.1f} files/s)" if rate else ""))
     return table

@@ -4,7 +4,9 @@ CLIP sees a sign but cannot read it. With OCR on (`mmsearch index --ocr`), every
 also read by Tesseract (Debian's ``tesseract-ocr`` with English and Simplified Chinese data, run
 as a subprocess on the full-resolution picture) and the text becomes an ``ocr`` passage of the
 file: keyword search, the sentence model and CLIP's text tower rank it like a transcript, and
-results fold it into its picture. It costs time (about 0.3-1 s a picture on one core), so it is
+results fold it into its picture. A video's keyframes are read too (`keyframe_words`), each
+at the middle of its span decoded again at up to 1080 px, as ``ocr`` passages at their moment.
+It costs time (about 0.3-1 s a picture on one core), so it is
 off until asked for, and the choice is remembered by the collection.
 """
 
