@@ -136,7 +136,9 @@ class ItmNet(nn.Module):
         self.cfg = cfg
         w = cfg.width
         self.token_embedding = nn.Embedding(cfg.vocab_size, w)
-        self.text_position = nn.Parameter(torch.randn(cfg.context_length, w) * 0.02)
+        # Word order is what tells "a red circle and a blue square" from "a blue circle and a red
+        # square": positions start at N(0, 0.5), near the token embeddings' N(0, 1), not far below.
+        self.text_position = nn.Parameter(torch.randn(cfg.context_length, w) * 0.5)
         self.text_blocks = nn.ModuleList(
             _TextBlock(w, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.text_blocks)
         )

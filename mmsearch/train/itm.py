@@ -56,15 +56,16 @@ class ItmRecipe:
     n_pairs: int = 6000  # rendered groups (a scene, its twin and further one-fact variants)
     data_seed: int = 11
     group: int = 4  # pictures per group
-    steps: int = 2500
+    steps: int = 3200
     batch_groups: int = 32  # groups per step
     rows_per_group: int = 2  # captions per group, each anchored on another member
     random_images: int = 2  # pictures from anywhere scored with every caption
     hard_images: int = 6  # pictures CLIP finds close to the anchor (what reranking sees)
     neighbours: int = 50  # ... drawn from the anchor's nearest pictures by CLIP, other groups'
-    whole_caption_prob: float = 0.6  # whole-scene captions (as queries are) vs partial ones
+    whole_caption_prob: float = 0.7  # whole-scene captions (as queries are) vs partial ones
     rank_weight: float = 1.0  # weight of the listwise loss (the true pictures of a row first)
     slot_weight: float = 1.0  # weight of the auxiliary loss: slot i says what lies at place i
+    swap_caption_prob: float = 0.5  # whole captions that a colour-swapped member makes false first
     lr: float = 2e-3  # peak AdamW learning rate, after warm-up, then cosine to zero
     weight_decay: float = 0.01
     warmup_steps: int = 100
@@ -77,7 +78,7 @@ class ItmRecipe:
     n_eval_pairs: int = 1000  # held-out twin pairs for the model card
     threads: int = 2
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    time_budget_s: float | None = None  # stop training early (and say so) past this
+    time_budget_s: float | None = 900.0  # stop training early (and say so) past this
 
 
 # ---------------------------------------------------------------- vocabulary and examples
@@ -195,8 +196,13 @@ def sample_rows(
                 }
             )
             long = [c for c in telling if c in whole]
+            swapped = [m for m in members if _colour_swap(scene, scenes[m])]
+            binding = [c for c in long if any(not describes(c, scenes[m]) for m in swapped)]
             if long and rng.random() < recipe.whole_caption_prob:
-                caption = _prefixed(rng.choice(long), rng)
+                if binding and rng.random() < recipe.swap_caption_prob:
+                    caption = _prefixed(rng.choice(binding), rng)
+                else:
+                    caption = _prefixed(rng.choice(long), rng)
             elif telling and rng.random() < 0.8:
                 caption = _prefixed(rng.choice(telling), rng)
             else:
@@ -209,6 +215,15 @@ def sample_rows(
             rows.append(images)
             labels.append([float(describes(caption, scenes[j])) for j in images])
     return texts, rows, labels
+
+
+def _colour_swap(a, b) -> bool:
+    """Whether b is a with its colours reassigned among the same shapes, sizes and places."""
+    if a.objects == b.objects or len(a.objects) != len(b.objects):
+        return False
+    layout = lambda s: sorted((o.shape, o.size, o.position) for o in s.objects)  # noqa: E731
+    colours = lambda s: sorted(o.colour for o in s.objects)  # noqa: E731
+    return layout(a) == layout(b) and colours(a) == colours(b)
 
 
 # ---------------------------------------------------------------- training
@@ -515,13 +530,15 @@ python -m mmsearch.train.itm        # seeded; writes tiny-itm.safetensors, itm_c
 
 - Data: {r["n_pairs"]:,} *groups* of {r["group"]} shapes-world scenes (seed {r["data_seed"]}, 1-3 objects): a scene, its
   *twin* one fact away (two objects' colours swapped, one shape changed, an object added or taken
-  away (count), objects moved or exchanged (position), a size flipped) and further distinct
-  one-fact variants of any kind (a colour changed too). All are rendered from the same random state
+  away (count), objects moved or exchanged (position), a size flipped), the scene with its colours
+  swapped between objects whenever it allows that, and further distinct one-fact variants of any
+  kind (a colour changed too). All are rendered from the same random state
   (size {r["augment"]["min_side"]}-{r["augment"]["max_side"]} px, aspect up to {r["augment"]["max_aspect"]}, style, shades, blur, noise, JPEG) and letterboxed like the
   encoder's preprocessing; the frozen `tiny` tower turns them into patch features once.
 - Rows, drawn afresh each step for {r["batch_groups"]} groups, {r["rows_per_group"]} per group: a caption true of one member
   that another member makes false (a whole-scene caption with probability {r["whole_caption_prob"]}, as queries
-  are; else a partial one), scored on every picture of the group, on {r["hard_images"]} of the {r["neighbours"]} pictures
+  are, and then, with probability {r.get("swap_caption_prob", 0)}, one that the colour-swapped member makes false
+  where the group has one; else a partial one), scored on every picture of the group, on {r["hard_images"]} of the {r["neighbours"]} pictures
   `tiny`'s embedding finds nearest the member (other groups': what CLIP's top 50 holds) and on
   {r["random_images"]} random pictures. Truth is the caption templates'
   (`mmsearch.synth.hard_negatives.describes`).
@@ -560,7 +577,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=ItmRecipe.steps)
     parser.add_argument("--n-eval-pairs", type=int, default=ItmRecipe.n_eval_pairs)
     parser.add_argument(
-        "--time-budget", type=float, default=None, help="stop training after this many seconds"
+        "--time-budget",
+        type=float,
+        default=ItmRecipe.time_budget_s,
+        help="stop training after this many seconds",
     )
     args = parser.parse_args(argv)
     # Before torch loads OpenMP: on a shared machine a busy-waiting thread starves its partner

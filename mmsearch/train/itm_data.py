@@ -62,6 +62,16 @@ def sample_group(rng: random.Random, size: int) -> list[Scene]:
     """
     scene, twin = sample_pair(rng)
     group, seen = [scene, twin], {scene.objects, twin.objects}
+    # Binding colours to shapes in whole-scene captions is the hardest fact: every group whose
+    # scene allows it holds the colour-swapped scene beside it.
+    if size > 2:
+        for _ in range(4):
+            swapped = mutate(scene, "swap_colours", rng)
+            if swapped is None or swapped.objects in seen:
+                continue
+            seen.add(swapped.objects)
+            group.append(swapped)
+            break
     kinds = VARIANT_KINDS
     for _ in range(40):
         if len(group) >= size:
