@@ -326,7 +326,7 @@ def _load_folder(folder: Path, name: str) -> ItmModel:
     if not config_path.is_file() or weights is None:
         raise ModelUnavailableError(
             f"The ITM model {name!r} has no weights yet: {folder} lacks {CONFIG_NAME} or a "
-            "safetensors file. Train it with `python -m mmsearch.train.itm` (about 15 minutes on "
+            "safetensors file. Train it with `python -m mmsearch.train.itm` (under 17 minutes on "
             "a CPU), or turn the ITM reranker off."
         )
     config = ItmConfig.from_file(config_path)
