@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEXT_MODEL_OFF = "none"
+ITM_OFF = "none"
+"""`itm` value that turns the image-text matching reranker off."""
 """`text_model` value that turns the sentence model off (CLIP + keywords only)."""
 
 ImageInput = "str | os.PathLike[str] | bytes | Image.Image"
@@ -411,13 +413,18 @@ class Engine:
             return rerank.ItmStage(model) if model is not None else None
         return None
 
+    def _asked_itm(self) -> str | None:
+        """The ITM model named by `Engine(itm=)` or $MMSEARCH_ITM (``ITM_OFF`` turns it off)."""
+        asked = (self._itm_name or os.environ.get("MMSEARCH_ITM") or "").strip()
+        return ITM_OFF if asked.lower() == ITM_OFF else asked or None
+
     def _itm_model(self) -> Any:
         """The image-text matching model asked for, else the encoder's companion, else None."""
         from mmsearch.errors import ModelError
         from mmsearch.models.itm import itm_for_encoder, load_itm
 
-        asked = self._itm_name or os.environ.get("MMSEARCH_ITM") or None
-        if asked is not None and asked.strip().lower() == "none":
+        asked = self._asked_itm()
+        if asked == ITM_OFF:
             self._unavailable["itm"] = "it is turned off (itm=none)"
             return None
         name = asked or itm_for_encoder(self.model_name)
@@ -478,17 +485,17 @@ class Engine:
     def _patch_status(self, model: str | None) -> dict[str, Any]:
         """Patch features stored and the default ITM model, by name only (no model is loaded)."""
         from mmsearch.models.itm import itm_for_encoder
+        from mmsearch.models.patches import bytes_per_item
 
         catalog = self._open(create=False).catalog
         stored, missing = catalog.patch_counts()
         shape = catalog.patch_shape()
-        asked = self._itm_name or os.environ.get("MMSEARCH_ITM") or None
-        itm = None if asked and asked.lower() == "none" else asked or (itm_for_encoder(model or ""))
+        asked = self._asked_itm()
         return {
             "patches_stored": stored,
             "patches_missing": missing,
-            "patch_bytes_per_item": shape[0] * shape[1] * 2 if shape else None,
-            "itm": itm,
+            "patch_bytes_per_item": bytes_per_item(shape) if shape else None,
+            "itm": None if asked == ITM_OFF else asked or itm_for_encoder(model or ""),
         }
 
 
