@@ -501,16 +501,19 @@ class Catalog:
             last = int(ids[-1])
 
     def _vectors_of(self, column: Any, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        order, blobs = self._blobs_of(Item.id, column, ids)
+        return np.array(order, dtype=np.int64), self._decode_vectors(blobs)
+
+    def _blobs_of(self, key: Any, column: Any, ids: Iterable[int]) -> tuple[list[int], list[bytes]]:
+        """(ids that have a non-NULL `column`, in the order asked; their blobs), in chunks."""
         wanted = [int(i) for i in ids]
         found: dict[int, bytes] = {}
         with self._read() as s:
             for chunk in _chunks(sorted(set(wanted))):
-                rows = s.execute(
-                    select(Item.id, column).where(Item.id.in_(chunk), column.is_not(None))
-                )
+                rows = s.execute(select(key, column).where(key.in_(chunk), column.is_not(None)))
                 found.update((item_id, blob) for item_id, blob in rows)
         order = [i for i in wanted if i in found]
-        return np.array(order, dtype=np.int64), self._decode_vectors(found[i] for i in order)
+        return order, [found[i] for i in order]
 
     def items_by_ids(
         self, ids: Iterable[int], *, with_thumbnails: bool = False
@@ -712,28 +715,19 @@ class Catalog:
 
     def patches_for(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         """(ids that have patch features, in the order asked; float16 (n, P, D)); others skipped."""
-        wanted = [int(i) for i in ids]
         shape = self.patch_shape()
-        found: dict[int, bytes] = {}
-        if shape is not None:
-            with self._read() as s:
-                for chunk in _chunks(sorted(set(wanted))):
-                    rows = s.execute(
-                        select(ItemPatches.item_id, ItemPatches.data).where(
-                            ItemPatches.item_id.in_(chunk)
-                        )
-                    )
-                    found.update((item_id, blob) for item_id, blob in rows)
-        order = [i for i in wanted if i in found]
+        order, blobs = (
+            self._blobs_of(ItemPatches.item_id, ItemPatches.data, ids) if shape else ([], [])
+        )
         if not order:
             return np.empty(0, np.int64), np.empty((0, *(shape or (0, 0))), np.float16)
         size = shape[0] * shape[1] * PATCH_DTYPE.itemsize
-        if any(len(found[i]) != size for i in order):
+        if any(len(blob) != size for blob in blobs):
             raise CatalogError(
                 "The catalog holds patch features of another shape than its patch_shape record; "
                 "run `mmsearch index --patches` on the folders to store them again."
             )
-        data = np.frombuffer(b"".join(found[i] for i in order), dtype=PATCH_DTYPE)
+        data = np.frombuffer(b"".join(blobs), dtype=PATCH_DTYPE)
         return np.array(order, np.int64), data.reshape(len(order), *shape).astype(np.float16)
 
     def patch_counts(self) -> tuple[int, int]:
