@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=500, help="seed of the rendered held-out set")
     ap.add_argument("--model", default="tiny")
     ap.add_argument(
+        "--precision", default="auto", help="encoder numerics: auto, fp32, bf16 (a cast model)"
+    )
+    ap.add_argument(
         "--rerank",
         default="none",
         help="rerankers for the engine's queries, comma-separated ('none': the index alone; "
@@ -98,7 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
     images = sorted({r["path"] for r in rows})
     queries, q_rel, img_rel = relevance(rows, images)
 
-    engine = Engine(home=work / "home", model=args.model, index_kind=args.index_kind)
+    engine = Engine(
+        home=work / "home", model=args.model, index_kind=args.index_kind, precision=args.precision
+    )
     enc = engine.encoder
     t0 = time.perf_counter()
     from indexer.sources.image import read_image
@@ -142,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = stamp(
         {
             "model": args.model,
+            "precision": enc.precision,
             "dataset": str(captions_file)
             if not args.render
             else f"shapes world, {args.render} held-out photos, seed {args.seed}",

@@ -57,6 +57,7 @@ VectorsOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto (fp16 on CUDA; bf16 on a CPU with AMX or AVX-512 BF16 for models of 20M+ parameters; else fp32), fp32, bf16 or fp16.")]
 
 
 @app.callback()
@@ -97,6 +98,7 @@ def index(
     vectors: VectorsOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     workers: Annotated[int, typer.Option(help="Decoding processes (0 = one per core).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Items per encoder batch.")] = 64,
     follow_links: Annotated[str, typer.Option("--follow-links", help="Symbolic links to follow: inside (those that stay in the indexed folders), all, or none.")] = "inside",
@@ -110,7 +112,7 @@ def index(
     from mmsearch.cli_output import RichProgress, skipped_table, summary_table, truncated_table
 
     def body():
-        with _engine(home, model, device, index_kind=index_kind, catalog_url=catalog, vector_store=vectors) as engine:
+        with _engine(home, model, device, precision=precision, index_kind=index_kind, catalog_url=catalog, vector_store=vectors) as engine:
             progress = None if as_json else RichProgress(err)
             summary = engine.index(paths, options=IndexOptions(workers=workers, batch_size=batch_size, follow_symlinks=follow_links, patches=patches, ocr=ocr), progress=progress)
         if as_json:
@@ -165,6 +167,7 @@ def query(
     vectors: VectorsOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line: path, score, kind, item_id, start/end, text, parts.")] = False,
 ) -> None:
     """Search the collection with words, pictures, items, or a mix of them with weights and signs."""
@@ -180,7 +183,7 @@ def query(
             camera=camera, min_duration=min_duration, max_duration=max_duration,
             tags=tuple(tag or ()),
         )
-        with _engine(home, model, device, cross_encoder=cross_encoder, itm=itm_model, catalog_url=catalog, vector_store=vectors) as engine:
+        with _engine(home, model, device, precision=precision, cross_encoder=cross_encoder, itm=itm_model, catalog_url=catalog, vector_store=vectors) as engine:
             parsed = parse_terms(terms or [])
             for picture in image or ():
                 parsed += parse_terms([str(picture)]) if str(picture).strip() else []
@@ -481,6 +484,7 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8765,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
     token: Annotated[str | None, typer.Option(help="Access token the API requires (safer: $MMSEARCH_TOKEN). Beyond loopback one is generated if not given.")] = None,
     allow_host: Annotated[list[str] | None, typer.Option(help="Another name the server may be reached by, e.g. behind a proxy (repeatable).")] = None,
     itm_model: Annotated[str | None, typer.Option("--itm-model", help="Image-text matching model for the itm reranker (or $MMSEARCH_ITM); 'none' turns it off.", show_default=False)] = None,
@@ -497,7 +501,7 @@ def serve(
         run_server(
             home, model, host=host, port=port, device=device, announce=announce,
             token=token, allow_hosts=allow_host or (),
-            engine_options={"itm": itm_model, "cross_encoder": cross_encoder, "catalog_url": catalog, "vector_store": vectors},
+            engine_options={"itm": itm_model, "cross_encoder": cross_encoder, "catalog_url": catalog, "vector_store": vectors, "precision": precision},
         )
 
     _run(body)

@@ -55,6 +55,7 @@ class Engine:
         model: str | None = None,
         *,
         device: str = "auto",
+        precision: str = "auto",
         index_kind: str | None = None,
         catalog_url: str | None = None,
         vector_store: str | None = None,
@@ -69,6 +70,7 @@ class Engine:
         self._unavailable: dict[str, str] = {}  # reranker -> why it cannot run here
         self._profiles: dict[str, tuple] = {}  # user -> ((user, events, generation), Profile)
         self.device = device
+        self.precision = precision  # "auto": fp16 on CUDA, bf16 on a bf16 CPU for big models
         self._index_kind = index_kind  # None: the kind saved in the home (default auto)
         self._catalog_url = catalog_url
         self._vector_store = vector_store
@@ -140,7 +142,9 @@ class Engine:
             if self._encoder is None:
                 from mmsearch.models import load_encoder
 
-                encoder = load_encoder(self.model_name, device=self.device)
+                encoder = load_encoder(
+                    self.model_name, device=self.device, precision=self.precision
+                )
                 if self._exists():
                     self._open(create=False).check_weights(encoder.name, encoder.weights_id)
                 self._encoder = encoder

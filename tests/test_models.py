@@ -338,6 +338,80 @@ def test_auto_device_is_cpu_without_cuda(monkeypatch: pytest.MonkeyPatch):
         resolve_device("cuda")
 
 
+def test_auto_precision_takes_bf16_only_for_a_big_model_on_a_native_bf16_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    from mmsearch.models import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu", params=88_000_000) == "bf16"
+    assert resolve_precision("auto", "cpu", params=4_700_000) == "fp32"  # tiny: decoding bound
+    assert resolve_precision("auto", "cpu") == "fp32"  # size not known yet
+    assert resolve_precision("auto", "cuda", params=88_000_000) == "fp16"
+    assert resolve_precision("fp32", "cpu", params=88_000_000) == "fp32"  # forced
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu", params=88_000_000) == "fp32"
+    assert resolve_precision("bf16", "cpu", params=88_000_000) == "bf16"  # forced
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "native"),
+    [
+        ({"avx2", "amx_bf16", "amx_tile"}, "", True),
+        ({"avx512f", "avx512_bf16"}, "", True),
+        ({"avx2", "fma"}, "", False),
+        (set(), "", False),
+        ({"avx2"}, "1", True),
+        ({"amx_bf16"}, "0", False),
+    ],
+)
+def test_native_bf16_is_read_from_the_cpu_flags(
+    flags: set[str], env: str, native: bool, monkeypatch: pytest.MonkeyPatch
+):
+    from mmsearch.models import device
+
+    monkeypatch.setattr(device, "cpu_flags", lambda: flags)
+    monkeypatch.setenv("MMSEARCH_CPU_BF16", env)
+    device.cpu_has_native_bf16.cache_clear()
+    try:
+        assert device.cpu_has_native_bf16() is native
+    finally:
+        device.cpu_has_native_bf16.cache_clear()
+
+
+def test_cpu_flags_come_from_proc_cpuinfo():
+    from mmsearch.models.device import cpu_flags
+
+    flags = cpu_flags()
+    if Path("/proc/cpuinfo").exists():
+        assert {"fpu", "sse2"} <= flags or "fp" in flags  # x86 or ARM names
+
+
+def test_bf16_on_the_cpu_casts_the_model_and_ranks_like_fp32(bundled_tiny: Path):
+    """The cast model (the fast bf16 path) gives float32 unit vectors close to fp32's, with
+    and without patch features."""
+    from mmsearch.models.patches import encode_with_patches
+
+    fp32 = load_encoder("tiny", device="cpu", precision="fp32")
+    bf16 = load_encoder("tiny", device="cpu", precision="bf16")
+    assert bf16.precision == "bf16"
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    assert next(fp32.model.parameters()).dtype == torch.float32
+    colours = [(220, 30, 30), (30, 200, 40), (40, 60, 220), (240, 220, 30), (20, 20, 20)]
+    pictures = [_picture(c, (64 + 8 * i, 48)) for i, c in enumerate(colours)]
+    a, b = fp32.encode_images(pictures), bf16.encode_images(pictures)
+    assert a.dtype == b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert float((a * b).sum(1).min()) > 0.995
+    texts = ["red", "green", "blue", "yellow", "black"]
+    ta, tb = fp32.encode_texts(texts), bf16.encode_texts(texts)
+    assert float((ta * tb).sum(1).min()) > 0.995
+    batch = torch.stack([bf16.preprocess(p) for p in pictures])
+    vectors, patches = encode_with_patches(bf16, batch)
+    assert vectors.dtype == np.float32 and patches.dtype == np.float16
+    assert float((vectors * b).sum(1).min()) > 0.999
+
+
 def test_device_errors_are_config_errors(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

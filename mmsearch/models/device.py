@@ -1,10 +1,19 @@
-"""Where a model runs and at what precision: "auto" picks CUDA when present, else the CPU."""
+"""Where a model runs and at what precision: "auto" picks CUDA when present, else the CPU.
+
+Precision "auto": fp16 on CUDA; on the CPU bf16 when the CPU computes it natively (AMX or
+AVX-512 BF16, detected at run time) and the model is big enough to gain from it, else fp32.
+On the CPU bf16 means the model is *cast* once (`model.to(torch.bfloat16)`): measured on such a
+CPU, a cast ViT-B-32 encodes 4x faster than fp32, while `torch.autocast` under
+`torch.inference_mode()` re-casts the weights at every call and was slower than fp32.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 from mmsearch.errors import ConfigError
 
@@ -14,6 +23,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
+BF16_MIN_PARAMS = 20_000_000
+"""Below this many parameters "auto" keeps fp32 on the CPU: a small model (`tiny`, 4.6M) encodes
+hundreds of pictures a second either way, decoding is its limit, and fp32 keeps its vectors
+identical on every machine."""
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -50,21 +64,72 @@ def _check_cuda(device: str, index: int | None) -> None:
         )
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """Auto means fp16 on CUDA (CLIP inference loses nothing that matters) and fp32 elsewhere."""
+def resolve_precision(precision: str, device: str, params: int | None = None) -> str:
+    """Auto means fp16 on CUDA (CLIP inference loses nothing that matters); on the CPU bf16 for a
+    model of at least `BF16_MIN_PARAMS` parameters where the CPU has native bf16, else fp32
+    (also while `params` is not known yet)."""
     wanted = (precision or "auto").lower()
     if wanted not in PRECISIONS:
         raise ConfigError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
-    if wanted == "auto":
-        return "fp16" if device.startswith("cuda") else "fp32"
-    return wanted
+    if wanted != "auto":
+        return wanted
+    if device.startswith("cuda"):
+        return "fp16"
+    if params is not None and params >= BF16_MIN_PARAMS and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX-512 BF16), read from the CPU flags.
+
+    `MMSEARCH_CPU_BF16=0|1` overrides the detection (to compare, or for a CPU that hides flags).
+    """
+    forced = os.environ.get("MMSEARCH_CPU_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return bool(cpu_flags() & set(BF16_CPU_FLAGS))
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cast_for_precision(model: Any, device: str, precision: str) -> Any:
+    """Cast the weights where that is how the precision runs: bf16 on the CPU. CUDA keeps fp32
+    weights under autocast, and fp32 stays as it is."""
+    import torch
+
+    if precision == "bf16" and torch.device(device).type == "cpu":
+        return model.to(torch.bfloat16)
+    return model
+
+
+def input_dtype(model: Any) -> torch.dtype:
+    """The floating dtype a (possibly cast) model takes its pixels in."""
+    import torch
+
+    for parameter in model.parameters():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return torch.float32
 
 
 def autocast(device: str, precision: str) -> contextlib.AbstractContextManager[object]:
-    """Mixed precision around a forward pass; a no-op for fp32 so the CPU path stays exact."""
+    """Mixed precision around a forward pass; a no-op for fp32 so the CPU path stays exact, and
+    for bf16 on the CPU, which runs a cast model (`cast_for_precision`) instead."""
     import torch
 
-    if precision == "fp32":
+    if precision == "fp32" or (precision == "bf16" and torch.device(device).type == "cpu"):
         return contextlib.nullcontext()
     dtype: torch.dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)

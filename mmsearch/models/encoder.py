@@ -1,7 +1,8 @@
 """`Encoder`: images and texts -> L2-normalised float32 vectors in one shared space.
 
 The model is loaded on first use (or by `load()`), so an `Encoder` is cheap to create; inference
-runs under `torch.inference_mode()`, with fp16 autocast on CUDA and exact fp32 on the CPU.
+runs under `torch.inference_mode()`, with fp16 autocast on CUDA; on the CPU exact fp32, or a
+bf16-cast model where the CPU has native bf16 and the model is large (`device.resolve_precision`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.models.device import autocast, resolve_device, resolve_precision
+from mmsearch.models.device import (
+    autocast,
+    cast_for_precision,
+    input_dtype,
+    resolve_device,
+    resolve_precision,
+)
 from mmsearch.models.openclip_loader import LoadedModel, build_openclip
 from mmsearch.models.preprocess import ImagePreprocess
 from mmsearch.models.registry import ModelSpec
@@ -39,7 +46,8 @@ class Encoder:
     ) -> None:
         self.spec = spec
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self._asked_precision = precision
+        self.precision = resolve_precision(precision, self.device)  # final once the model loads
         self.preprocess_mode = preprocess_mode
         self._loaded: LoadedModel | None = None
         self._dim: int | None = None
@@ -107,6 +115,9 @@ class Encoder:
 
     def _install(self, loaded: LoadedModel) -> None:
         loaded.model.eval().requires_grad_(False).to(self.device)
+        params = sum(p.numel() for p in loaded.model.parameters())
+        self.precision = resolve_precision(self._asked_precision, self.device, params)
+        cast_for_precision(loaded.model, self.device, self.precision)
         self._dim = int(self._encode_tokens(loaded, loaded.tokenizer([""])).shape[1])
         self._loaded = loaded
         log.info(
@@ -176,7 +187,7 @@ class Encoder:
     def _encode_pixels(self, loaded: LoadedModel, pixels: torch.Tensor) -> np.ndarray:
         import torch
 
-        pixels = pixels.to(self.device, dtype=torch.float32, non_blocking=True)
+        pixels = pixels.to(self.device, dtype=input_dtype(loaded.model), non_blocking=True)
         with torch.inference_mode(), autocast(self.device, self.precision):
             features = loaded.model.encode_image(pixels)
         return _normalised(features)

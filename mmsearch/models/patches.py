@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.models.device import autocast
+from mmsearch.models.device import autocast, input_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -82,7 +82,7 @@ def _forward(
         raise ValueError(f"grid must be at least 1, got {grid}")
     net = _unwrap(model)
     device = next(net.parameters()).device
-    pixels = pixels.to(device, dtype=torch.float32)
+    pixels = pixels.to(device, dtype=input_dtype(net))
     with torch.inference_mode(), autocast(str(device), precision):
         out = net.forward_intermediates(
             image=pixels, image_indices=1, normalize=False, normalize_intermediates=True
