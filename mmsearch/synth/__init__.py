@@ -13,7 +13,7 @@ from PIL import Image
 
 from mmsearch.synth import vocab
 from mmsearch.synth.captions import random_caption, scene_captions
-from mmsearch.synth.render import RenderStyle, random_style, render_scene
+from mmsearch.synth.render import RenderStyle, random_style, render_scene, varied_style
 from mmsearch.synth.scene import Background, Scene, ShapeObject, sample_scene, single_object_scene
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "sample_scene",
     "scene_captions",
     "single_object_scene",
+    "varied_style",
     "vocab",
 ]
 

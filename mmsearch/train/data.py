@@ -17,7 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from mmsearch.synth import Scene, random_caption, random_style, render_scene, sample_scene
+from mmsearch.synth import (
+    Scene,
+    random_caption,
+    random_style,
+    render_scene,
+    sample_scene,
+    varied_style,
+)
+from mmsearch.synth.captions_zh import random_caption_zh
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class AugmentConfig:
     max_blur: float = 1.2  # Gaussian radius in pixels of the rendered canvas
     noise_prob: float = 0.3
     max_noise: float = 12.0  # grey levels
+    variety: bool = False  # varied proportions, outlines, shading and wide shades (`varied_style`)
 
 
 def augmented_rendering(scene: Scene, rng: random.Random, cfg: AugmentConfig) -> Image.Image:
@@ -40,7 +49,8 @@ def augmented_rendering(scene: Scene, rng: random.Random, cfg: AugmentConfig) ->
     side = rng.randint(cfg.min_side, cfg.max_side)
     aspect = float(np.exp(rng.uniform(-np.log(cfg.max_aspect), np.log(cfg.max_aspect))))
     w, h = (round(side * aspect), side) if aspect >= 1 else (side, round(side / aspect))
-    img = render_scene(scene, (w, h), random_style(rng), rng)
+    style = varied_style(rng) if cfg.variety else random_style(rng)
+    img = render_scene(scene, (w, h), style, rng)
     if rng.random() < cfg.blur_prob:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, cfg.max_blur)))
     if rng.random() < cfg.noise_prob:
@@ -72,9 +82,12 @@ class RenderedSet:
     scenes: list[Scene]
     pixels: np.ndarray
 
-    def captions(self, rng: random.Random) -> list[str]:
-        """A fresh caption per scene (template variety differs every epoch)."""
-        return [random_caption(s, rng) for s in self.scenes]
+    def captions(self, rng: random.Random, zh_prob: float = 0.0) -> list[str]:
+        """A fresh caption per scene (template variety differs every epoch); with `zh_prob`,
+        that share of them is Chinese (`captions_zh`) instead of English."""
+        if not zh_prob:
+            return [random_caption(s, rng) for s in self.scenes]
+        return [random_caption_zh(s, rng) if rng.random() < zh_prob else random_caption(s, rng) for s in self.scenes]
 
 
 def render_set(
