@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from mmsearch.duplicates import DuplicateGroup
     from mmsearch.models import Encoder
     from mmsearch.models.sentence import TextEncoder
+    from mmsearch.models.text_onnx import QueryEncoder
     from mmsearch.query.stages import Stage
     from mmsearch.tags.vocabulary import Vocabulary
 
@@ -78,6 +79,7 @@ class Engine:
         self._text_model = text_model  # None: the home's, else the bundled MiniLM; "none": off
         self._collection: Collection | None = None
         self._encoder: Encoder | None = None
+        self._query_encoder_: QueryEncoder | None = None
         self._text_encoder: TextEncoder | None = None
         self._context: SearchContext | None = None
         self._loading = threading.RLock()  # one thread loads a model; the others wait for it
@@ -207,7 +209,21 @@ class Engine:
             summary = run_index(
                 writer, lambda: self.encoder, roots, options or IndexOptions(), progress
             )
+        if self._encoder is not None and self._encoder.loaded:  # while the model is in memory
+            self._export_for_queries()
         return summary
+
+    def _export_for_queries(self) -> None:
+        """Export what a text search runs (the text tower, the ITM reranker) once per checkpoint,
+        so searches need no torch (`mmsearch.models.text_onnx`, `mmsearch.models.itm_onnx`)."""
+        from mmsearch.errors import MmsearchError
+        from mmsearch.models.text_onnx import export_text_tower
+
+        export_text_tower(self.encoder)
+        try:
+            self._reranker("itm")  # loading it exports it
+        except MmsearchError as exc:  # an unusable ITM model is reported when a search asks for it
+            log.debug("the itm reranker was not prepared: %s", exc)
 
     def rebuild(self, kind: str | None = None) -> int:
         """Rebuild the vector index from the catalog's stored vectors (saved as the home's kind)."""
@@ -283,7 +299,7 @@ class Engine:
             if self._context is None or self._context.collection is not collection:
                 self._context = SearchContext(
                     collection,
-                    lambda: self.encoder,
+                    self._query_encoder,
                     self._query_text_encoder,
                     reranker=self._reranker,
                     default_rerank=self._default_rerank(),
@@ -291,6 +307,24 @@ class Engine:
                     unavailable=lambda name: self._unavailable.get(name, ""),
                 )
             return self._context
+
+    def _query_encoder(self) -> QueryEncoder:
+        """What searches embed with: texts through the exported text tower (no torch) when the
+        collection's checkpoint has one, pictures through `encoder` (`mmsearch.models.text_onnx`)."""
+        with self._loading:
+            if self._query_encoder_ is None:
+                from mmsearch.models.text_onnx import QueryEncoder
+
+                weights = self._open(create=False).catalog.encoder_weights()
+                self._query_encoder_ = QueryEncoder(self.model_name, weights, lambda: self.encoder)
+            return self._query_encoder_
+
+    def warm(self) -> None:
+        """Load what a text search needs now (the exported text tower, else the encoder; the
+        default rerankers), so the first search does not pay for it."""
+        if self._query_encoder().text_tower() is None:
+            _ = self.encoder
+        self._default_rerank()
 
     def _personalizer(self, query: Query) -> Stage | None:
         """The query user's personal reranker, or None (no user, or no feedback from them)."""
@@ -425,7 +459,8 @@ class Engine:
     def _itm_model(self) -> Any:
         """The image-text matching model asked for, else the encoder's companion, else None."""
         from mmsearch.errors import ModelError
-        from mmsearch.models.itm import itm_for_encoder, load_itm
+        from mmsearch.models.itm import itm_for_encoder
+        from mmsearch.models.itm_onnx import load_itm_for_search
 
         asked = self._asked_itm()
         if asked == ITM_OFF:
@@ -439,7 +474,7 @@ class Engine:
             )
             return None
         try:
-            model = load_itm(name, device=self.device if self.device != "auto" else "cpu")
+            model = load_itm_for_search(name, device=self.device if self.device != "auto" else "cpu")
         except ModelError as exc:  # missing or damaged weights: search still works without it
             if asked is not None:
                 raise

@@ -203,7 +203,7 @@ def _has_collection(engine: Engine) -> bool:
 def _load_model(engine: Engine) -> None:
     if engine.status().model is None:
         raise CollectionNotReady(f"The collection at {engine.home} is empty: index a folder first.")
-    _ = engine.encoder
+    engine.warm()  # a text search's models: no torch where the text tower was exported
 
 
 def _item(engine: Engine, item_id: int) -> tuple[Any, media.IndexedFile] | None:

@@ -1,0 +1,122 @@
+"""What the torch-free query models share: where exports live, how they are written, how they run.
+
+A text query should not pay for importing torch (seconds from a cold shell). So the parts of the
+models a text query runs (CLIP's text tower, the `tiny-itm` reranker) are exported once to ONNX,
+with torch, and then run with onnxruntime. Exports live in the model cache
+(``$MMSEARCH_CACHE/onnx/<kind>/<model>-<weights digest>/``), keyed by the digest of the weights
+they came from, so a retrained checkpoint never meets an old export. Each folder holds the
+``.onnx`` file and a ``meta.json`` describing it; the folder appears whole (written beside, then
+renamed) or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mmsearch import paths
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+"""Bumped when an export's layout or meaning changes; older exports are then ignored."""
+META = "meta.json"
+
+
+def available() -> bool:
+    """Whether onnxruntime can be imported (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def export_root() -> Path:
+    return paths.cache_dir() / "onnx"
+
+
+def export_dir(kind: str, name: str, weights_id: str) -> Path:
+    """The folder of one export: a readable slug of the model name plus the weights digest."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-80:] or "model"
+    return export_root() / kind / f"{slug}-{weights_id}"
+
+
+def file_stamp(path: Path | None) -> dict[str, Any] | None:
+    """(path, size, mtime) of a weights file, to tell later whether it was replaced."""
+    if path is None:
+        return None
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def stamp_current(stamp: dict[str, Any] | None) -> bool:
+    """Whether the file a stamp describes is still the same file (no stamp: nothing to check)."""
+    if not stamp:
+        return True
+    try:
+        stat = os.stat(stamp["path"])
+    except OSError:
+        return False
+    return stat.st_size == stamp["size"] and stat.st_mtime_ns == stamp["mtime_ns"]
+
+
+def read_meta(folder: Path) -> dict[str, Any] | None:
+    """An export's description, or None when it is missing, unreadable or of another format."""
+    try:
+        meta = json.loads((folder / META).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+@contextlib.contextmanager
+def writing(folder: Path) -> Iterator[Path]:
+    """A scratch folder beside `folder` that becomes `folder` when the block ends without error.
+
+    Two processes exporting at once both succeed; the second rename finds the folder there and
+    its own copy is dropped.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield scratch
+        for file in scratch.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        try:
+            os.rename(scratch, folder)
+        except OSError:
+            if read_meta(folder) is None:
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    (folder / META).write_text(json.dumps({"format": FORMAT, **meta}, indent=1) + "\n")
+
+
+def threads() -> int:
+    """Threads for one inference: $OMP_NUM_THREADS when set, else up to 4 cores."""
+    asked = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if asked.isdigit() and int(asked) > 0:
+        return int(asked)
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def session(path: Path) -> Any:
+    """An onnxruntime CPU session for one exported model."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 4  # fatal only: failures come back as exceptions, not on stderr
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
