@@ -56,6 +56,7 @@ from indexer.summary import (
     NoProgress,
     ProgressReporter,
     SkippedFile,
+    StageTiming,
     TruncatedFile,
 )
 from indexer.workers import (
@@ -181,6 +182,7 @@ def run_index(
         raise ConfigError("Nothing to index: give at least one folder or file.")
     catalog = writer.catalog
     sources = selected_sources(options.kinds)
+    scanning = time.monotonic()
     report = scan(
         list(roots),
         known_assets(catalog),
@@ -193,6 +195,7 @@ def run_index(
         kept=len(report.plan.kept),
     )
     plan = report.plan
+    summary.stages["scan"] = StageTiming(time.monotonic() - scanning, plan_size(plan))
     set_aside_companion_subtitles(plan)
     if options.patches:
         add_pictures_missing_patches(plan, catalog)
@@ -208,6 +211,8 @@ def run_index(
     tagging = time.monotonic()
     summary.tagged = writer.tag_pending(load_encoder)
     summary.tag_seconds = time.monotonic() - tagging
+    if summary.tagged:
+        summary.stages["tag"] = StageTiming(summary.tag_seconds, summary.tagged)
     summary.seconds = time.monotonic() - started
     log.info(
         "indexed %d new, %d changed; %d moved, %d deleted, %d touched, %d unchanged, "
@@ -216,6 +221,12 @@ def run_index(
         summary.unchanged, len(summary.skipped), summary.seconds,
     )  # fmt: skip
     return summary
+
+
+def plan_size(plan: ChangePlan) -> int:
+    """Files the scan looked at and sorted into the plan."""
+    lists = (plan.new, plan.changed, plan.unchanged, plan.touched, plan.moved)
+    return sum(len(entries) for entries in lists)
 
 
 def selected_sources(kinds: Iterable[str] | None) -> dict[str, SourceSpec]:
@@ -319,10 +330,11 @@ class _Changes:
         self.save_every_s = save_every_s
         self.summary = summary
 
-    def upsert(self, asset: AssetInfo, items: list[ItemData]) -> None:
-        result = self.writer.write(asset, items)
-        self.summary.items_added += len(items)
-        self.summary.items_removed += len(result.replaced_ids)
+    def upsert(self, batch: list[tuple[AssetInfo, list[ItemData]]]) -> None:
+        """Commit files in one transaction: all of them or none."""
+        results = self.writer.write_many(batch)
+        self.summary.items_added += sum(len(items) for _asset, items in batch)
+        self.summary.items_removed += sum(len(r.replaced_ids) for r in results)
 
     def delete(self, keys: Sequence[str]) -> None:
         self.summary.items_removed += len(self.writer.delete(keys))
@@ -406,7 +418,9 @@ class _Ingest:
     def run(self, progress: ProgressReporter) -> None:
         if not self.jobs:
             return  # nothing to decode: no model is loaded
+        loading = time.monotonic()
         self.encoder = self.load_encoder()
+        self.summary.stages["model load"] = StageTiming(time.monotonic() - loading)
         self.writer.writer.bind_encoder(
             self.encoder.name, self.encoder.dim, getattr(self.encoder, "weights_id", None)
         )
@@ -430,6 +444,7 @@ class _Ingest:
         if self.options.in_process:
             return InlineDecoder(config)
         workers = self.options.worker_count(len(self.jobs))
+        self.summary.stage("decode").workers = workers
         max_ahead = self.options.lookahead * self.options.batch_size
         log.debug("decoding %d files in %d worker processes", len(self.jobs), workers)
         return ProcessDecoder(config, workers, max_ahead)
@@ -446,6 +461,9 @@ class _Ingest:
             if isinstance(outcome, Failed):
                 self._skip(outcome)
             else:
+                decoding = self.summary.stage("decode")
+                decoding.seconds += outcome.seconds
+                decoding.items += len(outcome.items)
                 self.batch.add(outcome)
         b, o = self.batch, self.options
         full = b.pictures >= o.batch_size or b.texts >= o.batch_size
@@ -472,11 +490,18 @@ class _Ingest:
         files = self.batch.take()
         if not files:
             return
+        encoding = time.monotonic()
         encoded = self._encode(files)
-        for decoded, items in zip(files, encoded, strict=True):
-            self._commit(decoded, items)
+        committing = time.monotonic()
+        self._commit(files, encoded)
         self.progress.advance(len(files))
         self.writer.maybe_save()
+        items = sum(len(d.items) for d in files)
+        spent = {"encode": committing - encoding, "commit": time.monotonic() - committing}
+        for name, seconds in spent.items():
+            timing = self.summary.stage(name)
+            timing.seconds += seconds
+            timing.items += items
 
     def _encode(self, files: list[Decoded]) -> list[list[tuple[np.ndarray, np.ndarray | None]]]:
         """Forward passes of `batch_size` items per tower; each file's items' (vector, patches)."""
@@ -517,11 +542,31 @@ class _Ingest:
                 out.extend((vec, None) for vec in self.encoder.encode_images(batch, batch_size=size))
         return out
 
-    def _commit(self, decoded: Decoded, encoded: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
+    def _commit(
+        self, files: list[Decoded], encoded: list[list[tuple[np.ndarray, np.ndarray | None]]]
+    ) -> None:
+        """Commit a batch of files in one transaction; if one file's metadata is refused, commit
+        them one by one so only that file is skipped."""
+        batch = [(self._asset(d), self._items(d, e)) for d, e in zip(files, encoded, strict=True)]
+        try:
+            self.writer.upsert(batch)
+        except (ValueError, TypeError, StatementError) as exc:
+            if isinstance(exc, DBAPIError):  # the database itself failed: not a file's fault
+                raise
+            if len(batch) == 1:
+                self._skip(Failed(files[0].job, f"cannot store its metadata: {exc}"), advance=False)
+                return
+            for decoded, one in zip(files, encoded, strict=True):
+                self._commit([decoded], [one])
+            return
+        for decoded in files:
+            self._count(decoded)
+
+    def _asset(self, decoded: Decoded) -> AssetInfo:
         key = decoded.job.path
         entry = self.entries[key]
         meta = {k: v for k, v in decoded.meta.items() if k in _META_FIELDS}
-        asset = AssetInfo(
+        return AssetInfo(
             path=key,
             kind=decoded.job.asset_kind,
             size=entry.size,  # as scanned: if the file changes after the scan, the next run sees it
@@ -530,17 +575,18 @@ class _Ingest:
             folder_id=self.folders.id_for(key),
             **meta,
         )
-        items = [
+
+    @staticmethod
+    def _items(
+        decoded: Decoded, encoded: list[tuple[np.ndarray, np.ndarray | None]]
+    ) -> list[ItemData]:
+        return [
             ItemData(it.kind, it.start_s, it.end_s, it.text, vec, it.thumbnail, patches=patches)
             for it, (vec, patches) in zip(decoded.items, encoded, strict=True)
         ]
-        try:
-            self.writer.upsert(asset, items)
-        except (ValueError, TypeError, StatementError) as exc:
-            if isinstance(exc, DBAPIError):  # the database itself failed: not this file's fault
-                raise
-            self._skip(Failed(decoded.job, f"cannot store its metadata: {exc}"), advance=False)
-            return
+
+    def _count(self, decoded: Decoded) -> None:
+        key = decoded.job.path
         if key in self.changed:
             self.summary.changed += 1
         else:

@@ -27,6 +27,23 @@ class TruncatedFile:
 
 
 @dataclass
+class StageTiming:
+    """Where an index run's time went, for one stage: how long, over how many items.
+
+    `seconds` is wall time in the main process, except for "decode", where it is the time the
+    worker processes spent, summed over them (`workers` ran at once)."""
+
+    seconds: float = 0.0
+    items: int = 0  # files for "scan", pictures and passages for the others
+    workers: int = 1
+
+    @property
+    def items_per_second(self) -> float:
+        """Items through this stage per second of its own time (per worker for "decode")."""
+        return self.items / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
 class IndexSummary:
     """Counts of one run; new/changed count files that were indexed, failures are in `skipped`."""
 
@@ -47,6 +64,7 @@ class IndexSummary:
     tag_seconds: float = 0.0  # time spent tagging (part of `seconds`)
     ocr_pictures: int = 0  # pictures and videos whose words were read (index --ocr)
     ocr_seconds: float = 0.0  # worker time spent reading them (spread over the workers)
+    stages: dict[str, StageTiming] = field(default_factory=dict)  # scan, decode, encode, commit
 
     @property
     def indexed(self) -> int:
@@ -56,6 +74,14 @@ class IndexSummary:
     def files_per_second(self) -> float:
         """Indexing throughput: files decoded and encoded per second of the run."""
         return self.indexed / self.seconds if self.seconds > 0 else 0.0
+
+    def stage(self, name: str) -> StageTiming:
+        """The timing of one stage, created empty on first use."""
+        return self.stages.setdefault(name, StageTiming())
+
+    def stage_rates(self) -> dict[str, float]:
+        """Items per second of each stage's own time: which stage limits the run."""
+        return {n: round(t.items_per_second, 1) for n, t in self.stages.items() if t.items}
 
 
 class ProgressReporter(Protocol):
@@ -81,4 +107,4 @@ class NoProgress:
         pass
 
 
-__all__ = ["IndexSummary", "NoProgress", "ProgressReporter", "SkippedFile", "TruncatedFile"]
+__all__ = ["IndexSummary", "StageTiming", "NoProgress", "ProgressReporter", "SkippedFile", "TruncatedFile"]

@@ -111,6 +111,7 @@ class Decoded:
     meta: dict[str, Any]
     items: list[DecodedItem]
     logs: list[tuple[str, int, str]] = field(default_factory=list)  # (logger, level, message)
+    seconds: float = 0.0  # time the worker spent reading, hashing and preprocessing it
 
 
 @dataclass
@@ -131,6 +132,14 @@ Outcome = Decoded | Failed
 
 def decode(job: DecodeJob, config: WorkerConfig) -> Outcome:
     """Read, hash and preprocess one file; any failure becomes a `Failed`, never an exception."""
+    started = time.perf_counter()
+    outcome = _decode(job, config)
+    if isinstance(outcome, Decoded):
+        outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def _decode(job: DecodeJob, config: WorkerConfig) -> Outcome:
     path = key_path(job.path)  # the catalog key, with escaped bytes of non-UTF-8 names restored
     try:
         reader = load_reader(job.reader)

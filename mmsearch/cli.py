@@ -130,7 +130,7 @@ def index(
 def _summary_dict(summary) -> dict:
     from dataclasses import asdict
 
-    return asdict(summary)
+    return {**asdict(summary), "stage_rates": summary.stage_rates()}
 
 
 @app.command(context_settings={"allow_interspersed_args": True})

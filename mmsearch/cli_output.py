@@ -152,6 +152,12 @@ def summary_table(summary: IndexSummary) -> Table:
         table.add_row("files read (OCR)", f"{summary.ocr_pictures} ({each:.2f} s each)")
     rate = summary.files_per_second()
     table.add_row("time", f"{summary.seconds:.1f} s" + (f" ({rate:.1f} files/s)" if rate else ""))
+    for name, timing in summary.stages.items():
+        if timing.items:
+            each = " per worker" if name == "decode" and timing.workers > 1 else ""
+            table.add_row(f"  {name}", f"{timing.seconds:.1f} s, {timing.items_per_second:.1f}/s{each}")
+        elif timing.seconds >= 0.05:
+            table.add_row(f"  {name}", f"{timing.seconds:.1f} s")
     return table
 
 

@@ -368,3 +368,32 @@ def test_reader_sees_committed_data_only(db_path, tmp_path):
             assert len(list(reader_cat.iter_vectors())) == 1
         assert reader_cat.asset_by_path(tmp_path / "pending.jpg") is not None
         assert reader_cat.asset_counts() == {"image": 2}
+
+
+def test_a_batch_of_upserts_is_one_transaction(tmp_path):
+    """`upsert_assets` stores many files at once, reports each file's new and replaced ids,
+    and stores nothing of a batch that fails."""
+    from mmsearch.catalog import AssetInfo, Catalog, ItemData
+
+    cat = Catalog(tmp_path / "c.db")
+    cat.bind_encoder("test", 2)
+
+    def asset(name, h):
+        return AssetInfo(path=str(tmp_path / name), kind="image", size=1, mtime_ns=1, content_hash=h)
+
+    def item(x):
+        return ItemData("image", None, None, None, np.array([x, 1.0], np.float32))
+
+    first = cat.upsert_assets([(asset("a.jpg", "a"), [item(1)]), (asset("b.jpg", "b"), [item(2), item(3)])])
+    assert [len(r.item_ids) for r in first] == [1, 2] and all(not r.replaced_ids for r in first)
+    generation = cat.generation()
+    again = cat.upsert_assets([(asset("b.jpg", "b2"), [item(4)]), (asset("c.jpg", "c"), [item(5)])])
+    assert again[0].asset_id == first[1].asset_id and again[0].replaced_ids == first[1].item_ids
+    assert again[1].replaced_ids == [] and cat.generation() == generation + 1
+    assert sorted(cat.item_ids().tolist()) == sorted(first[0].item_ids + again[0].item_ids + again[1].item_ids)
+    bad = AssetInfo(path=str(tmp_path / "d.jpg"), kind="image", size=1, mtime_ns=1, content_hash="d", taken_at="soon")
+    with pytest.raises(Exception):
+        cat.upsert_assets([(asset("e.jpg", "e"), [item(6)]), (bad, [item(7)])])
+    assert cat.asset_by_path(tmp_path / "e.jpg") is None
+    with pytest.raises(ValueError, match="same path twice"):
+        cat.upsert_assets([(asset("f.jpg", "f"), [item(8)]), (asset("f.jpg", "f"), [item(9)])])

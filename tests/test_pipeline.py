@@ -535,3 +535,49 @@ def test_vectors_are_validated_before_anything_is_committed(tmp_path: Path) -> N
                 w.write(asset, [ItemData("image", None, None, None, good), ItemData("image", None, None, None, bad)])
         assert c.catalog.asset_by_path(tmp_path / "bad.jpg") is None
         assert c.catalog.item_ids().tolist() == [1] and w.vectors.count == 1
+
+
+def _odd_metadata(path: Path, *args, **kwargs) -> SourceResult:
+    """A picture whose reader reports a date the catalog cannot store."""
+    result = read_image(path.with_suffix(".jpg"), *args, **kwargs)
+    return SourceResult(result.asset_kind, result.items, {**result.meta, "taken_at": "the day after tomorrow"})
+
+
+def test_a_file_the_catalog_refuses_costs_only_that_file_of_its_batch(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Files are committed a batch per transaction; one refused row must not take the rest of
+    its batch with it."""
+    monkeypatch.setitem(
+        sources.SOURCES, ".odd", SourceSpec(ASSET_IMAGE, "test_pipeline:_odd_metadata")
+    )
+    folder = write_photo_folder(tmp_path / "photos", 5, seed=7)
+    first = sorted(folder.glob("*.jpg"))[0]
+    (folder / first.with_suffix(".odd").name).write_bytes(b"x")  # read from its .jpg twin
+    summary = index(tmp_path / "home", [folder], IndexOptions(in_process=True, batch_size=64))
+    assert summary.new == 5 and summary.items_added == 5
+    assert [(Path(s.path).suffix, s.reason.split(":")[0]) for s in summary.skipped] == [
+        (".odd", "cannot store its metadata")
+    ]
+    with Collection(tmp_path / "home", create=False) as collection:
+        assert collection.catalog.asset_by_path(first.with_suffix(".odd")) is None
+        assert len(collection.catalog.item_ids()) == 5
+
+
+def test_the_summary_times_each_stage(tmp_path: Path) -> None:
+    photos = write_photo_folder(tmp_path / "photos", 12, seed=8)
+    summary = index(tmp_path / "home", [photos], PROCESSES)
+    stages = summary.stages
+    assert {"scan", "model load", "decode", "encode", "commit"} <= set(stages)
+    assert stages["scan"].items == 12  # the photos (captions.jsonl is not an indexed kind)
+    assert stages["decode"].items == stages["encode"].items == stages["commit"].items == 12
+    assert stages["decode"].workers == 2
+    assert all(t.seconds > 0 for t in stages.values())
+    rates = summary.stage_rates()
+    assert set(rates) == {"scan", "decode", "encode", "commit", "tag"} - (
+        set() if summary.tagged else {"tag"}
+    )
+    assert all(r > 0 for r in rates.values())
+    # a run with nothing to decode loads no model and times only the scan
+    again = index(tmp_path / "home", [photos], PROCESSES)
+    assert set(again.stages) == {"scan"}

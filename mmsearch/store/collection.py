@@ -489,16 +489,45 @@ class CollectionWriter:
     # --------------------------------------------------------------- changes
     def write(self, asset: AssetInfo, items: Sequence[ItemData]) -> UpsertResult:
         """Store one file and its items atomically, replacing what it had before."""
+        return self.write_many([(asset, items)])[0]
+
+    def write_many(
+        self, batch: Sequence[tuple[AssetInfo, Sequence[ItemData]]]
+    ) -> list[UpsertResult]:
+        """Store many files in one catalog transaction (all or none), then their vectors.
+
+        Every file's vectors are validated before anything is committed, so a bad one fails
+        the batch with `InvalidVectorError` naming it and nothing of the batch is stored."""
         if self.vectors is None:
             raise ConfigError("Bind the collection's encoder before writing items.")
-        rows = [ItemData(*it) for it in items]
-        vectors = validate_vectors([r.vector for r in rows], self.vectors.dim, asset.path)
-        rows = self._with_text_vectors(rows)
-        result = self.catalog.upsert_asset_with_items(asset, rows)
-        self._drop(result.replaced_ids)
-        self.vectors.add(np.asarray(result.item_ids, np.int64), vectors)
-        self._add_passages(result.item_ids, rows)
-        return result
+        if not batch:
+            return []
+        prepared, vectors = [], []
+        for asset, items in batch:
+            rows = [ItemData(*it) for it in items]
+            vectors.append(validate_vectors([r.vector for r in rows], self.vectors.dim, asset.path))
+            prepared.append((asset, rows))
+        prepared = self._with_text_vectors_of(prepared)
+        results = self.catalog.upsert_assets(prepared)
+        self._drop([i for r in results for i in r.replaced_ids])
+        self.vectors.add(
+            np.asarray([i for r in results for i in r.item_ids], np.int64), np.concatenate(vectors)
+        )
+        self._add_passages(
+            [i for r in results for i in r.item_ids], [row for _a, rows in prepared for row in rows]
+        )
+        return results
+
+    def _with_text_vectors_of(
+        self, batch: list[tuple[AssetInfo, list[ItemData]]]
+    ) -> list[tuple[AssetInfo, list[ItemData]]]:
+        """Sentence vectors for the passages of a whole batch, in one call of the model."""
+        flat = self._with_text_vectors([row for _a, rows in batch for row in rows])
+        out, start = [], 0
+        for asset, rows in batch:
+            out.append((asset, flat[start : start + len(rows)]))
+            start += len(rows)
+        return out
 
     def delete(self, paths: Sequence[str]) -> list[int]:
         """Forget files; returns the item ids removed."""
