@@ -322,7 +322,9 @@ class Engine:
     def warm(self) -> None:
         """Load what a text search needs now (the exported text tower, else the encoder; the
         default rerankers), so the first search does not pay for it."""
-        if self._query_encoder().text_tower() is None:
+        encoder = self._query_encoder()
+        encoder.prepack = True  # many queries to come: faster passes for a slower start
+        if encoder.text_tower() is None:
             _ = self.encoder
         self._default_rerank()
 

@@ -56,7 +56,10 @@ class OnnxItmModel:
         size = max(self._bpe.eot + 1, max(config.vocab, default=0) + 1)
         self._lookup = np.full(size, UNK, dtype=np.int64)
         self._lookup[np.asarray(config.vocab, dtype=np.int64)] = np.arange(2, len(config.vocab) + 2)
-        self._session = rt.session(folder / MODEL_FILE)
+        self._optimized_by = meta.get("onnxruntime")
+        self._session: Any = (
+            None  # opened on the first score: a query it does not understand never needs it
+        )
 
     def __repr__(self) -> str:
         return f"OnnxItmModel({self.name!r}, reads {self.encoder!r} patches {self.patch_shape})"
@@ -105,6 +108,8 @@ class OnnxItmModel:
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def _run(self, ids: np.ndarray, patches: np.ndarray) -> np.ndarray:
+        if self._session is None:
+            self._session = rt.session(self.folder / MODEL_FILE, optimized_by=self._optimized_by)
         feed = {"ids": ids, "patches": np.ascontiguousarray(patches, dtype=np.float32)}
         return self._session.run(None, feed)[0]
 
@@ -205,14 +210,17 @@ def _export(model: ItmModel, config: ItmConfig, weights: Path, target: Path) -> 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings: the check below decides
             torch.onnx.export(
-                net, example, str(scratch / MODEL_FILE), dynamo=False,
+                net, example, str(scratch / "raw.onnx"), dynamo=False,
                 input_names=["ids", "patches"], output_names=["logits"],
                 dynamic_axes={"ids": {1: "length"}, "patches": {0: "n"}, "logits": {0: "n"}},
                 opset_version=17,
             )  # fmt: skip
+        rt.optimize(scratch / "raw.onnx", scratch / MODEL_FILE)
+        (scratch / "raw.onnx").unlink()
         rt.write_meta(scratch, {
             "model": model.name, "config": _config_dict(config), "tokenizer": tokenizer,
             "weights_file": rt.file_stamp(weights), "torch": torch.__version__,
+            "onnxruntime": rt.runtime_version(),
         })  # fmt: skip
         exported = OnnxItmModel(scratch, config, rt.read_meta(scratch) or {})
         patches = np.random.default_rng(0).normal(size=(50, *model.patch_shape)).astype(np.float32)

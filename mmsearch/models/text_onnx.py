@@ -51,7 +51,7 @@ CHECK_TEXTS = (
 class OnnxTextTower:
     """An exported text tower: texts -> (n, dim) float32 unit rows, the encoder's text vectors."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, meta: dict[str, Any], *, prepack: bool = False) -> None:
         from mmsearch.models.clip_bpe import ClipBpe
 
         self.folder = folder
@@ -61,7 +61,9 @@ class OnnxTextTower:
         self.prefix: bool = bool(meta["prefix"])
         self.tokenize = ClipBpe(int(meta["tokenizer"]["context_length"]))
         self._eot = self.tokenize.eot
-        self._session = rt.session(folder / MODEL_FILE)
+        self._session = rt.session(
+            folder / MODEL_FILE, optimized_by=meta.get("onnxruntime"), prepack=prepack
+        )
 
     def __repr__(self) -> str:
         return f"OnnxTextTower({self.name!r}, {self.weights_id}, dim {self.dim})"
@@ -86,16 +88,19 @@ class OnnxTextTower:
         return (features / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
-def open_text_tower(name: str, weights_id: str | None) -> OnnxTextTower | None:
+def open_text_tower(
+    name: str, weights_id: str | None, *, prepack: bool = False
+) -> OnnxTextTower | None:
     """The export for this model and checkpoint, ready to run; None (and why, at debug level)
-    when there is none, onnxruntime is missing, or the checkpoint file changed since."""
+    when there is none, onnxruntime is missing, or the checkpoint file changed since.
+    ``prepack``: for a long-lived process (`onnx_runtime.session`)."""
     why = _unusable(name, weights_id)
     if why:
         log.debug("text queries of %s go through torch: %s", name, why)
         return None
     folder = rt.export_dir(KIND, name, weights_id or "")
     try:
-        return OnnxTextTower(folder, rt.read_meta(folder) or {})
+        return OnnxTextTower(folder, rt.read_meta(folder) or {}, prepack=prepack)
     except Exception as exc:  # a damaged file: the torch path still answers
         log.debug(
             "text queries of %s go through torch: the export in %s fails (%s)", name, folder, exc
@@ -107,7 +112,7 @@ def _unusable(name: str, weights_id: str | None) -> str:
     if not weights_id or weights_id == "random" and not name.endswith("/random"):
         return "the collection records no weights digest"
     if not rt.available():
-        return "onnxruntime is not installed"
+        return f"onnxruntime is not installed, or ${rt.RUNTIME_ENV} says torch"
     folder = rt.export_dir(KIND, name, weights_id)
     meta = rt.read_meta(folder)
     if meta is None:
@@ -174,13 +179,15 @@ def _export(loaded: LoadedModel, weights_file: Path | None) -> None:
     if prefix:
         example = example[:, : int(example.argmax(dim=1).max()) + 1]
     with rt.writing(folder) as scratch, torch.no_grad():
-        _onnx_export(wrapper, example, scratch / MODEL_FILE, prefix)
+        _onnx_export(wrapper, example, scratch / "raw.onnx", prefix)
+        rt.optimize(scratch / "raw.onnx", scratch / MODEL_FILE)
+        (scratch / "raw.onnx").unlink()
         reference = model.encode_text(loaded.tokenizer(list(CHECK_TEXTS))).float()
         dim = int(reference.shape[1])
         rt.write_meta(scratch, {
             "model": loaded.spec.name, "weights_id": loaded.weights_id, "dim": dim,
             "prefix": prefix, "tokenizer": tokenizer, "weights_file": rt.file_stamp(weights_file),
-            "torch": torch.__version__,
+            "torch": torch.__version__, "onnxruntime": rt.runtime_version(),
         })  # fmt: skip
         _check(scratch, loaded.tokenizer, reference.numpy())
 
@@ -319,13 +326,14 @@ class QueryEncoder:
         self._full = full
         self._tower: OnnxTextTower | None = None
         self._tried = False
+        self.prepack = False  # set before the first text for a long-lived process (a server)
         self._lock = threading.Lock()
 
     def text_tower(self) -> OnnxTextTower | None:
         """The exported tower (made now if missing), or None when texts need torch."""
         with self._lock:
             if not self._tried:
-                self._tower = open_text_tower(self.name, self.weights_id)
+                self._tower = open_text_tower(self.name, self.weights_id, prepack=self.prepack)
                 if self._tower is None and self.weights_id and rt.available():
                     encoder = self._full()
                     if encoder.weights_id == self.weights_id:
