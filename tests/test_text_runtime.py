@@ -226,3 +226,21 @@ def test_a_picture_query_still_works(home, cache):
     with Engine(home) as engine:
         hits = engine.search(image=photo.read_bytes(), k=3)
     assert hits[0].path == str(photo)
+
+
+@pytest.mark.slow
+def test_the_cold_query_benchmark_runs_and_finds_torchs_results(cache, tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import query_cold
+
+    row = query_cold.main(
+        ["--n", "2000", "--runs", "1", "--torch-runs", "1", "--server-queries", "5", "--no-rclip",
+         "--work", str(tmp_path / "work"), "--out", str(tmp_path / "r.json")]
+    )  # fmt: skip
+    assert row["home"]["count"] == 2000 and row["home"]["exported"]
+    assert row["same_results"]["identical_top10"] == row["same_results"]["queries"]
+    assert row["cli_onnx"]["cpu_median_s"] < row["cli_torch"]["cpu_median_s"]  # no torch import
+    assert (
+        row["server"]["p50_ms"] > 0
+        and json.loads((tmp_path / "r.json").read_text())[-1]["n"] == 2000
+    )
