@@ -1,4 +1,4 @@
-"""Vector indexes: one small interface, FAISS (flat / IVF / HNSW) and torch backends, a factory.
+"""Vector indexes: one small interface, FAISS (flat / IVF / HNSW / IVF-PQ) and torch backends, a factory.
 
 Importing this package is cheap: faiss and torch are imported when an index is created.
 """
@@ -6,6 +6,7 @@ Importing this package is cheap: faiss and torch are imported when an index is c
 from mmsearch.vectors.base import METRICS, VectorIndex
 from mmsearch.vectors.factory import (
     AUTO_EXACT_MAX_VECTORS,
+    AUTO_HNSW_MAX_VECTORS,
     BACKENDS,
     INDEX_KINDS,
     choose_kind,
@@ -16,6 +17,7 @@ from mmsearch.vectors.storage import INDEX_FORMAT_VERSION, read_sidecar, sidecar
 
 __all__ = [
     "AUTO_EXACT_MAX_VECTORS",
+    "AUTO_HNSW_MAX_VECTORS",
     "BACKENDS",
     "INDEX_FORMAT_VERSION",
     "INDEX_KINDS",

@@ -140,8 +140,9 @@ class _RowIndex(VectorIndex):
             kc = min(MAX_FILTERED_CANDIDATES, max(kc, int(kc * self.count / allowed)))
         kc = min(self._nrows, kc)
         selector = self._selector(bitmap)
+        share = 1.0 if allowed is None else allowed / max(self.count, 1)
         while True:
-            scores, rows = self._ann_search(q, kc, selector)
+            scores, rows = self._ann_search(q, kc, selector, share)
             rows = np.asarray(rows, np.int64)
             ids = np.where(rows >= 0, self._row_ids[np.maximum(rows, 0)], -1)
             if self._lossy:
@@ -192,8 +193,11 @@ class _RowIndex(VectorIndex):
     def _ann_remove(self, rows: np.ndarray) -> None:
         raise NotImplementedError
 
-    def _ann_search(self, q: np.ndarray, kc: int, selector) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS search for ``kc`` candidate rows; ``selector`` (or None) limits the rows."""
+    def _ann_search(
+        self, q: np.ndarray, kc: int, selector, share: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search for ``kc`` candidate rows; ``selector`` (or None) limits the rows to a
+        ``share`` of the live ones (a filter pushed down)."""
         raise NotImplementedError
 
     def _row_vectors(self, rows: np.ndarray) -> np.ndarray:
@@ -283,7 +287,9 @@ class IVFIndex(_RowIndex):
     def _ann_remove(self, rows: np.ndarray) -> None:
         self._index.remove_ids(rows)
 
-    def _ann_search(self, q: np.ndarray, kc: int, selector) -> tuple[np.ndarray, np.ndarray]:
+    def _ann_search(
+        self, q: np.ndarray, kc: int, selector, share: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         faiss = import_faiss()
         params = faiss.SearchParametersIVF()
         params.nprobe = self.nprobe
@@ -385,6 +391,10 @@ class HNSWIndex(_RowIndex):
             "ef_search": self.ef_search,
         }
 
+    def _ram_bytes(self) -> int:
+        # float32 vectors, level-0 links (2m ids of 4 bytes), the row table and id map
+        return int(self._nrows * (4 * self.dim + 8 * self.m + 8) + 16 * self.count)
+
     def _new_graph(self):
         faiss = import_faiss()
         index = faiss.IndexHNSWFlat(self.dim, self.m, faiss.METRIC_INNER_PRODUCT)
@@ -400,7 +410,9 @@ class HNSWIndex(_RowIndex):
     def _ann_remove(self, rows: np.ndarray) -> None:
         self._live_bitmap = None  # tombstones live in _row_ids
 
-    def _ann_search(self, q: np.ndarray, kc: int, selector) -> tuple[np.ndarray, np.ndarray]:
+    def _ann_search(
+        self, q: np.ndarray, kc: int, selector, share: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         faiss = import_faiss()
         params = faiss.SearchParametersHNSW()
         params.efSearch = max(self.ef_search, kc)

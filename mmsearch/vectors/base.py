@@ -46,6 +46,7 @@ class VectorIndex(ABC):
         self.metric = metric
         self.encoder = encoder
         self.created_at: str | None = None
+        self.generation: str | None = None  # the save this object was loaded from or last wrote
 
     # ----------------------------------------------------------------- public API
     @property
@@ -144,6 +145,7 @@ class VectorIndex(ABC):
             np.savez(f, **arrays)
 
         storage.atomic_write(path, write)
+        self.generation = generation
         now = storage.now_iso()
         self.created_at = self.created_at or now
         storage.write_sidecar(
@@ -156,6 +158,7 @@ class VectorIndex(ABC):
                 "metric": self.metric,
                 "count": self.count,
                 "options": self.options(),
+                "memory": self.memory(),
                 "generation": generation,
                 "created_at": self.created_at,
                 "updated_at": now,
@@ -166,12 +169,28 @@ class VectorIndex(ABC):
 
     @classmethod
     def from_state(
-        cls, dim: int, metric: str, options: dict[str, Any], arrays: dict[str, np.ndarray]
+        cls,
+        dim: int,
+        metric: str,
+        options: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        path: Path | None = None,
     ) -> VectorIndex:
-        """Rebuild an index from the arrays its ``_state`` wrote."""
+        """Rebuild an index from the arrays its ``_state`` wrote (``path``: the container they
+        came from, for backends that keep files beside it)."""
         index = cls(dim, metric, **options)
+        index._source_path = path
         index._load_state(arrays)
         return index
+
+    _source_path: Path | None = None
+
+    def memory(self) -> dict[str, int]:
+        """Bytes held in process memory by the structure (``ram``), for status and benchmarks."""
+        return {"ram": self._ram_bytes()}
+
+    def _ram_bytes(self) -> int:
+        return 4 * self.dim * self.count  # float32 vectors; backends with codes say better
 
     def __len__(self) -> int:
         return self.count

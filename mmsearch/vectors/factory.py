@@ -1,12 +1,18 @@
 """String-keyed factory and loader for vector backends.
 
-``auto`` picks exact ``flat`` search up to ``AUTO_EXACT_MAX_VECTORS`` and ``hnsw`` above it.
-Below the threshold a brute-force scan of 50k x 512 floats takes a few milliseconds on one core,
-so there is nothing to gain from an approximation. Above it HNSW is preferred over IVF because
-it needs no training (IVF centroids fit the data present at build time and drift as a personal
-collection grows), it accepts incremental adds from an empty index, and it gives the best
-recall per millisecond on CPU; its costs, a slower build and tombstone-based removal, matter
-less for a collection that is indexed once and queried often.
+``auto`` follows the collection's size (``choose_kind``):
+
+- **flat** (exact) up to ``AUTO_EXACT_MAX_VECTORS`` (50,000): a brute-force scan of 50k x 512
+  floats takes a few milliseconds, so an approximation gains nothing.
+- **hnsw** up to ``AUTO_HNSW_MAX_VECTORS`` (2,000,000): no training, incremental adds from an
+  empty index, the best recall per millisecond on a CPU; but it holds every float32 vector and
+  its graph in RAM, about 2,300 bytes per 512-d vector (4.6 GB at 2M).
+- **ivfpq** above that: IVF over 4-bit PQ fast-scan codes with an exact re-score from a
+  memory-mapped float16 file (``mmsearch.vectors.ivfpq``), about 64 bytes per vector in RAM and
+  1,024 on disk; trained once, then incremental, retrained only at 8-fold growth.
+
+The thresholds are where RAM, not speed, decides: measured with ``benchmarks/ann_scale.py``
+(README, "Vectors at scale"), HNSW and IVF-PQ both answer a 1M query within the latency goal.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from mmsearch.vectors import storage
 from mmsearch.vectors.approx import HNSWIndex, IVFIndex
 from mmsearch.vectors.base import VectorIndex, read_container
 from mmsearch.vectors.flat import FlatIndex
+from mmsearch.vectors.ivfpq import IVFPQIndex
 from mmsearch.vectors.torch_index import TorchIndex
 
 log = logging.getLogger(__name__)
@@ -28,10 +35,14 @@ log = logging.getLogger(__name__)
 AUTO_EXACT_MAX_VECTORS = 50_000
 """``auto`` uses exact search up to this many vectors and HNSW above it."""
 
+AUTO_HNSW_MAX_VECTORS = 2_000_000
+"""``auto`` uses HNSW up to this many vectors and IVF-PQ (re-scored from disk) above it."""
+
 BACKENDS: dict[str, type[VectorIndex]] = {
     "flat": FlatIndex,
     "ivf": IVFIndex,
     "hnsw": HNSWIndex,
+    "ivfpq": IVFPQIndex,
     "torch": TorchIndex,
 }
 """Registered backends by factory key; ``auto`` resolves to one of these."""
@@ -41,9 +52,11 @@ INDEX_KINDS = (*BACKENDS, "auto")
 
 def choose_kind(expected_count: int | None) -> str:
     """The backend ``auto`` means for a collection of about ``expected_count`` vectors."""
-    if expected_count is not None and expected_count > AUTO_EXACT_MAX_VECTORS:
+    if expected_count is None or expected_count <= AUTO_EXACT_MAX_VECTORS:
+        return "flat"
+    if expected_count <= AUTO_HNSW_MAX_VECTORS:
         return "hnsw"
-    return "flat"
+    return "ivfpq"
 
 
 def create_index(
@@ -65,6 +78,8 @@ def create_index(
         ) from None
     if kind == "auto":
         log.info("auto index for ~%s vectors: %s", expected_count, resolved)
+    if resolved == "ivfpq" and expected_count and "expected" not in opts:
+        opts["expected"] = expected_count  # size the inverted lists for what is coming
     try:
         return cls(dim, metric, encoder=encoder, **opts)
     except TypeError as exc:  # an option the backend does not take
@@ -101,7 +116,11 @@ def load_index(
         )
     try:
         index = BACKENDS[kind].from_state(
-            int(info["dim"]), str(info["metric"]), {**info.get("options", {}), **overrides}, arrays
+            int(info["dim"]),
+            str(info["metric"]),
+            {**info.get("options", {}), **overrides},
+            arrays,
+            path,
         )
     except (KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise VectorIndexError(
@@ -114,4 +133,5 @@ def load_index(
         )
     index.encoder = recorded
     index.created_at = info.get("created_at")
+    index.generation = generation
     return index
