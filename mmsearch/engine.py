@@ -342,7 +342,7 @@ class Engine:
         with self._loading:
             cached = self._profiles.get(query.user)
             if cached is None or cached[0] != key:
-                cached = (key, profile_for(query.user, collection))
+                cached = (key, profile_for(query.user, collection, lambda: self.encoder))
                 self._profiles[query.user] = cached
         profile = cached[1]
         return PersonalStage(query.user, profile) if profile is not None else None
@@ -406,7 +406,7 @@ class Engine:
         user = user or default_user()
         collection = self._open(create=False)
         events = collection.catalog.feedback_events(user)
-        learned = profile_for(user, collection)
+        learned = profile_for(user, collection, lambda: self.encoder)
         return {
             "user": user,
             "events": [e._asdict() for e in events],
