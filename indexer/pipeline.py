@@ -75,6 +75,7 @@ from mmsearch.catalog import AssetInfo, Catalog, ItemData
 from mmsearch.errors import ConfigError
 
 if TYPE_CHECKING:
+    from indexer.ray_ingest import RayDecoder
     from mmsearch.models import Encoder
     from mmsearch.store import CollectionWriter
 
@@ -108,6 +109,7 @@ class IndexOptions:
     ocr: bool | None = None  # read words in pictures (Tesseract); None = the collection's choice
     patches: bool | None = None  # store patch features for the ITM reranker; None = when the
     # encoder has a patch-reading companion; True also re-encodes pictures stored without them
+    ray: str | None = None  # decode and encode on a Ray cluster: "auto", "local" or an address
 
     def __post_init__(self) -> None:
         for name in (
@@ -221,6 +223,46 @@ def run_index(
         summary.unchanged, len(summary.skipped), summary.seconds,
     )  # fmt: skip
     return summary
+
+
+Encoded = tuple[np.ndarray, "np.ndarray | None"]  # an item's vector and its patch features
+
+
+def is_encoded(decoded: Decoded) -> bool:
+    """Whether the file's items came back with their vectors (encoded by a Ray actor)."""
+    return bool(decoded.items) and all(it.vector is not None for it in decoded.items)
+
+
+def encode_files(
+    encoder: Encoder, files: Sequence[Decoded], batch_size: int, store_patches: bool
+) -> list[list[Encoded]]:
+    """Forward passes of `batch_size` items per tower; each file's items' (vector, patches).
+
+    Pictures are normalised one batch at a time, so a long video's keyframes never sit in memory
+    as float; with patch features on, the same forward pass also gives each picture's grid.
+    """
+    import torch
+
+    pictures = [it.pixels for d in files for it in d.items if it.kind in PICTURE_KINDS]
+    texts = [it.text or "" for d in files for it in d.items if it.kind not in PICTURE_KINDS]
+    picture_out: list[Encoded] = []
+    for start in range(0, len(pictures), batch_size):
+        batch = torch.from_numpy(
+            normalise_pixels(np.stack(pictures[start : start + batch_size]), encoder.preprocess)
+        )
+        if store_patches:
+            from mmsearch.models.patches import encode_with_patches
+
+            vectors, patches = encode_with_patches(encoder, batch)
+            picture_out.extend(zip(vectors, patches))
+        else:
+            picture_out.extend((v, None) for v in encoder.encode_images(batch, batch_size=batch_size))
+    text_out = [(v, None) for v in (encoder.encode_texts(texts, batch_size=batch_size) if texts else ())]
+    pictures_it, texts_it = iter(picture_out), iter(text_out)
+    return [
+        [next(pictures_it if it.kind in PICTURE_KINDS else texts_it) for it in d.items]
+        for d in files
+    ]
 
 
 def plan_size(plan: ChangePlan) -> int:
@@ -439,8 +481,19 @@ class _Ingest:
         finally:
             progress.finish()
 
-    def _decoder(self) -> InlineDecoder | ProcessDecoder:
+    def _decoder(self) -> InlineDecoder | ProcessDecoder | RayDecoder:
         config = self.options.worker_config(self.encoder)
+        if self.options.ray:
+            from indexer.ray_ingest import RayDecoder
+
+            return RayDecoder(
+                self.options.ray,
+                model=self.encoder.spec,
+                precision=self.encoder.requested_precision,
+                config=config,
+                batch_size=self.options.batch_size,
+                store_patches=self.store_patches,
+            )
         if self.options.in_process:
             return InlineDecoder(config)
         workers = self.options.worker_count(len(self.jobs))
@@ -496,51 +549,26 @@ class _Ingest:
         self._commit(files, encoded)
         self.progress.advance(len(files))
         self.writer.maybe_save()
-        items = sum(len(d.items) for d in files)
-        spent = {"encode": committing - encoding, "commit": time.monotonic() - committing}
-        for name, seconds in spent.items():
-            timing = self.summary.stage(name)
-            timing.seconds += seconds
-            timing.items += items
+        here = sum(len(d.items) for d in files if not is_encoded(d))  # not by a Ray actor
+        if here:
+            self._time("encode", committing - encoding, here)
+        self._time("commit", time.monotonic() - committing, sum(len(d.items) for d in files))
 
-    def _encode(self, files: list[Decoded]) -> list[list[tuple[np.ndarray, np.ndarray | None]]]:
-        """Forward passes of `batch_size` items per tower; each file's items' (vector, patches)."""
-        pictures = [it.pixels for d in files for it in d.items if it.kind in PICTURE_KINDS]
-        texts = [it.text or "" for d in files for it in d.items if it.kind not in PICTURE_KINDS]
-        picture_out = iter(self._encode_pictures(pictures))
-        text_out = iter(
-            (vec, None)
-            for vec in (
-                self.encoder.encode_texts(texts, batch_size=self.options.batch_size)
-                if texts
-                else ()
-            )
+    def _time(self, stage: str, seconds: float, items: int) -> None:
+        timing = self.summary.stage(stage)
+        timing.seconds += seconds
+        timing.items += items
+
+    def _encode(self, files: list[Decoded]) -> list[list[Encoded]]:
+        """Each file's items' (vector, patches); files a Ray actor encoded keep theirs."""
+        todo = [d for d in files if not is_encoded(d)]
+        fresh = iter(
+            encode_files(self.encoder, todo, self.options.batch_size, self.store_patches)
         )
         return [
-            [next(picture_out if it.kind in PICTURE_KINDS else text_out) for it in d.items]
+            [(it.vector, it.patches) for it in d.items] if is_encoded(d) else next(fresh)
             for d in files
         ]
-
-    def _encode_pictures(self, pictures: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """Normalise one batch at a time, so a long video's keyframes never sit in memory as float.
-
-        With patch features on, the same forward pass also gives each picture's patch grid.
-        """
-        import torch
-
-        size, out = self.options.batch_size, []
-        for start in range(0, len(pictures), size):
-            batch = torch.from_numpy(
-                normalise_pixels(np.stack(pictures[start : start + size]), self.encoder.preprocess)
-            )
-            if self.store_patches:
-                from mmsearch.models.patches import encode_with_patches
-
-                vectors, patches = encode_with_patches(self.encoder, batch)
-                out.extend(zip(vectors, patches))
-            else:
-                out.extend((vec, None) for vec in self.encoder.encode_images(batch, batch_size=size))
-        return out
 
     def _commit(
         self, files: list[Decoded], encoded: list[list[tuple[np.ndarray, np.ndarray | None]]]

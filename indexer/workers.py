@@ -100,6 +100,8 @@ class DecodedItem:
     start_s: float | None = None
     end_s: float | None = None
     thumbnail: bytes | None = None
+    vector: np.ndarray | None = None  # set when a Ray actor encoded it (then pixels are dropped)
+    patches: np.ndarray | None = None  # the picture's patch features, with `vector`
 
 
 @dataclass

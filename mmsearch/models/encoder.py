@@ -46,7 +46,7 @@ class Encoder:
     ) -> None:
         self.spec = spec
         self.device = resolve_device(device)
-        self._asked_precision = precision
+        self.requested_precision = precision  # as asked: "auto" is resolved where it runs
         self.precision = resolve_precision(precision, self.device)  # final once the model loads
         self.preprocess_mode = preprocess_mode
         self._loaded: LoadedModel | None = None
@@ -116,7 +116,7 @@ class Encoder:
     def _install(self, loaded: LoadedModel) -> None:
         loaded.model.eval().requires_grad_(False).to(self.device)
         params = sum(p.numel() for p in loaded.model.parameters())
-        self.precision = resolve_precision(self._asked_precision, self.device, params)
+        self.precision = resolve_precision(self.requested_precision, self.device, params)
         cast_for_precision(loaded.model, self.device, self.precision)
         self._dim = int(self._encode_tokens(loaded, loaded.tokenizer([""])).shape[1])
         self._loaded = loaded

@@ -1,0 +1,153 @@
+"""`index --ray`: decoding and encoding on a real local Ray cluster, the driver committing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_index import assert_index_matches_catalog, tiny_encoder
+
+from indexer import sources
+from indexer.pipeline import IndexOptions, run_index
+from indexer.ray_ingest import RayPlan, plan_for
+from indexer.sources import SourceSpec
+from indexer.sources.base import ASSET_IMAGE, SourceResult
+from indexer.sources.image import read_image
+from mmsearch.errors import ConfigError
+from mmsearch.store import Collection
+from mmsearch.synth.media import write_photo_folder
+
+ray = pytest.importorskip("ray", reason="CI installs mmsearch[ray]; this only guards odd setups")
+
+TESTS = Path(__file__).resolve().parent
+SLOW_S = 0.25  # per file in the slow reader: a run long enough to kill an actor in the middle
+
+
+def test_the_plan_takes_one_actor_per_gpu_else_one_per_few_cpus():
+    assert plan_for({"CPU": 2}) == RayPlan(1, 2, 0, "cpu")
+    assert plan_for({"CPU": 64}) == RayPlan(16, 4, 0, "cpu")
+    assert plan_for({"CPU": 16, "GPU": 2}) == RayPlan(2, 1, 1, "cuda")
+    assert plan_for({"CPU": 16, "GPU": 2}, device="cpu").device == "cpu"
+    with pytest.raises(ConfigError, match="no GPU"):
+        plan_for({"CPU": 8}, device="cuda")
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    """A real two-CPU Ray instance on this machine; workers can import the test readers."""
+    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_WAIT_POLICY": "PASSIVE"}},
+    )
+    yield
+    ray.shutdown()
+
+
+def _index(home: Path, roots: list[Path], options: IndexOptions, progress=None):
+    with Collection(home) as collection, collection.writer() as writer:
+        summary = run_index(writer, tiny_encoder, roots, options, progress)
+    assert_index_matches_catalog(home)
+    return summary
+
+
+def _vectors_by_path(home: Path) -> dict[str, np.ndarray]:
+    with Collection(home, create=False) as collection:
+        ids, vectors = collection.catalog.vectors_for(collection.catalog.item_ids())
+        records = collection.catalog.items_by_ids(ids)
+    return {r.path: v for r, v in zip(records, vectors)}
+
+
+@pytest.mark.slow
+def test_a_ray_run_gives_the_same_collection_as_a_plain_run(tmp_path: Path, local_cluster):
+    photos = write_photo_folder(tmp_path / "photos", 16, seed=21)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    plain = _index(tmp_path / "plain", [photos], IndexOptions(batch_size=8, patches=True))
+    on_ray = _index(tmp_path / "ray", [photos], IndexOptions(batch_size=8, patches=True, ray="auto"))
+    assert (on_ray.new, on_ray.items_added) == (plain.new, plain.items_added) == (16, 16)
+    assert [s.path for s in on_ray.skipped] == [str(photos / "broken.jpg")]
+    assert on_ray.skipped[0].reason == plain.skipped[0].reason
+    a, b = _vectors_by_path(tmp_path / "plain"), _vectors_by_path(tmp_path / "ray")
+    assert a.keys() == b.keys()
+    for path in a:
+        np.testing.assert_allclose(a[path], b[path], atol=1e-5)
+    with Collection(tmp_path / "ray", create=False) as collection:  # patches came back too
+        assert collection.catalog.patch_counts()[0] == 16
+    # incremental: nothing new, nothing sent to the cluster
+    again = _index(tmp_path / "ray", [photos], IndexOptions(batch_size=8, ray="auto"))
+    assert (again.new, again.unchanged, again.items_added) == (0, 16, 0)
+
+
+def _slow_picture(path: Path, *args, **kwargs) -> SourceResult:
+    """Reads the .jpg twin of a .slow file, slowly."""
+    time.sleep(SLOW_S)
+    return read_image(path.with_suffix(".jpg"), *args, **kwargs)
+
+
+def _actor_processes() -> list[int]:
+    """PIDs of this machine's encoding actors (Ray titles them ray::MapWorker(...EncodeActor))."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"ray::" in title and b"EncodeActor" in title:
+                pids.append(int(entry.name))
+    return sorted(pids)
+
+
+class _KillAnActor:
+    """A progress reporter that kills the encoding actor once the first files are committed."""
+
+    def __init__(self) -> None:
+        self.killed: int | None = None
+        self.advanced = 0
+
+    def start(self, total: int, description: str) -> None:
+        self.total = total
+
+    def advance(self, n: int = 1) -> None:
+        self.advanced += n
+        if self.killed is None:
+            actors = _actor_processes()
+            assert actors, "no encoding actor is alive while files are still coming"
+            self.killed = actors[0]
+            self.left_when_killed = self.total - self.advanced
+            os.kill(self.killed, signal.SIGKILL)
+
+    def finish(self) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_an_actor_killed_mid_run_is_replaced_and_nothing_is_lost_or_doubled(
+    tmp_path: Path, local_cluster, monkeypatch
+):
+    monkeypatch.setitem(sources.SOURCES, ".slow", SourceSpec(ASSET_IMAGE, "test_ray_ingest:_slow_picture"))
+    twins = write_photo_folder(tmp_path / "twins", 24, seed=22)
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    for jpg in sorted(twins.glob("*.jpg")):
+        (folder / jpg.with_suffix(".slow").name).write_bytes(b"x")
+        os.link(jpg, folder / jpg.name)  # the .slow reader reads its .jpg twin
+    files = sorted(folder.glob("*.slow"))
+    progress = _KillAnActor()
+    summary = _index(
+        tmp_path / "home", [folder], IndexOptions(batch_size=4, ray="auto", kinds=None), progress
+    )
+    assert progress.killed is not None and progress.left_when_killed > 0
+    assert progress.killed not in _actor_processes()  # a new actor did the rest
+    indexed = files + sorted(folder.glob("*.jpg"))
+    assert summary.new == len(indexed) and summary.skipped == []
+    assert summary.items_added == len(indexed)  # none twice
+    with Collection(tmp_path / "home", create=False) as collection:
+        assert len(collection.catalog.item_ids()) == len(indexed)
+    assert progress.advanced == len(indexed)
