@@ -342,7 +342,7 @@ class Engine:
         with self._loading:
             cached = self._profiles.get(query.user)
             if cached is None or cached[0] != key:
-                cached = (key, profile_for(query.user, collection, lambda: self.encoder))
+                cached = (key, profile_for(query.user, collection, self._query_encoder))
                 self._profiles[query.user] = cached
         profile = cached[1]
         return PersonalStage(query.user, profile) if profile is not None else None

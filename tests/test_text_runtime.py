@@ -202,6 +202,23 @@ def test_a_text_query_from_the_shell_never_imports_torch(home, cache):
     assert "onnxruntime" in {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
 
 
+def test_a_personalised_text_query_never_imports_torch(home, cache):
+    """A user with good and bad judgements gets a preference model whose concept words are
+    embedded by the exported text tower too, not by the torch encoder."""
+    with Engine(home) as engine:
+        hits = engine.search("a red circle", k=10, user="pat")
+        for hit in hits[:3]:
+            engine.feedback(hit.item_id, True, user="pat", query="a red circle")
+        for hit in hits[-3:]:
+            engine.feedback(hit.item_id, False, user="pat", query="a red circle")
+    code = f"from mmsearch.cli import app; app(['query', '--home', {str(home)!r}, 'a blue square', '--user', 'pat', '--json'])"
+    done = _run_python(code, cache, "-X", "importtime")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 10 and any("personal" in row["parts"] for row in rows)
+    assert _heavy_imports(done.stderr) == set()
+
+
 def test_engine_and_server_text_searches_never_import_torch(home, cache):
     code = f"""
 import json, sys
