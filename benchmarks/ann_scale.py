@@ -92,13 +92,13 @@ class Synth:
         return _unit(x + a * self.gap + b * noise)
 
 
-def calibrate_shift(synth: Synth, rng: np.random.Generator, noise: float) -> float:
+def calibrate_shift(synth: Synth, rng: np.random.Generator, noise: float, n: int) -> float:
     """The gap weight ``a`` giving shifted queries a median best-match cosine of ~0.3 against a
-    200k-vector sample (the full corpus's figure is measured and reported separately).
+    sample of up to 200k vectors (the full corpus's figure is measured and reported separately).
 
     The gap is mostly one constant direction (Liang et al. 2022, "Mind the Gap": each modality
     sits in its own narrow cone), and a query's own noise is as large as an image's (0.5)."""
-    ref = synth.draw(rng, 200_000)
+    ref = synth.draw(rng, min(200_000, max(20_000, n)))
     base = synth.draw(rng, 200)
     lo, hi = 0.0, 8.0
     for _ in range(20):
@@ -134,7 +134,7 @@ def make_dataset(args, work: Path) -> dict:
     from mmsearch.query.exact import merge_topk
 
     rng = np.random.default_rng(args.seed + 7)
-    a = calibrate_shift(synth, np.random.default_rng(args.seed + 2), args.shift_noise)
+    a = calibrate_shift(synth, np.random.default_rng(args.seed + 2), args.shift_noise, args.n)
     image_q = synth.draw(rng, args.queries)
     text_q = synth.shift(rng, synth.draw(rng, args.queries), a, args.shift_noise)
     queries = np.concatenate([image_q, text_q])

@@ -139,3 +139,38 @@ def test_video_decode_benchmark_appends(tmp_path):
     ])  # fmt: skip
     assert result["keyframes"]["decord"] >= 1 and result["codec_only_pyav"]["wall_s"] > 0
     assert json.loads((tmp_path / "v.json").read_text())[-1]["device"]["cores"] >= 1
+
+
+def test_benchmark_entry_point_runs_suites_and_draws_plots(tmp_path):
+    """benchmarks/run.py at a tiny size: results appended with the device, three PNG plots."""
+    import run
+
+    peers = tmp_path / "peers.json"
+    peers.write_text(json.dumps({"rclip": 23.7, "mmsearch index": 22.6}))
+    drawn = run.main(
+        ["--suite", "query,ann", "--sizes", "3000", "--dim", "32", "--kinds", "flat", "ivfpq",
+         "--queries", "10", "--results", str(tmp_path), "--plots", str(tmp_path / "plots"),
+         "--peers", str(peers)]
+    )  # fmt: skip
+    assert sorted(p.name for p in drawn) == [
+        "images_per_s.png", "latency_vs_size.png", "recall_vs_latency.png",
+    ]  # fmt: skip
+    assert all(
+        p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in drawn
+    )
+    rows = json.loads((tmp_path / "ann_scale.json").read_text())
+    assert {r["kind"] for r in rows} == {"flat", "ivfpq"} and all(r["device"]["cpu"] for r in rows)
+    flat = [r for r in rows if r["kind"] == "flat"]
+    assert all(r["in_distribution"]["recall_at_10"] == 1.0 for r in flat)  # exact is exact
+    assert all(r["bytes_per_vector"]["disk"] > 0 for r in rows)
+
+
+def test_peers_table_is_read_from_the_harness_readme(tmp_path):
+    import run
+
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "## Last runs\n\n| what | images/s |\n| --- | --- |\n| rclip whole run: 42 s | 22.8-23.8 |\n"
+        "| `mmsearch index` (x) | 22.6 |\n| decode only, 1 process | 234 |\n\nafter\n"
+    )
+    assert run.peers_from_readme(readme) == {"rclip whole run": 22.8, "mmsearch index": 22.6}
