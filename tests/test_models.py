@@ -462,3 +462,19 @@ def test_multilingual_models_resolve_and_download_through_the_hub(
         load_encoder(name, device="cpu")
     assert name in str(info.value) and "--model tiny" in str(info.value)
     assert hub.calls and hub.calls[0]["repo_id"]
+
+
+def test_texts_run_only_up_to_their_end_and_keep_their_order(bundled_tiny: Path):
+    """The prefix-length forward gives open_clip's full-context vectors, also for texts holding
+    token 0 ("!") and for batches sorted by length and put back in order."""
+    from mmsearch.models import encoder as encoder_module
+
+    enc = load_encoder("tiny", device="cpu")
+    assert encoder_module._prefix_module(enc.model) is not None  # tiny is a plain causal CLIP
+    texts = ["wow!! a red circle!", "", "a blue square", "word " * 90, "红色的圆", "a"] * 7
+    short_first = enc.encode_texts(texts, batch_size=4)
+    with torch.inference_mode():
+        full = enc.model.encode_text(enc._loaded.tokenizer(texts)).float()
+    full = torch.nn.functional.normalize(full, dim=-1).numpy()
+    assert float((short_first * full).sum(1).min()) > 0.9999
+    np.testing.assert_allclose(enc.encode_texts(texts[:5]), short_first[:5], atol=1e-5)

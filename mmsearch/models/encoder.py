@@ -134,11 +134,16 @@ class Encoder:
         for item in items:
             if not isinstance(item, str):
                 raise TypeError(f"encode_texts takes strings, got {type(item).__name__}")
-        parts = [
-            self._encode_tokens(loaded, loaded.tokenizer(chunk))
-            for chunk in _chunks(items, _positive(batch_size))
-        ]
-        return self._stack(parts)
+        size = _positive(batch_size)
+        if len(items) <= size:
+            return self._stack([self._encode_tokens(loaded, loaded.tokenizer(items))] if items else [])
+        # texts of similar length together, so each batch stops at its own longest text
+        tokens = loaded.tokenizer(items)
+        order = np.argsort(tokens.argmax(dim=1).numpy(), kind="stable")
+        parts = [self._encode_tokens(loaded, tokens[chunk]) for chunk in _chunks(order, size)]
+        out = np.empty((len(items), parts[0].shape[1]), np.float32)
+        out[order] = np.concatenate(parts, axis=0)
+        return out
 
     def encode_images(
         self, images: Iterable[ImageInput] | torch.Tensor, batch_size: int = 64
@@ -178,10 +183,18 @@ class Encoder:
         return self.preprocess(item)
 
     def _encode_tokens(self, loaded: LoadedModel, tokens: torch.Tensor) -> np.ndarray:
+        """Texts run only up to the batch's longest end-of-text token where the model allows it
+        (causal attention, end-of-text pooling: the same vectors, a fraction of the work for
+        short texts such as tag prompts and queries); else over the whole context."""
         import torch
 
+        prefix = _prefix_module(loaded.model)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            features = loaded.model.encode_text(tokens.to(self.device))
+            if prefix is not None:
+                length = int(tokens.argmax(dim=1).max()) + 1  # end-of-text has the highest id
+                features = prefix(tokens[:, :length].to(self.device))
+            else:
+                features = loaded.model.encode_text(tokens.to(self.device))
         return _normalised(features)
 
     def _encode_pixels(self, loaded: LoadedModel, pixels: torch.Tensor) -> np.ndarray:
@@ -196,6 +209,20 @@ class Encoder:
         if not parts:
             return np.empty((0, self.dim), dtype=np.float32)
         return np.concatenate(parts, axis=0)
+
+
+_PREFIX_MODULES: dict[int, Any] = {}
+
+
+def _prefix_module(model: Any) -> Any:
+    """`text_onnx`'s prefix-length text forward for this model, or None where it does not apply
+    (a model other than open_clip's plain CLIP with causal attention, e.g. SigLIP)."""
+    key = id(model)
+    if key not in _PREFIX_MODULES:
+        from mmsearch.models.text_onnx import _prefix_ok, _PrefixText
+
+        _PREFIX_MODULES[key] = _PrefixText(model) if _prefix_ok(model) else None
+    return _PREFIX_MODULES[key]
 
 
 def _normalised(features: torch.Tensor) -> np.ndarray:
