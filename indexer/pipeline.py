@@ -26,6 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -461,7 +462,19 @@ class _Ingest:
         if not self.jobs:
             return  # nothing to decode: no model is loaded
         loading = time.monotonic()
-        self.encoder = self.load_encoder()
+        started_ray = False
+        if self.options.ray:  # the driver loads its copy of the model while Ray starts
+            from indexer.ray_ingest import connect
+
+            pool = ThreadPoolExecutor(1, thread_name_prefix="mmsearch-load")
+            model = pool.submit(self.load_encoder)
+            pool.shutdown(wait=False)
+            try:
+                started_ray = connect(self.options.ray)
+            finally:
+                self.encoder = model.result()
+        else:
+            self.encoder = self.load_encoder()
         self.summary.stages["model load"] = StageTiming(time.monotonic() - loading)
         self.writer.writer.bind_encoder(
             self.encoder.name, self.encoder.dim, getattr(self.encoder, "weights_id", None)
@@ -474,7 +487,10 @@ class _Ingest:
         self.progress = progress
         progress.start(len(self.jobs), "Indexing")
         try:
-            with self._decoder() as decoder:
+            decoder = self._decoder()
+            if started_ray:
+                decoder.started_here = True  # so it stops Ray after the run
+            with decoder:
                 for outcome in decoder.run(self._pending_jobs()):
                     self._take(outcome)
                 self._flush()

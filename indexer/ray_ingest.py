@@ -70,6 +70,24 @@ def import_ray() -> Any:
     return ray
 
 
+def connect(address: str) -> bool:
+    """Join (or, for "local", start) the Ray cluster; True when this call started Ray here."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    try:
+        if address == LOCAL:
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=None if address == "auto" else address, log_to_driver=False)
+    except ConnectionError as exc:
+        raise ConfigError(
+            f"Cannot reach a Ray cluster at {address!r}: {exc}. Start one with "
+            "`ray start --head`, give its address, or use --ray local."
+        ) from exc
+    return True
+
+
 class EncodeActor:
     """Holds the encoder; decodes and encodes one batch of files per call (runs in Ray)."""
 
@@ -113,8 +131,8 @@ class RayDecoder:
     """A decoder for `run_index` whose outcomes come back encoded from a Ray cluster.
 
     `address`: "auto" joins the running cluster (`RAY_ADDRESS`, or the one started on this
-    machine with `ray start`), "local" starts one here for the run, anything else is a cluster
-    address (`ray://HOST:10001`, `HOST:6379`).
+    machine with `ray start`) and starts one here when there is none, "local" always starts one
+    here for the run, anything else is a cluster address (`ray://HOST:10001`, `HOST:6379`).
     """
 
     def __init__(
@@ -132,21 +150,11 @@ class RayDecoder:
         self.config, self.batch_size, self.store_patches = config, batch_size, store_patches
         self._started_here = False
         self.plan: RayPlan | None = None
+        self.started_here = False  # the caller connected (`connect`) and Ray was started then
 
     def __enter__(self) -> RayDecoder:
         ray = import_ray()
-        if not ray.is_initialized():
-            try:
-                if self.address == LOCAL:
-                    ray.init(include_dashboard=False, log_to_driver=False)
-                else:
-                    ray.init(address=self.address, log_to_driver=False)
-            except ConnectionError as exc:
-                raise ConfigError(
-                    f"Cannot reach a Ray cluster at {self.address!r}: {exc}. Start one with "
-                    "`ray start --head`, give its address, or use --ray local."
-                ) from exc
-            self._started_here = True
+        self._started_here = connect(self.address) or self.started_here
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the run has its own progress
         context.print_on_execution_start = False
