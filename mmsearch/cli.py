@@ -102,7 +102,7 @@ def index(
     workers: Annotated[int, typer.Option(help="Decoding processes (0 = one per core).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Items per encoder batch.")] = 64,
     follow_links: Annotated[str, typer.Option("--follow-links", help="Symbolic links to follow: inside (those that stay in the indexed folders), all, or none.")] = "inside",
-    index_kind: Annotated[str | None, typer.Option("--index-kind", help="Vector index: auto (flat, HNSW past 50,000 vectors), flat, hnsw, ivf or torch; saved in the home.", show_default=False)] = None,
+    index_kind: Annotated[str | None, typer.Option("--index-kind", help="Vector index: auto (flat, HNSW past 50,000 vectors, IVF-PQ with float16 re-scoring past 2 million), flat, hnsw, ivf, ivfpq or torch; saved in the home.", show_default=False)] = None,
     ocr: Annotated[bool | None, typer.Option("--ocr/--no-ocr", help="Read the words in pictures (Tesseract, English and Chinese; costs time) so text searches find them. Remembered by the collection; --ocr also reads pictures indexed without it.", show_default=False)] = None,
     ray: Annotated[str | None, typer.Option("--ray", help="Decode and encode on a Ray cluster: auto (the running one: $RAY_ADDRESS or `ray start`; else one started here), local (start one here for the run) or its address (ray://HOST:10001). This machine commits. Needs mmsearch[ray].", show_default=False)] = None,
     patches: Annotated[bool | None, typer.Option("--patches/--no-patches", help="Store each picture's patch features (4 KB) for the itm reranker. Default: when the model has an ITM companion. --patches also adds them to pictures indexed without them.", show_default=False)] = None,
