@@ -320,6 +320,49 @@ def test_hf_hub_model(
     assert {call["repo_id"] for call in hub.calls} == {FAKE_REPO}
 
 
+def test_cached_weights_are_read_without_asking_the_hub(
+    cache: Path, fake_tag: str, tiny_checkpoint: dict, monkeypatch: pytest.MonkeyPatch
+):
+    """huggingface_hub, online by default, sends a HEAD request even for a cached file and,
+    offline, retries it for ~30 s: the cache is asked first in the hub's offline mode."""
+    from huggingface_hub import constants
+
+    modes: list[bool] = []
+    hub = FakeHub({"open_clip_model.safetensors": tiny_checkpoint["path"]})
+
+    def record(*args, **kwargs):
+        modes.append(constants.HF_HUB_OFFLINE)
+        return hub(*args, **kwargs)
+
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", record)
+    load_encoder(fake_tag, device="cpu").load()
+    assert modes == [True] and constants.HF_HUB_OFFLINE is False
+
+
+def test_offline_machine_fails_after_one_cache_look_and_no_retry(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import socket
+
+    from huggingface_hub import constants
+
+    hub, modes = _offline(), []
+
+    def record(*args, **kwargs):
+        modes.append(constants.HF_HUB_OFFLINE)
+        return hub(*args, **kwargs)
+
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", record)
+
+    def no_network(*args, **kwargs):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    with pytest.raises(ModelUnavailableError, match="huggingface.co cannot be reached"):
+        load_encoder(DEFAULT_MODEL, device="cpu")
+    assert modes and all(modes)  # the cache looks (one per file name); no online attempt
+
+
 def test_hf_hub_model_offline(cache: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", _offline())
     with pytest.raises(ModelUnavailableError, match=f"hf-hub:{FAKE_REPO}"):

@@ -1,7 +1,7 @@
 """Spec -> ready OpenCLIP model, in three steps: fetch files, build the architecture, load weights.
 
 Fetching comes first, so an offline machine fails in a second with `ModelUnavailableError`
-instead of after building a large model. Building always starts from random init on the CPU in
+instead of after building a large model (the download cache is asked before the network). Building always starts from random init on the CPU in
 fp32; weights are then loaded with open_clip's own `load_checkpoint`, which also converts
 OpenAI/timm/big_vision checkpoints. Every failure becomes a typed error that names the model, the
 file and the way out.
@@ -173,23 +173,69 @@ FETCHERS: dict[str, Callable[[ModelSpec, Path, bool], Recipe]] = {
 
 
 def _download(spec: ModelSpec, cache: Path, fetch: Callable[[], str]) -> Path:
-    """Run one open_clip download; any failure means the weights are unavailable here."""
+    """Run one open_clip download; any failure means the weights are unavailable here.
+
+    The cache is asked first with the hub in offline mode: huggingface_hub otherwise sends a
+    HEAD request even for a cached file and, offline, retries it five times with back-off
+    (about 30 s) before it answers. Only on a cache miss does it go online, and only when the
+    hub answers a 3-second connection; an offline machine fails in about a second."""
     try:
-        target = fetch()
-    except Exception as exc:
-        raise ModelUnavailableError(
-            f"Could not fetch the weights of model {spec.name!r} ({_short(exc)}). Ways out: "
-            f"connect to the internet once so they are cached in {cache} (or set "
-            "MMSEARCH_CACHE to a folder that already holds them); use a local checkpoint "
-            "(--model ARCH@/path/ckpt.pt or --model local-dir:/folder); or use the bundled "
-            "offline model with --model tiny."
-        ) from exc
+        with _hub_cache_only():
+            target = fetch()
+    except Exception as cached_miss:
+        unreachable = _hub_unreachable()
+        if unreachable:
+            raise _unavailable(spec, cache, f"{_short(cached_miss)}; {unreachable}") from cached_miss
+        try:
+            target = fetch()
+        except Exception as exc:
+            raise _unavailable(spec, cache, _short(exc)) from exc
     if not target or not Path(target).is_file():
         raise ModelUnavailableError(
             f"Downloading model {spec.name!r} gave no file ({target!r}); "
             f"check the cache folder {cache} or use --model tiny."
         )
     return Path(target)
+
+
+def _unavailable(spec: ModelSpec, cache: Path, why: str) -> ModelUnavailableError:
+    return ModelUnavailableError(
+        f"Could not fetch the weights of model {spec.name!r} ({why}). Ways out: "
+        f"connect to the internet once so they are cached in {cache} (or set "
+        "MMSEARCH_CACHE to a folder that already holds them); use a local checkpoint "
+        "(--model ARCH@/path/ckpt.pt or --model local-dir:/folder); or use the bundled "
+        "offline model with --model tiny."
+    )
+
+
+@contextlib.contextmanager
+def _hub_cache_only() -> Iterator[None]:
+    """huggingface_hub answers from its cache only (its offline mode, read at each call)."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _hub_unreachable(timeout_s: float = 3.0) -> str | None:
+    """Why the hub cannot be reached (offline mode, no name resolution, no connection), or None."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"{host} cannot be reached: {_short(exc, 120)}"
+    return None
 
 
 def _existing(spec: ModelSpec, path: Path | None) -> Path:
