@@ -190,6 +190,12 @@ def profile_table(profile: dict) -> Table:
     for i, e in enumerate(profile["events"], start=1):
         where = e["path"] or "(no longer in the collection)"
         table.add_row(str(i), "👍 good" if e["label"] > 0 else "👎 bad", _plain(where), _plain(e["query"] or ""))
+    words = (model or {}).get("concepts") or {}
+    if words:
+        shown = ", ".join(f"{'more' if w > 0 else 'less'} {_plain(name)} ({w:+.2f})" for name, w in list(words.items())[:8])
+        more = f" and {len(words) - 8} more (profile export)" if len(words) > 8 else ""
+        table.caption = f"In words, you like: {shown}{more}"
+        table.caption_justify = "left"
     return table
 
 

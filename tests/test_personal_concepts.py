@@ -76,6 +76,17 @@ def test_concepts_carry_a_weak_taste_to_subjects_never_judged():
     assert _auc(raw.preference(test_v), test_large) < 0.83  # the ridge on raw vectors does worse
     exported = with_concepts.to_dict()
     assert exported["features"][0] == "concepts" and "large" in exported["concepts"]
+    assert "more large (+" in _shown({"user": "ann", "model": exported, "events": []})  # profile show says it
+
+
+def _shown(profile: dict) -> str:
+    from rich.console import Console
+
+    from mmsearch.cli_output import profile_table
+
+    console = Console(width=200, record=True)
+    console.print(profile_table(profile))
+    return " ".join(console.export_text().split())  # the caption wraps to the table's width
 
 
 def test_the_held_out_query_choice_keeps_raw_features_where_concepts_cannot_say_it():
