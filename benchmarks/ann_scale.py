@@ -57,7 +57,11 @@ TEXT_TO_IMAGE_COSINE = 0.3
 SWEEPS = {
     "flat": [{}],
     "hnsw": [{"ef_search": e} for e in (64, 128, 256, 512)],
-    "ivfpq": [{"nprobe": p, "rescore_factor": r} for p in (16, 32, 64, 128) for r in (8, 16, 32)],
+    "ivfpq": [
+        {"nprobe": p, "rescore_factor": r}
+        for p in (32, 64, 128)
+        for r in (16, 100, 200, 400, 800, 1600, 3200)
+    ],
 }
 """Search settings measured per kind (the defaults are among them)."""
 

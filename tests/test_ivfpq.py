@@ -71,6 +71,43 @@ def test_recall_after_rescore_and_rescore_helps(trained):
     assert recall >= 0.95 and recall > raw, (recall, raw)
 
 
+def test_padding_rotation_when_pq_m_does_not_divide_dim(tmp_path):
+    """pq_m = 12 over 32 dims: a random rotation pads to 36 (what 88 over 512 does at 512-d);
+    adds stay incremental, search and persistence go through the rotation."""
+    assert ivfpq_mod.default_pq_m(512) == 88 and ivfpq_mod.coded_dim(512, 88) == 528
+    x = data(3000, seed=5)
+    index = create_index("ivfpq", DIM, train_at=2000, nlist=16, pq_m=12, rescore_factor=60)
+    index.add(np.arange(2000), x[:2000])
+    assert index.trained and index.factory.startswith("RR36,IVF16,PQ12x4fs")
+    structure = index._index
+    index.add(np.arange(2000, 3000), x[2000:])
+    assert index._index is structure
+    q = data(3050)[3000:]
+    _, truth = exact_topk(q, x, 10)
+    assert knn_recall(index.search(q, 10)[1], truth, 10) >= 0.95
+    index.save(tmp_path / "v.idx")
+    loaded = load_index(tmp_path / "v.idx")
+    assert loaded.factory == index.factory
+    np.testing.assert_array_equal(loaded.search(q, 10)[1], index.search(q, 10)[1])
+
+
+def test_row_scores_match_gathered_rows(tmp_path, monkeypatch):
+    """``Float16Rows.scores`` (FAISS float16 kernel, in blocks, file and pending rows) equals the
+    gathered rows' inner products, in the order asked."""
+    from mmsearch.vectors import rowfile
+
+    monkeypatch.setattr(rowfile, "SCORE_ROWS", 64)  # several blocks, one straddling the file end
+    x = data(1000, seed=6)
+    rows = Float16Rows(DIM)
+    rows.append(x[:700])
+    rows.persist(tmp_path / "v.idx", append_in_place=False)
+    rows.append(x[700:])  # pending, in RAM
+    pick = np.random.default_rng(0).permutation(1000)[:500]
+    q = data(1001, seed=7)[1000]
+    np.testing.assert_allclose(rows.scores(q, pick), rows.gather(pick) @ q, atol=1e-5)
+    assert rows.scores(q, np.empty(0, np.int64)).shape == (0,)
+
+
 def test_adds_after_training_are_incremental(trained):
     index, ids, x = trained
     structure = index._index

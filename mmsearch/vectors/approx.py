@@ -135,9 +135,9 @@ class _RowIndex(VectorIndex):
         self, q: np.ndarray, k: int, bitmap: np.ndarray | None = None, allowed: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         want = min(k, self.count if allowed is None else allowed)
-        kc = k * self.rescore_factor
+        kc = self._candidates(k)
         if allowed is not None:  # a walk meets allowed rows at this rate: widen the beam to match
-            kc = min(MAX_FILTERED_CANDIDATES, max(kc, int(kc * self.count / allowed)))
+            kc = max(kc, min(MAX_FILTERED_CANDIDATES, int(kc * self.count / allowed)))
         kc = min(self._nrows, kc)
         selector = self._selector(bitmap)
         share = 1.0 if allowed is None else allowed / max(self.count, 1)
@@ -157,6 +157,10 @@ class _RowIndex(VectorIndex):
     def _exact_scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         vecs = self._row_vectors(np.maximum(rows, 0))  # (m, kc, d); padding rows masked later
         return np.einsum("md,mkd->mk", q, vecs)
+
+    def _candidates(self, k: int) -> int:
+        """Candidates fetched for ``k`` results (and re-scored when the codes are lossy)."""
+        return k * self.rescore_factor
 
     def _compact(self) -> None:
         """Drop dead rows: live rows are renumbered 0..n-1 and the FAISS structure rebuilt."""

@@ -1,11 +1,22 @@
 """IVF-PQ for collections too big for HNSW's RAM: compact codes in RAM, exact vectors on disk.
 
-``IVF{nlist},PQ{dim/8}x4fs``: an inverted file over 4-bit product-quantisation codes scanned
-with FAISS's SIMD "fast-scan" kernels (dim/16 bytes per vector: 32 for 512-d), whose top
-``k * rescore_factor`` candidates are re-scored exactly against float16 copies of the vectors
-kept in a memory-mapped file beside the index (``mmsearch.vectors.rowfile``). RAM per vector:
-the code, FAISS's 8-byte id in its list, and the row table (8 + 16 bytes): about 64 bytes at
-512-d, where HNSW holds about 2,300 (float32 vector and graph).
+``RR{d'},IVF{nlist},PQ{m}x4fs``: a random rotation of the ``dim``-d vectors into ``d'`` = 6·m
+dimensions (528 at 512-d: it pads the vector so that m = 88 sub-quantisers of 6 dimensions
+cover it, and spreads the energy evenly over them), an inverted file over 4-bit product-
+quantisation codes scanned with FAISS's SIMD "fast-scan" kernels (m/2 bytes per vector: 44 at
+512-d), whose top ``k * rescore_factor`` candidates (16,000 for k = 10, more past 1M vectors) are
+re-scored exactly against float16 copies of the vectors kept in a memory-mapped file beside the
+index (``mmsearch.vectors.rowfile``). RAM per vector: the code, FAISS's 8-byte id in its list, and the
+row table (8 + 16 bytes): about 77 bytes at 512-d, where HNSW holds about 2,300 (float32 vector
+and graph).
+
+Why these settings (``benchmarks/ann_scale.py``, README "Vectors at scale"): a query from the
+other modality (text -> image, best-match cosine ~0.3) is dominated by a direction the data
+barely varies along, so its true top-10 differ from their neighbours by less than the error of
+any code that fits in RAM; only a large exact re-score finds them. The fast-scan kernels return
+thousands of candidates in a few milliseconds, so the pool is 1,600·k rows, 6-d sub-quantisers
+(0.67 bit per dimension instead of 0.5) halve the pool needed for the same recall, and probing a
+quarter of the lists keeps the shifted queries' true matches in the probed lists. The former ``PQ{dim/8}x4fs`` with a 16·k re-score found 0.41 of their top-10.
 
 Life of the index:
 - **Before training** (fewer than ``train_at`` vectors) it is an exact flat index, so a
@@ -48,14 +59,31 @@ TRAIN_PER_LIST = 64
 RETRAIN_GROWTH = 8
 """Retrain when the collection is this many times the size its lists were sized for."""
 
-DEFAULT_NPROBE_SHARE = 1 / 32
-"""Lists probed per query, as a share of nlist (at least ``MIN_NPROBE``)."""
+DEFAULT_NPROBE_SHARE = 1 / 4
+"""Lists probed per query, as a share of nlist (at least ``MIN_NPROBE``): queries from the other
+modality rank the lists poorly, their true matches lie in lists far down the order (at 1M
+vectors, 512 lists: shifted recall 0.957 probing 64, 0.974 probing 128)."""
 
-MIN_NPROBE = 32
+MIN_NPROBE = 64
 
-DEFAULT_RESCORE_FACTOR = 16
-"""Candidates re-scored exactly per wanted result: 4-bit codes order the near ties poorly, the
-float16 re-score puts them right (160 row reads for k = 10)."""
+DEFAULT_RESCORE_FACTOR = 1600
+"""Candidates re-scored exactly per wanted result (16,000 float16 rows for k = 10, ~10 ms): 4-bit
+codes order the near ties of a text -> image query poorly, and the pool that holds its true
+top-10 grows with the collection (recall 0.97 among 4,000 candidates at 200k vectors, 0.89 at
+1M; 0.97 among 16,000 at 1M); the re-score puts them right."""
+
+RESCORE_GROWTH = 0.65
+"""Past ``RESCORE_GROWTH_FROM`` vectors the pool grows as ``(n / RESCORE_GROWTH_FROM) ** 0.65``:
+at a fixed pool the shifted queries' recall falls with the collection (0.974 at 1M, 0.95 at 3M
+with 16,000 candidates; 0.978 at 3M with 32,000)."""
+
+RESCORE_GROWTH_FROM = 1_000_000
+
+MAX_RESCORE = 131_072
+"""At most this many candidates per query (unless 16·k is more): a large k does not multiply."""
+
+SUBQUANTISER_DIM = 6
+"""Dimensions per 4-bit sub-quantiser (after the rotation pads the vector to a multiple)."""
 
 ADD_CHUNK = 65_536
 
@@ -68,15 +96,18 @@ def nlist_for(n: int) -> int:
 
 
 def default_pq_m(dim: int) -> int:
-    """Sub-quantisers: one per 8 dimensions (an even number dividing ``dim``), 4 bits each."""
-    for m in range(max(2, dim // 8), 1, -1):
-        if dim % m == 0 and m % 2 == 0:
-            return m
-    return 2 if dim % 2 == 0 else 1
+    """Sub-quantisers: one per ``SUBQUANTISER_DIM`` dimensions, a multiple of 8 (88 at 512-d)."""
+    return max(8, 8 * math.ceil(dim / SUBQUANTISER_DIM / 8))
+
+
+def coded_dim(dim: int, pq_m: int) -> int:
+    """The dimension the codes cover: ``dim`` padded (by the rotation) to a multiple of ``pq_m``."""
+    return pq_m * math.ceil(dim / pq_m)
 
 
 class IVFPQIndex(_RowIndex):
-    """Inverted lists of 4-bit PQ codes (fast-scan), re-scored from a memory-mapped float16 file."""
+    """Inverted lists of 4-bit PQ codes (fast-scan) over a padding rotation, re-scored from a
+    memory-mapped float16 file."""
 
     kind = "ivfpq"
     compact_dead_fraction = 0.5
@@ -91,15 +122,18 @@ class IVFPQIndex(_RowIndex):
         nprobe: int | None = None,
         pq_m: int | None = None,
         rescore_factor: int = DEFAULT_RESCORE_FACTOR,
+        rescore_growth: float = RESCORE_GROWTH,
         expected: int | None = None,
         train_at: int | None = None,
     ) -> None:
         super().__init__(dim, metric, encoder=encoder, rescore_factor=rescore_factor)
+        self.rescore_growth = float(rescore_growth)  # 0: a fixed pool of k * rescore_factor
         self._fixed_nlist = nlist  # None: sized for the collection
         self._fixed_nprobe = nprobe  # None: DEFAULT_NPROBE_SHARE of the lists
         self.pq_m = int(pq_m or default_pq_m(self.dim))
-        if self.dim % self.pq_m:
-            raise ValueError(f"pq_m={self.pq_m} does not divide the dimension {self.dim}")
+        if self.pq_m < 2 or self.pq_m % 2:
+            raise ValueError(f"pq_m={self.pq_m} must be even (fast-scan packs two codes a byte)")
+        self.coded_dim = coded_dim(self.dim, self.pq_m)  # > dim: a random rotation pads
         self.expected = int(expected) if expected else None  # the size the lists are sized for
         self._train_at = train_at  # None: TRAIN_MIN or TRAIN_PER_LIST * nlist, whichever is more
         self._rows = Float16Rows(self.dim)
@@ -114,11 +148,15 @@ class IVFPQIndex(_RowIndex):
     def trained(self) -> bool:
         return self._nlist > 0
 
+    def _spec(self, nlist: int | str) -> str:
+        rotation = f"RR{self.coded_dim}," if self.coded_dim != self.dim else ""
+        return f"{rotation}IVF{nlist},PQ{self.pq_m}x4fs"
+
     @property
     def factory(self) -> str:
         if not self.trained:
-            return f"IVFauto,PQ{self.pq_m}x4fs (untrained: Flat),rescore-f16"
-        return f"IVF{self._nlist},PQ{self.pq_m}x4fs,rescore-f16"
+            return f"{self._spec('auto')} (untrained: Flat),rescore-f16"
+        return f"{self._spec(self._nlist)},rescore-f16"
 
     @property
     def nprobe(self) -> int:
@@ -137,6 +175,7 @@ class IVFPQIndex(_RowIndex):
             "nlist": self._fixed_nlist,
             "nprobe": self._fixed_nprobe,
             "pq_m": self.pq_m,
+            "rescore_growth": self.rescore_growth,
             "expected": self.expected,
             "train_at": self._train_at,
         }
@@ -153,7 +192,9 @@ class IVFPQIndex(_RowIndex):
             blocks = -(-sizes // bbs) * bbs  # fast-scan stores codes in blocks of bbs
             code = self.pq_m / 2  # 4 bits per sub-quantiser
             structure = int(blocks.sum() * code + sizes.sum() * 8)
-            structure += ivf.nlist * self.dim * 4 + self.pq_m * 16 * (self.dim // self.pq_m) * 4
+            structure += ivf.nlist * self.coded_dim * 4 + 16 * self.coded_dim * 4  # centroids
+            if self.coded_dim != self.dim:
+                structure += self.coded_dim * self.dim * 4  # the rotation
         return int(table + structure + self._rows.nbytes_ram())
 
     def memory(self) -> dict[str, int]:
@@ -220,6 +261,19 @@ class IVFPQIndex(_RowIndex):
     def _row_vectors(self, rows: np.ndarray) -> np.ndarray:
         return self._rows.gather(rows)
 
+    def _candidates(self, k: int) -> int:
+        """``k * rescore_factor``, grown past ``RESCORE_GROWTH_FROM`` vectors, capped."""
+        growth = max(1.0, self.count / RESCORE_GROWTH_FROM) ** self.rescore_growth
+        return min(int(k * self.rescore_factor * growth), max(MAX_RESCORE, 16 * k))
+
+    def _exact_scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Exact scores of each query's candidates, one query at a time from the float16 rows
+        (a block of queries x 4,000 candidates gathered as float32 would take gigabytes)."""
+        out = np.empty(rows.shape, np.float32)
+        for i in range(len(q)):
+            out[i] = self._rows.scores(q[i], np.maximum(rows[i], 0))  # padding masked later
+        return out
+
     def _relabel(self, live_rows: np.ndarray) -> None:
         """Renumber the live rows 0..n-1 (a fresh row file when any are dropped), training the
         lists first when that is due, and add every vector again from the row file."""
@@ -253,9 +307,7 @@ class IVFPQIndex(_RowIndex):
         sample_n = min(n, max(TRAIN_PER_LIST * nlist, 65_536))  # PQ codebooks want 64k too
         sample = np.sort(rng.choice(n, size=sample_n, replace=False))
         x = np.concatenate(list(self._rows.chunks(sample)))
-        index = faiss.index_factory(
-            self.dim, f"IVF{nlist},PQ{self.pq_m}x4fs", faiss.METRIC_INNER_PRODUCT
-        )
+        index = faiss.index_factory(self.dim, self._spec(nlist), faiss.METRIC_INNER_PRODUCT)
         ivf = faiss.extract_index_ivf(index)
         ivf.cp.max_points_per_centroid = TRAIN_PER_LIST
         ivf.cp.niter = 12
@@ -263,7 +315,7 @@ class IVFPQIndex(_RowIndex):
         self._index, self._nlist = index, nlist
         self._trained_for = max(n, self.expected or 0)
         self._lossy = True
-        log.info("trained IVF%d,PQ%dx4fs on %d of %d vectors", nlist, self.pq_m, sample_n, n)
+        log.info("trained %s on %d of %d vectors", self._spec(nlist), sample_n, n)
 
     # ------------------------------------------------------------- persistence
     def save(

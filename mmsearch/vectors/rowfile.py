@@ -33,6 +33,9 @@ DTYPE = np.dtype(np.float16)
 COPY_ROWS = 65_536
 """Rows copied per step when a fresh file is written (bounds the RAM a rewrite takes)."""
 
+SCORE_ROWS = 2048
+"""Rows scored per step by ``Float16Rows.scores`` (2 MB at 512-d: stays in cache)."""
+
 
 class Float16Rows:
     """Row-addressed float16 vectors: the first ``saved`` rows memory-mapped from a file, the
@@ -70,6 +73,34 @@ class Float16Rows:
         if not in_file.all():
             out[~in_file] = self._pending[flat[~in_file] - self.saved]
         return out.reshape(*rows.shape, self.dim)
+
+    def scores(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Inner products of one float32 ``query`` with ``rows`` (1-d), straight from the float16
+        rows, ``SCORE_ROWS`` at a time in file order: FAISS's SIMD float16 kernel scores them
+        without a float32 copy (numpy's float16 conversion alone takes ~3.5 ms per 4,000 rows of
+        512-d; this takes about 1)."""
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        out = np.empty(len(rows), np.float32)
+        if not len(rows):
+            return out
+        order = np.argsort(rows, kind="stable")  # page in the file in order, pending rows last
+        ordered = rows[order]
+        split = int(np.searchsorted(ordered, self.saved))
+        scorer = _Float16Scorer(self.dim, query)
+        for start in range(0, len(rows), SCORE_ROWS):
+            stop = min(start + SCORE_ROWS, len(rows))
+            part = ordered[start:stop]
+            if stop <= split:
+                half = np.take(self._map, part, axis=0)
+            elif start >= split:
+                half = self._pending[part - self.saved]
+            else:
+                half = np.concatenate(
+                    [np.take(self._map, part[: split - start], axis=0),
+                     self._pending[part[split - start :] - self.saved]]
+                )  # fmt: skip
+            out[order[start:stop]] = scorer(half)
+        return out
 
     def chunks(self, rows: np.ndarray, size: int = COPY_ROWS):
         """float32 vectors of ``rows`` (1-d), ``size`` at a time: a full scan in bounded RAM."""
@@ -185,6 +216,29 @@ class Float16Rows:
             if self.saved
             else None
         )
+
+
+class _Float16Scorer:
+    """``half @ query`` for float16 rows ``half`` (n, dim) and one float32 ``query`` (dim,), by a
+    FAISS float16 flat index over the rows (reused between blocks: its buffer is kept)."""
+
+    def __init__(self, dim: int, query: np.ndarray) -> None:
+        from mmsearch.vectors.base import import_faiss
+
+        faiss = import_faiss()
+        self.flat = faiss.IndexScalarQuantizer(
+            dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+        )
+        self.query = np.ascontiguousarray(query, np.float32).reshape(1, dim)
+
+    def __call__(self, half: np.ndarray) -> np.ndarray:
+        n = len(half)
+        self.flat.reset()
+        self.flat.add_sa_codes(np.ascontiguousarray(half, DTYPE).view(np.uint8).reshape(n, -1))
+        top, order = self.flat.search(self.query, n)
+        out = np.empty(n, np.float32)
+        out[order[0]] = top[0]
+        return out
 
 
 def _fsync_dir(directory: Path) -> None:
