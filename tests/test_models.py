@@ -327,6 +327,7 @@ def test_cached_weights_are_read_without_asking_the_hub(
     offline, retries it for ~30 s: the cache is asked first in the hub's offline mode."""
     from huggingface_hub import constants
 
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the suite runs with it set
     modes: list[bool] = []
     hub = FakeHub({"open_clip_model.safetensors": tiny_checkpoint["path"]})
 
@@ -346,6 +347,7 @@ def test_offline_machine_fails_after_one_cache_look_and_no_retry(
 
     from huggingface_hub import constants
 
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the suite runs with it set
     hub, modes = _offline(), []
 
     def record(*args, **kwargs):
@@ -361,6 +363,18 @@ def test_offline_machine_fails_after_one_cache_look_and_no_retry(
     with pytest.raises(ModelUnavailableError, match="huggingface.co cannot be reached"):
         load_encoder(DEFAULT_MODEL, device="cpu")
     assert modes and all(modes)  # the cache looks (one per file name); no online attempt
+
+
+def test_offline_mode_set_by_the_user_is_kept_and_named(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(open_clip.pretrained, "hf_hub_download", _offline())
+    with pytest.raises(ModelUnavailableError, match="HF_HUB_OFFLINE is set"):
+        load_encoder(DEFAULT_MODEL, device="cpu")
+    assert constants.HF_HUB_OFFLINE is True
 
 
 def test_hf_hub_model_offline(cache: Path, monkeypatch: pytest.MonkeyPatch):
