@@ -97,3 +97,58 @@ def test_a_reader_never_writes_to_a_shared_server_store(milvus_server, tmp_path)
             reader._seen_generation = None  # as after the next commit
             reader.refresh()
             assert (999 in reader.vectors.ids().tolist()) is shared, spec
+
+
+def test_a_fresh_reader_skips_the_id_comparison_only_when_the_file_is_level(tmp_path, monkeypatch):
+    """Every committed write bumps the catalog's generation and the saved index records the one
+    it mirrors: a new process compares all ids with the catalog (O(n) at cold start) only when
+    they differ, e.g. after a writer was killed between its commit and its save."""
+    import shutil
+
+    from mmsearch.catalog import AssetInfo, ItemData
+    from mmsearch.catalog.store import Catalog
+    from mmsearch.store import Collection
+    from mmsearch.vectors import read_sidecar
+
+    rng = np.random.default_rng(9)
+    home = tmp_path / "home"
+    calls: list[int] = []
+    real_item_ids = Catalog.item_ids
+
+    def counted(self):
+        calls.append(1)
+        return real_item_ids(self)
+
+    monkeypatch.setattr(Catalog, "item_ids", counted)
+
+    def add(name: str) -> None:
+        with Collection(home) as c, c.writer() as w:
+            w.bind_encoder("test", DIM)
+            asset = AssetInfo(path=str(home / name), kind="image", size=1, mtime_ns=1, content_hash=name)
+            w.write(asset, [ItemData("image", None, None, None, unit(rng, 1)[0])])
+
+    def fresh_reader_count() -> int:
+        calls.clear()
+        with Collection(home) as reader:
+            reader.refresh()
+            return reader.vectors.count
+
+    add("a.png")
+    add("b.png")
+    assert fresh_reader_count() == 2 and calls == []  # level: no comparison
+
+    saved = tmp_path / "saved-index"
+    shutil.copytree(home / "index", saved)
+    add("c.png")  # committed ...
+    shutil.rmtree(home / "index")
+    shutil.copytree(saved, home / "index")  # ... but the index file is the one before it
+    assert fresh_reader_count() == 3 and calls == [1]  # compared, found c, saved
+    assert fresh_reader_count() == 3 and calls == []
+
+    with Collection(home) as c:
+        c.catalog.reset_tags("cat\n")  # the catalog moves on; no vector changes
+        moved_to = c.catalog.generation()
+    assert fresh_reader_count() == 3 and calls == [1]  # compared once, recorded the level ...
+    sidecar = read_sidecar(home / "index" / "vectors.idx")
+    assert sidecar["owner"]["generation"] == moved_to
+    assert fresh_reader_count() == 3 and calls == []  # ... so the next process skips it

@@ -194,7 +194,7 @@ class Collection:
             )
         if self._vectors is None:
             self._vectors = self._open_store(CLIP_STORE, info.dim, info.name)
-        if not is_shared(self._vectors):
+        if not is_shared(self._vectors) and not _saved_level_with(self._vectors, generation):
             sync_store(self._vectors, self.catalog.item_ids(), self.catalog.vectors_for)
         self._passages = self._refresh_passages(self._passages, reader=True)
         self._seen_generation = generation
@@ -204,13 +204,19 @@ class Collection:
     def _save_if_free(self) -> None:
         """A reader that had to bring a saved store level saves it, when no writer is at work,
         so the next process starts level instead of catching up again (under the writer lock)."""
-        stores = [s for s in (self._vectors, self._passages) if getattr(s, "dirty", False)]
+        stores = [
+            s
+            for s in (self._vectors, self._passages)
+            if getattr(s, "dirty", False) or _records_level(s, self._seen_generation)
+        ]
         if not stores:
             return
         try:
             with self._writer_lock(catalog=False), database_errors(str(self.home)):
                 for store in stores:
-                    store.flush(generation=self.catalog.generation())
+                    # what this reader caught up to, not the catalog's generation now: a writer
+                    # may have committed since, and the file must not claim its changes
+                    store.flush(generation=self._seen_generation)
         except ConfigError:  # a writer holds the lock: it saves when it finishes
             return
         except (CatalogError, OSError) as exc:
@@ -659,6 +665,20 @@ def is_shared(store: VectorStore | None) -> bool:
     """A store other processes write too (a Milvus server): only the writer brings it level
     with the catalog, so a reader working from a stale catalog view never deletes fresh vectors."""
     return bool(getattr(store, "shared", False))
+
+
+def _saved_level_with(store: VectorStore, generation: int) -> bool:
+    """The store is its saved file, unchanged, and the file mirrors this catalog generation
+    (every committed write bumps it), so comparing all ids with the catalog would find nothing."""
+    return not getattr(store, "dirty", True) and getattr(store, "level_with", None) == generation
+
+
+def _records_level(store: VectorStore | None, generation: int) -> bool:
+    """The saved file is unchanged but mirrors an older generation: its sidecar is worth a
+    rewrite (the catalog moved on without touching vectors, e.g. tags), so the next process
+    skips the id comparison."""
+    level = getattr(store, "level_with", None)
+    return hasattr(store, "level_with") and level != generation
 
 
 def sync_store(

@@ -16,6 +16,7 @@ import numpy as np
 
 from mmsearch.errors import EncoderMismatchError, VectorIndexError
 from mmsearch.vectors import VectorIndex, choose_kind, create_index, load_index, read_sidecar
+from mmsearch.vectors.storage import write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class FileVectorStore:
         self.preference = preference  # "auto" or a fixed backend kind
         self.owner = owner  # the id of the catalog this store mirrors (recorded in the sidecar)
         self.dirty = False  # changed since the last flush (or the file is behind the catalog)
+        self.level_with: int | None = None  # the catalog generation the saved file mirrors
 
     # --------------------------------------------------------------- opening
     @classmethod
@@ -61,7 +63,8 @@ class FileVectorStore:
         if not Path(path).exists():
             return None
         try:
-            recorded = (read_sidecar(path).get("owner") or {}).get("collection")
+            saved_owner = read_sidecar(path).get("owner") or {}
+            recorded = saved_owner.get("collection")
             if owner is not None and recorded is not None and recorded != owner:
                 log.warning(
                     "%s belongs to another collection (copied from another home?); rebuilding it "
@@ -76,6 +79,8 @@ class FileVectorStore:
             log.warning("rebuilding %s from the catalog: %s", path, exc)
             return None
         store = cls(path, index, preference, owner)
+        if owner is not None and recorded == owner and isinstance(saved_owner.get("generation"), int):
+            store.level_with = saved_owner["generation"]
         if preference not in ("auto", index.kind):
             store.convert(preference)
         return store
@@ -117,17 +122,28 @@ class FileVectorStore:
     def flush(self, generation: int | None = None) -> None:
         """Apply the size policy, then write the file atomically (only when something changed).
 
-        ``generation`` is the catalog's write generation the store is level with (for status).
+        ``generation`` is the catalog's write generation the store's contents mirror: a reader
+        that loads the file while the catalog is still at it skips the O(n) id comparison.
         """
         wanted = choose_kind(self.count) if self.preference == "auto" else self.preference
         if wanted != self.index.kind:
             self.convert(wanted)
         if not self.dirty and self.path.exists():
+            if generation is not None and generation != self.level_with and self.owner:
+                self._record_level(generation)  # the catalog moved on without touching vectors
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         owner = {"collection": self.owner, "generation": generation} if self.owner else None
         self.index.save(self.path, owner=owner)
         self.dirty = False
+        self.level_with = generation
+
+    def _record_level(self, generation: int) -> None:
+        """Rewrite the small sidecar alone (atomically): the saved index mirrors ``generation``."""
+        info = read_sidecar(self.path)
+        info["owner"] = {"collection": self.owner, "generation": generation}
+        write_sidecar(self.path, info)
+        self.level_with = generation
 
     # --------------------------------------------------------------- kinds
     def convert(self, kind: str) -> None:
