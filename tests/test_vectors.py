@@ -247,6 +247,32 @@ def test_missing_and_corrupt_files(small, tmp_path):
         load_index(path)
 
 
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "torch"])
+def test_faiss_structures_are_read_from_the_container_file_directly(kind, tmp_path):
+    """A cold start reads a FAISS structure straight from the container (one copy), not as an
+    array copied again into FAISS; the result is the same, and a damaged one is still refused."""
+    from mmsearch.vectors.base import StoredBlob, read_container
+
+    rng = np.random.default_rng(11)
+    index = create_index(kind, DIM)
+    vecs = unit(rng, 300)
+    index.add(np.arange(300, dtype=np.int64) + 1, vecs)
+    path = tmp_path / "v.idx"
+    index.save(path)
+    blob = read_container(path)["faiss"]
+    assert isinstance(blob, StoredBlob)
+    with np.load(path) as npz:
+        assert path.read_bytes()[blob.offset : blob.offset + blob.nbytes] == npz["faiss"].tobytes()
+    loaded = load_index(path)
+    assert loaded.search(vecs[:5], 3)[1].tolist() == index.search(vecs[:5], 3)[1].tolist()
+
+    damaged = bytearray(path.read_bytes())
+    damaged[blob.offset : blob.offset + 4] = b"XXXX"  # FAISS's own type tag
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(VectorIndexError, match="corrupt"):
+        load_index(path)
+
+
 def test_factory_errors_and_auto():
     with pytest.raises(ConfigError, match="Unknown vector index kind"):
         create_index("annoy", DIM)

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mmsearch.query.exact import merge_topk
-from mmsearch.vectors.base import IdMap, VectorIndex, import_faiss
+from mmsearch.vectors.base import IdMap, VectorIndex, import_faiss, read_faiss_index
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +346,7 @@ class IVFIndex(_RowIndex):
         self._vecs = np.asarray(arrays["vectors"], np.float32).reshape(-1, self.dim).copy()
         self._trained_on = int(arrays["trained_on"])
         if "faiss" in arrays:
-            self._index = import_faiss().deserialize_index(arrays["faiss"])
+            self._index = read_faiss_index(arrays["faiss"])
             self._nlist = int(self._index.nlist)
         if len(self._vecs) != self._nrows or (
             self._index is not None and self._index.ntotal != self.count
@@ -446,7 +446,7 @@ class HNSWIndex(_RowIndex):
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         super()._load_state(arrays)
-        self._index = import_faiss().deserialize_index(arrays["faiss"])
+        self._index = read_faiss_index(arrays["faiss"])
         self._index.hnsw.efSearch = self.ef_search
         if self._index.ntotal != self._nrows:
             raise ValueError("HNSW graph and row table disagree on the number of rows")

@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from mmsearch.vectors.base import IdMap, VectorIndex, import_faiss, pad_results
+from mmsearch.vectors.base import IdMap, VectorIndex, import_faiss, pad_results, read_faiss_index
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class FlatIndex(VectorIndex):
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         faiss = import_faiss()
-        index = faiss.deserialize_index(arrays["faiss"])
+        index = read_faiss_index(arrays["faiss"])
         if not isinstance(index, faiss.IndexIDMap2) or index.d != self.dim:
             raise ValueError(
                 f"expected an IndexIDMap2 of dim {self.dim}, found {type(index).__name__}"

@@ -45,7 +45,7 @@ import numpy as np
 
 from mmsearch.vectors import storage
 from mmsearch.vectors.approx import _RowIndex
-from mmsearch.vectors.base import import_faiss
+from mmsearch.vectors.base import import_faiss, read_faiss_index
 from mmsearch.vectors.rowfile import Float16Rows
 
 log = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ class IVFPQIndex(_RowIndex):
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         super()._load_state(arrays)
         faiss = import_faiss()
-        self._index = faiss.deserialize_index(arrays["faiss"])
+        self._index = read_faiss_index(arrays["faiss"])
         self._trained_for = int(arrays["trained_for"])
         if self._trained_for:
             self._nlist = int(faiss.extract_index_ivf(self._index).nlist)
