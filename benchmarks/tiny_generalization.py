@@ -97,19 +97,22 @@ def run(args: argparse.Namespace) -> dict:
         **evaluate(encoder, args.n, args.own_n, args.seed),
     }
     if args.update_card:
-        update_card(result)
+        update_card(result, args.model)
     return result
 
 
-def update_card(result: dict) -> None:
-    """Store the figures in the shipped tiny's metrics.json and rewrite its model card."""
+def update_card(result: dict, model: str) -> None:
+    """Store the figures in a bundled model's metrics.json and rewrite its model card."""
     from mmsearch.models import tiny_weights_path
+    from mmsearch.models.registry import BUNDLED
     from mmsearch.train.tiny import model_card
 
-    folder = tiny_weights_path().parent
+    if model not in BUNDLED:
+        raise SystemExit(f"--update-card needs a bundled model name ({', '.join(BUNDLED)}), not {model!r}")
+    folder = tiny_weights_path(model).parent
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics["generalization"] = {k: v for k, v in result.items() if k not in ("device",)}
-    metrics["generalization"]["command"] = "python benchmarks/tiny_generalization.py --update-card"
+    metrics["generalization"]["command"] = f"python benchmarks/tiny_generalization.py --model {model} --update-card"
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     (folder / "MODEL_CARD.md").write_text(model_card(metrics))
 
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--own-n", type=int, default=1000, help="own-renderer pictures (0: skip)")
     parser.add_argument("--seed", type=int, default=INDEPENDENT_SEED)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--update-card", action="store_true", help="write the figures into tiny's model card")
+    parser.add_argument("--update-card", action="store_true", help="write the figures into the bundled model's card")
     parser.add_argument("--out", type=Path, default=RESULTS / "tiny_generalization.json")
     return measure_and_record(run, report, parser.parse_args(argv))
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TINY_WEIGHTS = Path(__file__).parent / "tiny" / "tiny.safetensors"
+BUNDLED_DIR = Path(__file__).parent
 CONFIG_NAME = "open_clip_config.json"
 ARCH_METADATA_KEY = "open_clip_arch"  # safetensors metadata key naming the architecture
 _PREFERRED_WEIGHTS = (
@@ -51,9 +52,11 @@ _PREFERRED_WEIGHTS = (
 )
 
 
-def tiny_weights_path() -> Path:
-    """Where the bundled tiny weights live (written by `python -m mmsearch.train.tiny`)."""
-    return TINY_WEIGHTS
+def tiny_weights_path(name: str = "tiny") -> Path:
+    """Where a bundled model's weights live (written by `python -m mmsearch.train.tiny`)."""
+    if name == "tiny":
+        return TINY_WEIGHTS
+    return BUNDLED_DIR / name.replace("-", "_") / "tiny.safetensors"
 
 
 def model_cache_dir() -> Path:
@@ -94,14 +97,14 @@ class LoadedModel:
 
 
 def _fetch_tiny(spec: ModelSpec, cache: Path, weights: bool) -> Recipe:
-    path = spec.path or tiny_weights_path()
+    path = spec.path or tiny_weights_path(spec.name)
     if weights and not path.is_file():
         raise ModelUnavailableError(
-            f"The bundled model 'tiny' has no weights yet: {path} is missing. "
-            "Train it with `python -m mmsearch.train.tiny` (about 15 minutes on a CPU), "
-            "or pick another model with --model."
+            f"The bundled model '{spec.name}' has no weights yet: {path} is missing. "
+            f"Train it with `python -m mmsearch.train.tiny --model {spec.name}` (under 25 minutes "
+            "on a CPU), or pick another model with --model."
         )
-    return Recipe(arch=TINY_ARCH, weights=path if weights else None)
+    return Recipe(arch=spec.arch or TINY_ARCH, weights=path if weights else None)
 
 
 def _fetch_random(spec: ModelSpec, cache: Path, weights: bool) -> Recipe:
@@ -478,6 +481,10 @@ def save_weights(net: torch.nn.Module, path: str | os.PathLike[str], arch: str) 
     return target
 
 
-def save_tiny_weights(net: torch.nn.Module, path: str | os.PathLike[str] | None = None) -> Path:
-    """Save a trained mmsearch-tiny where `load_encoder("tiny")` finds it."""
-    return save_weights(net, path or tiny_weights_path(), TINY_ARCH)
+def save_tiny_weights(
+    net: torch.nn.Module, path: str | os.PathLike[str] | None = None, name: str = "tiny"
+) -> Path:
+    """Save a trained bundled model where `load_encoder(name)` finds it."""
+    from mmsearch.models.registry import BUNDLED
+
+    return save_weights(net, path or tiny_weights_path(name), BUNDLED[name])

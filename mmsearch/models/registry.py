@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 
 TINY = "tiny"
 TINY_ARCH = "mmsearch-tiny"
+TINY_ZH = "tiny-zh"
+BUNDLED: dict[str, str] = {TINY: TINY_ARCH, TINY_ZH: "mmsearch-tiny-zh"}
+"""The models this package ships (name -> architecture): `tiny`, English, and `tiny-zh`, its
+bilingual (English and Chinese) sibling trained with more varied drawing; both know only the
+shapes world."""
 RANDOM_TAG = "random"
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
@@ -67,10 +72,10 @@ def resolve(name: str) -> ModelSpec:
     text = (name or "").strip()
     if not text:
         raise ModelError("No model name given; try 'tiny' or 'ViT-B-32/laion2b_s34b_b79k'.")
-    if text == TINY:
+    if text in BUNDLED:
         from mmsearch.models.openclip_loader import tiny_weights_path
 
-        return ModelSpec(name=TINY, kind="tiny", arch=TINY_ARCH, path=tiny_weights_path())
+        return ModelSpec(name=text, kind="tiny", arch=BUNDLED[text], path=tiny_weights_path(text))
     if text.startswith(HF_HUB_PREFIX):
         return _resolve_hf_hub(text)
     if text.startswith(LOCAL_DIR_PREFIX):
@@ -182,7 +187,7 @@ def _require_arch(arch: str, name: str) -> None:
 
 
 def _unknown_message(name: str, arch: str | None = None) -> str:
-    candidates = known_architectures() if arch else [TINY, *known_architectures()]
+    candidates = known_architectures() if arch else [*BUNDLED, *known_architectures()]
     close = difflib.get_close_matches(arch or name, candidates, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     what = f"architecture {arch!r} in {name!r}" if arch else f"model {name!r}"
@@ -254,6 +259,11 @@ def _check_config(file: Path) -> None:
         )
 
 
+def is_shapes_model(name: str) -> bool:
+    """A bundled model, which knows only the shapes world (its tags and concepts are shapes')."""
+    return name in BUNDLED
+
+
 def list_models() -> list[str]:
     """Every name `load_encoder` knows without a path: tiny, pretrained tags, our random-init archs."""
     ensure_registered()
@@ -261,4 +271,4 @@ def list_models() -> list[str]:
 
     pretrained = [f"{arch}/{tag}" for arch, tag in open_clip.list_pretrained()]
     custom = [f"{arch}/{RANDOM_TAG}" for arch in sorted(_custom_archs)]
-    return [TINY, *registered_models(), *pretrained, *custom]
+    return [*BUNDLED, *registered_models(), *pretrained, *custom]

@@ -86,7 +86,9 @@ GENERAL_MODIFIERS: tuple[Modifier, ...] = SHAPES_MODIFIERS + (
 
 def modifiers_for(model_name: str) -> tuple[Modifier, ...]:
     """The shipped modifiers for a model (the same rule as the default tag vocabulary)."""
-    return SHAPES_MODIFIERS if model_name == "tiny" else GENERAL_MODIFIERS
+    from mmsearch.models.registry import is_shapes_model
+
+    return SHAPES_MODIFIERS if is_shapes_model(model_name) else GENERAL_MODIFIERS
 
 
 _ARTICLE = re.compile(r"\b(a|an) (\w)", re.IGNORECASE)

@@ -133,6 +133,8 @@ def load_vocabulary(path: str | Path) -> Vocabulary:
 
 
 def default_vocabulary(model_name: str) -> Vocabulary:
-    """The shipped vocabulary for a model: the shapes world's for `tiny`, else the general one."""
-    name = "shapes.txt" if model_name == "tiny" else "general.txt"
+    """The shipped vocabulary for a model: the shapes world's for the bundled models, else the general one."""
+    from mmsearch.models.registry import is_shapes_model
+
+    name = "shapes.txt" if is_shapes_model(model_name) else "general.txt"
     return load_vocabulary(VOCABULARIES / name)
