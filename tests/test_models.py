@@ -535,3 +535,30 @@ def test_texts_run_only_up_to_their_end_and_keep_their_order(bundled_tiny: Path)
     full = torch.nn.functional.normalize(full, dim=-1).numpy()
     assert float((short_first * full).sum(1).min()) > 0.9999
     np.testing.assert_allclose(enc.encode_texts(texts[:5]), short_first[:5], atol=1e-5)
+
+
+def test_weights_loaded_over_the_architecture_skip_its_random_init(
+    tiny_checkpoint: dict, monkeypatch: pytest.MonkeyPatch
+):
+    """Drawing random weights that the checkpoint replaces at once costs seconds for ViT-B-32:
+    with weights to load, no torch.nn.init draw runs, and the model is the checkpoint's exactly;
+    a random-init model still draws its (seeded) weights."""
+    from torch.nn import init
+
+    draws: list[str] = []
+    real_normal = init.normal_
+
+    def counted_normal(tensor, *args, **kwargs):
+        draws.append("normal_")
+        return real_normal(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(init, "normal_", counted_normal)
+    enc = load_encoder(f"mmsearch-tiny@{tiny_checkpoint['path']}", device="cpu")
+    enc.load()
+    assert draws == [] and init.normal_ is counted_normal  # restored afterwards
+    np.testing.assert_allclose(enc.encode_texts(TEXTS), tiny_checkpoint["texts"], atol=1e-5)
+    np.testing.assert_allclose(
+        enc.encode_images([_picture((255, 0, 0))]), tiny_checkpoint["images"], atol=1e-5
+    )
+    build_openclip(TINY, pretrained=False)
+    assert draws  # random init still draws

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -340,8 +341,14 @@ def _build(spec: ModelSpec, recipe: Recipe, cache: Path) -> torch.nn.Module:
     import open_clip
     import torch
 
+    loading = recipe.weights is not None
     try:
-        with _hide_random_init_warning(recipe.weights is not None), torch.random.fork_rng(devices=[]):
+        with (
+            _BUILD_LOCK,
+            _hide_random_init_warning(loading),
+            _skip_random_init(loading),
+            torch.random.fork_rng(devices=[]),
+        ):
             torch.manual_seed(RANDOM_INIT_SEED)
             return open_clip.create_model(
                 recipe.source,
@@ -358,6 +365,40 @@ def _build(spec: ModelSpec, recipe: Recipe, cache: Path) -> torch.nn.Module:
         raise ModelError(
             f"Could not build model {spec.name!r} from {recipe.source} ({_short(exc)})."
         ) from exc
+
+
+_BUILD_LOCK = threading.Lock()  # `_skip_random_init` patches torch.nn.init for the whole process
+
+_INIT_FUNCTIONS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+    "sparse_",
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _skip_random_init(active: bool) -> Iterator[None]:
+    """Skip drawing random weights that the checkpoint overwrites at once: ViT-B-32's random
+    init costs seconds on a CPU (more than reading its weights). Safe because the weights are
+    then loaded with strict=True: every parameter and persistent buffer is replaced or the load
+    fails; buffers built without torch.nn.init (masks) are untouched."""
+    if not active:
+        yield
+        return
+    from torch.nn import init
+
+    saved = {name: getattr(init, name) for name in _INIT_FUNCTIONS if hasattr(init, name)}
+    for name in saved:
+        setattr(init, name, _keep)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(init, name, function)
+
+
+def _keep(tensor, *args, **kwargs):
+    return tensor
 
 
 class _DropRandomInitWarning(logging.Filter):
