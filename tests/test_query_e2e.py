@@ -333,3 +333,36 @@ def test_an_unchanged_collection_is_checked_with_one_row_read(library, monkeypat
         monkeypatch.setattr(catalog, "item_counts", scan)
         for _ in range(3):
             assert len(e.search("a blue square", k=3)) == 3
+
+
+def test_searches_ask_the_catalog_once_per_write_for_what_they_all_need(library, tmp_path, monkeypatch):
+    """Whether there are passages, and the encoder, are asked once per catalog write, not once
+    per search (a SQL round trip each); a write that adds passages is seen by the next search."""
+    from mmsearch.catalog.store import Catalog
+
+    _, home, _, _ = library
+    other = tmp_path / "home"
+    shutil.copytree(home, other)
+    asked: list[str] = []
+    for name in ("passage_count", "encoder"):
+        real = getattr(Catalog, name)
+
+        def counted(self, *args, _real=real, _name=name, **kwargs):
+            asked.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Catalog, name, counted)
+    with Engine(other) as reader:
+        reader.search("a red circle", k=5)
+        asked.clear()
+        for _ in range(3):
+            reader.search("a blue square", k=5)
+        assert asked == []
+        notes = tmp_path / "notes"
+        notes.mkdir()
+        (notes / "zoo.txt").write_text("The zebracorn sleeps under the old bridge at noon.\n")
+        with Engine(other) as writer:
+            writer.index([notes], options=IndexOptions(in_process=True))
+        hits = reader.search("zebracorn", k=5)
+        assert "passage_count" in asked
+        assert any(h.path.endswith("zoo.txt") for h in hits), [h.path for h in hits]

@@ -426,9 +426,12 @@ def _wants_passages(query: Query, collection: Collection) -> bool:
     types = query.filters.types
     if types and not types & PASSAGE_FILE_KINDS:
         return False
-    if types and types <= {"image"}:  # pictures hold passages only where their words were read
-        return collection.catalog.passage_count(("ocr",)) > 0
-    return collection.catalog.passage_count() > 0
+    kinds = ("ocr",) if types and types <= {"image"} else None  # pictures: words read in them
+    count = collection.derived(
+        ("passages", kinds),
+        lambda: collection.catalog.passage_count(kinds) if kinds else collection.catalog.passage_count(),
+    )
+    return count > 0
 
 
 def _clean(

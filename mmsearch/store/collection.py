@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -114,6 +114,8 @@ class Collection:
         self._vectors: VectorStore | None = None
         self._passages: VectorStore | None = None
         self._seen_generation: int | None = None  # the catalog generation the stores mirror
+        self._derived: dict[object, object] = {}  # `derived` values, for `_derived_at`
+        self._derived_at: int | None = None
         self._lock = ReadWriteLock()  # searches read the stores; catching up writes them
 
     def close(self) -> None:
@@ -146,8 +148,24 @@ class Collection:
     # ------------------------------------------------------- encoder binding
     def encoder_name(self) -> str | None:
         """The encoder this collection was built with, or None for a new, empty collection."""
-        info = self.catalog.encoder()
+        info = self._derived.get("encoder") if self._derived_at == self._seen_generation else None
+        if info is None:
+            info = self.catalog.encoder()
+            if info is not None:  # bound once for good; an empty answer may change without a write
+                self.derived("encoder", lambda: info)
         return info.name if info else None
+
+    def derived(self, key: object, compute: Callable[[], Any]) -> Any:
+        """A value computed from the catalog, kept until the next committed write that `refresh`
+        sees (each write bumps the generation): a search asks the same questions each time
+        (the encoder, whether there are passages) and they cost a SQL round trip each."""
+        if self._seen_generation is None:
+            return compute()
+        if self._derived_at != self._seen_generation:
+            self._derived, self._derived_at = {}, self._seen_generation
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]
 
     def check_weights(self, name: str, weights: str) -> None:
         """Refuse to search with a checkpoint other than the one the vectors were made with."""
