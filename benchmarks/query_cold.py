@@ -85,13 +85,16 @@ def build_home(home: Path, n: int, model: str) -> dict:
 
     began = time.perf_counter()
     encoder = load_encoder(model, device="cpu", precision="fp32")
-    if not (home / "catalog.db").exists():
+    built = home / ".query_cold-built"  # written last: a build killed midway starts again
+    if not built.exists():
+        shutil.rmtree(home, ignore_errors=True)
         with Collection(home) as collection, collection.writer() as w:
             w.bind_encoder(encoder.name, encoder.dim, encoder.weights_id)
             bulk_insert(
                 write_engine(collection.catalog.engine), Asset, Item, chunks(n, encoder.dim)
             )
             w.rebuild_vectors()
+        built.write_text("ok\n")
     tower = export_text_tower(encoder)
     itm = itm_for_encoder(encoder.name)
     if itm:
