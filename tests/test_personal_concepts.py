@@ -15,8 +15,6 @@ from mmsearch.query.concepts import (
     subjects,
 )
 from mmsearch.query.personal import (
-    choose_model,
-    features,
     fit_logistic,
     fit_sparse_logistic,
     learn_profile,
@@ -34,7 +32,11 @@ def _world(rng, n, kinds):
     large_dir /= np.linalg.norm(large_dir)
     kind = rng.choice(kinds, n)
     large = rng.random(n) < 0.4
-    vectors = np.array([names[k] for k in kind]) + 1.5 * large[:, None] * large_dir + 0.3 * rng.normal(size=(n, DIM))
+    vectors = (
+        np.array([names[k] for k in kind])
+        + 1.5 * large[:, None] * large_dir
+        + 0.3 * rng.normal(size=(n, DIM))
+    )
     return vectors, large, kind, names, large_dir
 
 
@@ -72,11 +74,19 @@ def test_concepts_carry_a_weak_taste_to_subjects_never_judged():
     raw = learn_profile(vectors[large], vectors[~large])
     assert with_concepts.model in ("concepts", "both") and raw.model == "features"
     assert next(iter(with_concepts.concepts_learned())) == "large"  # the taste, in a word
-    assert _auc(with_concepts.preference(test_v), test_large) > 0.88
-    assert _auc(raw.preference(test_v), test_large) < 0.83  # the ridge on raw vectors does worse
+    assert (
+        _auc(with_concepts.concept_margin(test_v), test_large) > 0.88
+    )  # the words carry the taste
+    raw_auc = _auc(raw.preference(test_v), test_large)
+    assert raw_auc < 0.83  # the ridge on raw vectors does worse
+    assert (
+        _auc(with_concepts.preference(test_v), test_large) > raw_auc + 0.05
+    )  # and the whole model gains
     exported = with_concepts.to_dict()
     assert exported["features"][0] == "concepts" and "large" in exported["concepts"]
-    assert "more large (+" in _shown({"user": "ann", "model": exported, "events": []})  # profile show says it
+    assert "more large (+" in _shown(
+        {"user": "ann", "model": exported, "events": []}
+    )  # profile show says it
 
 
 def _shown(profile: dict) -> str:
@@ -89,24 +99,31 @@ def _shown(profile: dict) -> str:
     return " ".join(console.export_text().split())  # the caption wraps to the table's width
 
 
-def test_the_held_out_query_choice_keeps_raw_features_where_concepts_cannot_say_it():
-    """A taste the concepts do not name (one fixed direction unlike any of them): the choice
-    falls on phi, and the learned order is the plain ridge model's."""
+def test_a_taste_the_concepts_cannot_name_is_learned_by_the_raw_features_alone():
+    """A taste the concepts do not name (one fixed direction unlike any of them, liked and
+    disliked under every query): the sparse concept model keeps no word, and the learned order
+    is exactly the plain ridge model's."""
     rng = np.random.default_rng(8)
     vectors, _, kind, names, large_dir = _world(rng, 24, kinds=[0, 1, 2])
     taste = np.random.default_rng(77).normal(size=DIM)
-    liked = vectors @ taste > np.median(vectors @ taste)
+
+    def liked_by(v, k):
+        t, out = v @ taste, np.zeros(len(v), bool)
+        for q in np.unique(k):
+            out[k == q] = t[k == q] > np.median(t[k == q])
+        return out
+
+    liked = liked_by(vectors, kind)
     reference, *_ = _world(np.random.default_rng(6), 500, kinds=[0, 1, 2, 3, 4, 5])
     basis = _basis(names, large_dir, reference)
-    order = np.r_[np.flatnonzero(liked), np.flatnonzero(~liked)]
-    groups = [f"query {k}" for k in kind[order]]
-    x = features(vectors[order])
-    y = liked[order].astype(float)
-    assert choose_model(basis.features(vectors[order]), x, y, groups) == "features"
+    groups = [f"query {k}" for k in kind[liked]] + [f"query {k}" for k in kind[~liked]]
     profile = learn_profile(vectors[liked], vectors[~liked], concepts=basis, groups=groups)
     plain = learn_profile(vectors[liked], vectors[~liked])
-    assert profile.model == "features" and not profile.uses_concepts
-    assert np.allclose(profile.weights, plain.weights)
+    assert profile.concepts_learned() == {}
+    test_v, _, test_kind, *_ = _world(np.random.default_rng(53), 300, kinds=[0, 1, 2])
+    learned, ridge = profile.preference(test_v), plain.preference(test_v)
+    assert np.array_equal(np.argsort(learned), np.argsort(ridge))
+    assert _auc(learned, liked_by(test_v, test_kind)) > 0.6  # the taste is learned, not noise
 
 
 class _Encoder:
@@ -121,7 +138,10 @@ class _Encoder:
         self.seen += list(texts)
         out = []
         for t in texts:
-            v = sum(np.random.default_rng(abs(hash(w)) % 2**32).normal(size=8) for w in t.lower().split())
+            v = sum(
+                np.random.default_rng(abs(hash(w)) % 2**32).normal(size=8)
+                for w in t.lower().split()
+            )
             out.append(v / np.linalg.norm(v))
         return np.array(out, np.float32)
 
@@ -129,15 +149,23 @@ class _Encoder:
 def test_modifier_contrasts_are_built_on_the_vocabularys_subjects():
     vocabulary = parse_vocabulary("[colour]\nred = a red circle | a red star\n[subject]\napple\n")
     assert subjects(vocabulary) == ["red circle", "red star", "apple"]
-    assert _articles("large apple") == "a large apple" and _articles("a orange star") == "an orange star"
+    assert (
+        _articles("large apple") == "a large apple"
+        and _articles("a orange star") == "an orange star"
+    )
     encoder = _Encoder()
-    modifiers = (Modifier("large", "size", "large {}"), Modifier("on the left", "position", "{} on the left"))
+    modifiers = (
+        Modifier("large", "size", "large {}"),
+        Modifier("on the left", "position", "{} on the left"),
+    )
     names, rows = concept_directions(encoder, vocabulary, modifiers)
     assert names == ["red", "apple", "large", "on the left"] and rows.shape == (4, 8)
     assert "a large apple" in encoder.seen and "an apple on the left" in encoder.seen
     unit = lambda m: m / np.linalg.norm(m)  # noqa: E731
     emb = lambda ts: unit(np.mean([unit(v) for v in encoder.encode_texts(ts)], axis=0))  # noqa: E731
-    expected = emb(["a large red circle", "a large red star", "a large apple"]) - emb(["a red circle", "a red star", "an apple"])
+    expected = emb(["a large red circle", "a large red star", "a large apple"]) - emb(
+        ["a red circle", "a red star", "an apple"]
+    )
     assert np.allclose(rows[2], expected, atol=1e-6)
     basis = standardised(names, rows, np.random.default_rng(1).normal(size=(200, 8)))
     f = basis.features(np.random.default_rng(1).normal(size=(200, 8)))
