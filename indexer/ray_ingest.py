@@ -1,10 +1,12 @@
 """Decoding and encoding on a Ray cluster (`mmsearch index --ray auto|ADDRESS`).
 
-The files to index become a Ray Data dataset; `map_batches` runs them through a pool of actors
-that each hold the encoder (one per GPU where the cluster has GPUs, else one per few CPUs).
-An actor decodes its batch in a worker process of its own (`ProcessDecoder`, so a decoder that
-crashes costs that file, as in a plain run), encodes the pictures and passages, and sends back
-each file as a `Decoded` whose items carry their vectors. The driver alone commits, through the
+The files to index become a Ray Data dataset that flows through two pools of actors, as the
+plain pipeline's decoding processes feed its encoder: `DecodeActor`s decode each batch in a
+worker process of their own (`ProcessDecoder`, so a decoder that crashes costs that file, as in
+a plain run), and `EncodeActor`s, which hold the encoder (one per GPU where the cluster has GPUs,
+else one per few CPUs), encode the pictures and passages and send back each file as a `Decoded`
+whose items carry their vectors. Ray Data streams batches between the two, so the next batch is
+decoded while this one is encoded. The driver alone commits, through the
 collection's one writer, exactly as for a plain run: incremental, crash safe, bad files skipped
 and reported.
 
@@ -29,6 +31,10 @@ log = logging.getLogger(__name__)
 CPUS_PER_ACTOR = 4
 """CPUs an encoding actor asks for on a CPU-only cluster (its torch threads), at most all."""
 
+DECODER_CPUS = 0.5
+"""CPUs a decoding actor asks for on a CPU-only cluster: its process decodes while the encoder
+waits, and sleeps while the encoder runs; the pair together asks for the encoder's CPUs."""
+
 LOCAL = "local"
 """`--ray local`: start a Ray instance on this machine for the run (and stop it after)."""
 
@@ -37,26 +43,45 @@ LOCAL = "local"
 class RayPlan:
     """How the run uses the cluster: actors, what each asks for, where the model runs."""
 
-    actors: int
+    actors: int  # encoding actors
     cpus_per_actor: float
     gpus_per_actor: float
-    device: str  # the actors' torch device
+    device: str  # the encoding actors' torch device
+    decoders: int = 1  # decoding actors (each with one decoding process)
+    cpus_per_decoder: float = DECODER_CPUS
+
+    @property
+    def threads(self) -> int:
+        """Torch threads of an encoding actor: its CPUs and its decoder's share (on a CPU-only
+        cluster the decoder is idle while the encoder waits for it, and the encoder's threads
+        should not be fewer than the cores it effectively has)."""
+        if self.gpus_per_actor:
+            return max(1, int(self.cpus_per_actor))
+        return max(1, round(self.cpus_per_actor + self.cpus_per_decoder * self.decoders / self.actors))
 
     def describe(self) -> str:
         each = f"{self.gpus_per_actor:g} GPU" if self.gpus_per_actor else f"{self.cpus_per_actor:g} CPUs"
-        return f"{self.actors} encoding actor(s) with {each} each"
+        return f"{self.actors} encoding actor(s) with {each} each, {self.decoders} decoding actor(s)"
 
 
 def plan_for(resources: dict[str, float], device: str = "auto") -> RayPlan:
-    """Actors for the cluster's resources: one per GPU, else one per `CPUS_PER_ACTOR` CPUs."""
+    """Actors for the cluster's resources: one encoder per GPU with the other CPUs decoding, else
+    one encoder per `CPUS_PER_ACTOR` CPUs, each beside a decoder that asks for `DECODER_CPUS`."""
     gpus = int(resources.get("GPU", 0))
     cpus = max(1, int(resources.get("CPU", 1)))
     if gpus and device != "cpu":
-        return RayPlan(actors=gpus, cpus_per_actor=1, gpus_per_actor=1, device="cuda")
+        return RayPlan(
+            actors=gpus, cpus_per_actor=1, gpus_per_actor=1, device="cuda",
+            decoders=max(1, cpus - gpus), cpus_per_decoder=1,
+        )  # fmt: skip
     if device.startswith("cuda"):
         raise ConfigError(f"--device {device} was asked for, but the Ray cluster has no GPU.")
     each = min(CPUS_PER_ACTOR, cpus)
-    return RayPlan(actors=max(1, cpus // each), cpus_per_actor=each, gpus_per_actor=0, device="cpu")
+    actors = max(1, cpus // each)
+    return RayPlan(
+        actors=actors, cpus_per_actor=each - DECODER_CPUS, gpus_per_actor=0, device="cpu",
+        decoders=actors, cpus_per_decoder=DECODER_CPUS,
+    )  # fmt: skip
 
 
 def import_ray() -> Any:
@@ -88,18 +113,24 @@ def connect(address: str) -> bool:
     return True
 
 
+class DecodeActor:
+    """Decodes one batch of files per call in a worker process of its own (runs in Ray)."""
+
+    def __init__(self, config: WorkerConfig, batch_size: int) -> None:
+        self.decoder = ProcessDecoder(config, workers=1, max_ahead=4 * batch_size)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
+        jobs = [pickle.loads(blob) for blob in batch["job"]]
+        # the decoder's worker stays up between calls; each run ends when its jobs are done
+        outcomes = {o.job.path: o for o in self.decoder.run(jobs) if o is not None}
+        return {"outcome": [pickle.dumps(outcomes[job.path]) for job in jobs]}
+
+
 class EncodeActor:
-    """Holds the encoder; decodes and encodes one batch of files per call (runs in Ray)."""
+    """Holds the encoder; encodes one batch of decoded files per call (runs in Ray)."""
 
     def __init__(
-        self,
-        model: ModelSpec,
-        device: str,
-        precision: str,
-        threads: int,
-        config: WorkerConfig,
-        batch_size: int,
-        store_patches: bool,
+        self, model: ModelSpec, device: str, precision: str, threads: int, batch_size: int, store_patches: bool
     ) -> None:
         import torch
 
@@ -107,16 +138,13 @@ class EncodeActor:
 
         torch.set_num_threads(max(1, threads))
         self.encoder = Encoder(model, device=device, precision=precision).load()
-        self.config, self.batch_size, self.store_patches = config, batch_size, store_patches
-        self.decoder = ProcessDecoder(config, workers=1, max_ahead=4 * batch_size)
+        self.batch_size, self.store_patches = batch_size, store_patches
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
         from indexer.pipeline import encode_files
 
-        jobs = [pickle.loads(blob) for blob in batch["job"]]
-        # the decoder's workers stay up between calls; each run ends when its jobs are done
-        outcomes = {o.job.path: o for o in self.decoder.run(jobs) if o is not None}
-        decoded = [o for o in outcomes.values() if isinstance(o, Decoded)]
+        outcomes: list[Outcome] = [pickle.loads(blob) for blob in batch["outcome"]]
+        decoded = [o for o in outcomes if isinstance(o, Decoded)]
         for d, encoded in zip(
             decoded,
             encode_files(self.encoder, decoded, self.batch_size, self.store_patches),
@@ -124,7 +152,7 @@ class EncodeActor:
         ):
             for item, (vector, patches) in zip(d.items, encoded, strict=True):
                 item.vector, item.patches, item.pixels = vector, patches, None
-        return {"outcome": [pickle.dumps(outcomes[job.path]) for job in jobs]}
+        return {"outcome": [pickle.dumps(o) for o in outcomes]}
 
 
 class RayDecoder:
@@ -182,24 +210,33 @@ class RayDecoder:
         if not todo:
             return
         plan = self.plan
-        dataset = ray.data.from_items(
-            [{"job": pickle.dumps(job)} for job in todo],
-            override_num_blocks=max(1, min(len(todo), -(-len(todo) // self.batch_size))),
-        ).map_batches(
-            EncodeActor,
-            fn_constructor_kwargs={
-                "model": self.model,
-                "device": plan.device,
-                "precision": self.precision,
-                "threads": int(plan.cpus_per_actor),
-                "config": self.config,
-                "batch_size": self.batch_size,
-                "store_patches": self.store_patches,
-            },
-            batch_size=self.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=plan.actors),
-            num_cpus=plan.cpus_per_actor,
-            num_gpus=plan.gpus_per_actor,
+        dataset = (
+            ray.data.from_items(
+                [{"job": pickle.dumps(job)} for job in todo],
+                override_num_blocks=max(1, min(len(todo), -(-len(todo) // self.batch_size))),
+            )
+            .map_batches(
+                DecodeActor,
+                fn_constructor_kwargs={"config": self.config, "batch_size": self.batch_size},
+                batch_size=self.batch_size,
+                compute=ray.data.ActorPoolStrategy(size=plan.decoders),
+                num_cpus=plan.cpus_per_decoder,
+            )
+            .map_batches(
+                EncodeActor,
+                fn_constructor_kwargs={
+                    "model": self.model,
+                    "device": plan.device,
+                    "precision": self.precision,
+                    "threads": plan.threads,
+                    "batch_size": self.batch_size,
+                    "store_patches": self.store_patches,
+                },
+                batch_size=self.batch_size,
+                compute=ray.data.ActorPoolStrategy(size=plan.actors),
+                num_cpus=plan.cpus_per_actor,
+                num_gpus=plan.gpus_per_actor,
+            )
         )
         seen: set[str] = set()
         for row in dataset.iter_rows():

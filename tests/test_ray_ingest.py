@@ -28,9 +28,12 @@ SLOW_S = 0.25  # per file in the slow reader: a run long enough to kill an actor
 
 
 def test_the_plan_takes_one_actor_per_gpu_else_one_per_few_cpus():
-    assert plan_for({"CPU": 2}) == RayPlan(1, 2, 0, "cpu")
-    assert plan_for({"CPU": 64}) == RayPlan(16, 4, 0, "cpu")
-    assert plan_for({"CPU": 16, "GPU": 2}) == RayPlan(2, 1, 1, "cuda")
+    two = plan_for({"CPU": 2})  # an encoder and a decoder share the two CPUs
+    assert two == RayPlan(1, 1.5, 0, "cpu", decoders=1, cpus_per_decoder=0.5) and two.threads == 2
+    wide = plan_for({"CPU": 64})
+    assert wide == RayPlan(16, 3.5, 0, "cpu", decoders=16, cpus_per_decoder=0.5) and wide.threads == 4
+    gpus = plan_for({"CPU": 16, "GPU": 2})  # the CPUs the encoders leave all decode
+    assert gpus == RayPlan(2, 1, 1, "cuda", decoders=14, cpus_per_decoder=1) and gpus.threads == 1
     assert plan_for({"CPU": 16, "GPU": 2}, device="cpu").device == "cpu"
     with pytest.raises(ConfigError, match="no GPU"):
         plan_for({"CPU": 8}, device="cuda")
