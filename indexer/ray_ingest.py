@@ -213,7 +213,10 @@ class RayDecoder:
         dataset = (
             ray.data.from_items(
                 [{"job": pickle.dumps(job)} for job in todo],
-                override_num_blocks=max(1, min(len(todo), -(-len(todo) // self.batch_size))),
+                # blocks of at least a batch: Ray Data bundles blocks up to `batch_size` rows per
+                # task and a task returns when all its rows are done, so smaller blocks would
+                # pair up and the driver would hear of files two batches at a time
+                override_num_blocks=max(1, len(todo) // self.batch_size),
             )
             .map_batches(
                 DecodeActor,
