@@ -95,6 +95,21 @@ def test_selective_filter_on_an_hnsw_index_still_returns_k(library, tmp_path):
         assert e.collection.index_kind == "hnsw"
 
 
+def test_rebuilding_as_another_kind_leaves_no_file_of_the_old_store(library, tmp_path):
+    """An IVF-PQ store keeps its re-scoring rows in a float16 file beside the index; rebuilding
+    the collection as HNSW must not leave that file behind."""
+    _, home, _files, _dup = library
+    other = tmp_path / "home"
+    shutil.copytree(home, other)
+    with Engine(other) as e:
+        e.rebuild("ivfpq")
+        assert list((other / "index").glob("*.f16")), "IVF-PQ keeps its rows in a row file"
+        top = [h.item_id for h in e.search("a red circle", k=5, rerank=("none",))]
+        e.rebuild("hnsw")
+        assert not list((other / "index").glob("*.f16"))
+        assert [h.item_id for h in e.search("a red circle", k=5, rerank=("none",))] == top
+
+
 def test_compound_query_moves_results_toward_and_away_from_terms(engine):
     red = engine.search("a red circle", k=10)
     blend = engine.search([Term("text", "a red circle"), Term("text", "red", -1.0)], k=10)

@@ -734,7 +734,10 @@ def sweep_temporaries(folder: Path) -> int:
 
 
 def _remove_store_file(home: Path, name: str) -> None:
-    for path in (home / "index" / f"{name}.idx", home / "index" / f"{name}.idx.json"):
+    """Delete a file store: its container, its sidecar and any float16 row files (IVF-PQ's
+    re-scoring rows, ``NAME.idx.TOKEN.f16``), which a store of another kind would never clean."""
+    folder = home / "index"
+    for path in (folder / f"{name}.idx", folder / f"{name}.idx.json", *folder.glob(f"{name}.idx.*.f16")):
         try:
             path.unlink()
         except FileNotFoundError:
