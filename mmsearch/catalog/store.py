@@ -1120,7 +1120,7 @@ _ASSET_COLUMNS = tuple(getattr(Asset, name) for name in _ASSET_INFO_FIELDS)
 
 
 def _asset_info(asset: Asset) -> AssetInfo:
-    return AssetInfo(**{f.name: getattr(asset, f.name) for f in fields(AssetInfo)})
+    return AssetInfo(**{name: getattr(asset, name) for name in _ASSET_INFO_FIELDS})
 
 
 def _check_asset(asset: AssetInfo) -> None:
