@@ -14,7 +14,8 @@ Plots (PNG, matplotlib) go to ``benchmarks/plots/``:
 - ``recall_vs_latency.png``: recall@10 against p50 per index kind and search setting, for
   in-distribution and shifted queries;
 - ``images_per_s.png``: whole-run indexing images/s per system, from the peers harness table
-  (``../shared/peers/README.md``, "Last runs") or a ``--peers`` JSON of ``{system: images/s}``.
+  (``../shared/peers/README.md``, "Last runs") or ``--peers`` JSON files of ``{system:
+  images/s}``, one panel per file (per machine).
 Each figure says the machine and the load it was measured under.
 """
 
@@ -153,22 +154,26 @@ def peers_from_readme(path: Path) -> dict[str, float]:
     return found
 
 
-def plot_images_per_s(peers: dict[str, float], source: str, out: Path) -> Path | None:
-    if not peers:
+def plot_images_per_s(panels: list[tuple[dict[str, float], str]], out: Path) -> Path | None:
+    """One horizontal bar chart per machine: ``panels`` holds ``({system: images/s}, source)``,
+    where a ``_machine`` key in the rates names the panel."""
+    panels = [(rates, source) for rates, source in panels if rates]
+    if not panels:
         return None
     import matplotlib.pyplot as plt
 
-    names = sorted(peers, key=peers.get)
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
-    ax.barh(
-        names, [peers[n] for n in names], color=["C1" if "mmsearch" in n else "C0" for n in names]
-    )
-    for i, name in enumerate(names):
-        ax.text(peers[name], i, f" {peers[name]:g}", va="center", fontsize=8)
-    ax.set_xlabel("images/s, whole run (1,000 JPEGs, ViT-B-32)")
-    ax.set_title("Indexing throughput per system", fontsize=11)
-    ax.text(0, -0.25, f"source: {source}", transform=ax.transAxes, fontsize=7)
-    ax.tick_params(axis="y", labelsize=7)
+    heights = [0.5 * len([k for k in rates if not k.startswith("_")]) + 1.5 for rates, _ in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, sum(heights)), gridspec_kw={"height_ratios": heights})
+    for ax, (rates, source) in zip(list(axes) if len(panels) > 1 else [axes], panels, strict=True):
+        peers = {k: float(v) for k, v in rates.items() if not k.startswith("_")}
+        names = sorted(peers, key=peers.get)
+        ax.barh(names, [peers[n] for n in names], color=["C1" if "mmsearch" in n else "C0" for n in names])
+        for i, name in enumerate(names):
+            ax.text(peers[name], i, f" {peers[name]:g}", va="center", fontsize=8)
+        ax.set_xlabel("images/s, whole run (1,000 JPEGs, ViT-B-32)")
+        ax.set_title(rates.get("_machine", "Indexing throughput per system"), fontsize=10)
+        ax.text(0, -0.35, f"source: {source}", transform=ax.transAxes, fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
     return _save(fig, out / "images_per_s.png")
 
 
@@ -182,18 +187,18 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def draw_plots(results: Path, out: Path, peers_json: Path | None) -> list[Path]:
+def draw_plots(results: Path, out: Path, peers_json: list[Path] | None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
-    if peers_json is not None:
-        peers, source = json.loads(peers_json.read_text()), str(peers_json)
+    if peers_json:
+        panels = [(json.loads(p.read_text()), str(p)) for p in peers_json]
     else:
-        peers, source = peers_from_readme(PEERS_README), "shared/peers/README.md (Last runs)"
+        panels = [(peers_from_readme(PEERS_README), "shared/peers/README.md (Last runs)")]
     drawn = [
         plot_latency_vs_size(results, out),
         plot_recall_vs_latency(results, out),
-        plot_images_per_s(peers, source, out),
+        plot_images_per_s(panels, out),
     ]
     return [p for p in drawn if p is not None]
 
@@ -208,7 +213,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
     ap.add_argument("--photos", type=int, default=300, help="ingest suite: photos to index")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--plots", type=Path, default=PLOTS)
-    ap.add_argument("--peers", type=Path, default=None, help="JSON {system: images/s}")
+    ap.add_argument(
+        "--peers", type=Path, nargs="+", default=None,
+        help="JSON files of {system: images/s}, one panel each (a '_machine' key titles it)",
+    )  # fmt: skip
     ap.add_argument("--plots-only", action="store_true")
     args = ap.parse_args(argv)
     if not args.plots_only:

@@ -145,12 +145,13 @@ def test_benchmark_entry_point_runs_suites_and_draws_plots(tmp_path):
     """benchmarks/run.py at a tiny size: results appended with the device, three PNG plots."""
     import run
 
-    peers = tmp_path / "peers.json"
+    peers, other = tmp_path / "peers.json", tmp_path / "other.json"
     peers.write_text(json.dumps({"rclip": 23.7, "mmsearch index": 22.6}))
+    other.write_text(json.dumps({"_machine": "another CPU", "rclip": 8.3, "mmsearch index": 6.2}))
     drawn = run.main(
         ["--suite", "query,ann", "--sizes", "3000", "--dim", "32", "--kinds", "flat", "ivfpq",
          "--queries", "10", "--results", str(tmp_path), "--plots", str(tmp_path / "plots"),
-         "--peers", str(peers)]
+         "--peers", str(peers), str(other)]
     )  # fmt: skip
     assert sorted(p.name for p in drawn) == [
         "images_per_s.png", "latency_vs_size.png", "recall_vs_latency.png",
