@@ -353,20 +353,22 @@ def test_an_unchanged_collection_is_checked_with_one_row_read(library, monkeypat
 def test_searches_ask_the_catalog_once_per_write_for_what_they_all_need(library, tmp_path, monkeypatch):
     """Whether there are passages, and the encoder, are asked once per catalog write, not once
     per search (a SQL round trip each); a write that adds passages is seen by the next search."""
+    from mmsearch.catalog.reader import CatalogReader
     from mmsearch.catalog.store import Catalog
 
     _, home, _, _ = library
     other = tmp_path / "home"
     shutil.copytree(home, other)
     asked: list[str] = []
-    for name in ("passage_count", "encoder"):
-        real = getattr(Catalog, name)
+    for cls in (Catalog, CatalogReader):  # a reading Engine asks the reader, a writer the Catalog
+        for name in ("passage_count", "encoder"):
+            real = getattr(cls, name)
 
-        def counted(self, *args, _real=real, _name=name, **kwargs):
-            asked.append(_name)
-            return _real(self, *args, **kwargs)
+            def counted(self, *args, _real=real, _name=name, **kwargs):
+                asked.append(_name)
+                return _real(self, *args, **kwargs)
 
-        monkeypatch.setattr(Catalog, name, counted)
+            monkeypatch.setattr(cls, name, counted)
     with Engine(other) as reader:
         reader.search("a red circle", k=5)
         asked.clear()

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import errno
 import functools
+import sqlite3
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
-
-from sqlalchemy.exc import DBAPIError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mmsearch.errors import CatalogError, DiskFullError
+
+if TYPE_CHECKING:
+    from sqlalchemy.exc import DBAPIError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,18 +28,25 @@ _DAMAGED = ("malformed", "not a database", "file is encrypted", "corrupt", "no s
 
 @contextmanager
 def database_errors(where: str) -> Iterator[None]:
-    """Turn SQLAlchemy/driver errors (and a full disk) into `CatalogError`s about ``where``."""
+    """Turn SQLAlchemy/driver errors, the standard library's sqlite3 errors (the read-only
+    `reader`), and a full disk into `CatalogError`s about ``where``."""
     try:
         yield
-    except DBAPIError as exc:
+    except sqlite3.Error as exc:
         raise translate(exc, where) from exc
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise disk_full(where) from exc
         raise
+    except Exception as exc:
+        # SQLAlchemy's errors, without importing it: if one was raised, it is loaded already
+        sa_exc = sys.modules.get("sqlalchemy.exc")
+        if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
+            raise translate(exc, where) from exc
+        raise
 
 
-def translate(exc: DBAPIError, where: str) -> CatalogError:
+def translate(exc: DBAPIError | sqlite3.Error, where: str) -> CatalogError:
     message = str(getattr(exc, "orig", exc)).strip() or type(exc).__name__
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
     if sqlstate or _is_pg_driver(exc):

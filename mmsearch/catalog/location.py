@@ -14,10 +14,6 @@ import logging
 import os
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
-from mmsearch.catalog.db import to_url
 from mmsearch.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -49,6 +45,11 @@ def recorded_url(home: Path) -> str | None:
 
 def without_password(url: str) -> str:
     """The URL in the form it is recorded: normalised driver, no password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from mmsearch.catalog.db import to_url
+
     try:
         parsed = make_url(to_url(url))
     except (ArgumentError, ValueError) as exc:
@@ -59,6 +60,10 @@ def without_password(url: str) -> str:
 
 
 def has_password(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    from mmsearch.catalog.db import to_url
+
     return make_url(to_url(url)).password is not None
 
 
@@ -76,12 +81,20 @@ def resolve(home: Path, explicit: str | None) -> str | None:
             f"(--home PATH) for another catalog, or delete {home / CATALOG_URL_FILE} (and the "
             "home's index folder) to move this home to the new one."
         )
-    if recorded is None and (home / SQLITE_FILE).exists() and make_url(to_url(wanted)).get_backend_name() != "sqlite":
+    if recorded is None and (home / SQLITE_FILE).exists() and not _is_sqlite(wanted):
         raise ConfigError(
             f"The home {home} already holds a SQLite catalog ({SQLITE_FILE}); a catalog at "
             f"{wanted} needs a home of its own: pass --home NEW_HOME with --catalog."
         )
     return requested
+
+
+def _is_sqlite(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    from mmsearch.catalog.db import to_url
+
+    return make_url(to_url(url)).get_backend_name() == "sqlite"
 
 
 def record(home: Path, url: str) -> None:

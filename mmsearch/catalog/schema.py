@@ -55,14 +55,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from mmsearch.catalog.kinds import ASSET_KINDS, ITEM_KINDS, PASSAGE_KINDS, SCHEMA_VERSION  # noqa: F401
+
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 9
-"""Bump with a step in ``migrations.MIGRATIONS`` whenever these tables change."""
-
-ASSET_KINDS = ("image", "video", "audio", "text")
-ITEM_KINDS = ("image", "keyframe", "transcript", "text", "ocr")
-PASSAGE_KINDS = ("transcript", "text", "ocr")  # items with a passage: text-model and keyword matched
 
 # SQLite only gives AUTOINCREMENT (never reissue an id) to an INTEGER PRIMARY KEY column.
 _ItemId = BigInteger().with_variant(Integer(), "sqlite")

@@ -12,9 +12,8 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, fields
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import (
@@ -42,6 +41,20 @@ from mmsearch.catalog.keyword import (
     query_terms,
 )
 from mmsearch.catalog.migrations import ensure_schema
+from mmsearch.catalog.records import (  # noqa: F401  (re-exported: the catalog's public records)
+    PATCH_DTYPE,
+    PATCH_SHAPE_KEY,
+    AssetInfo,
+    AssetState,
+    EncoderInfo,
+    FeedbackEvent,
+    FolderInfo,
+    ItemData,
+    ItemRecord,
+    UpsertResult,
+    parse_shape,
+    patch_arrays,
+)
 from mmsearch.catalog.schema import (
     ASSET_KINDS,
     CJK_KEYWORD_TABLE,
@@ -79,11 +92,6 @@ COLLECTION_ID_KEY = "collection_id"
 GENERATION_KEY = "generation"
 """The ``meta`` row counting committed writes (bumped in the same transaction as each write)."""
 
-PATCH_DTYPE = np.dtype("<f2")
-"""How patch features are stored: little-endian float16 (4 KB per item for P x D = 4 x 512)."""
-
-PATCH_SHAPE_KEY = "patch_shape"
-"""The ``meta`` row with the shape of every stored item's patch features, as ``"P x D"``."""
 
 TAG_VOCABULARY_KEY = "tag_vocabulary"
 """The ``meta`` row with the vocabulary (file form) the collection's tags were chosen from."""
@@ -100,106 +108,8 @@ _IN_CHUNK = 500
 """Ids or paths per ``IN (...)`` clause; stays under every backend's bound-parameter limit."""
 
 
-@dataclass(frozen=True)
-class AssetInfo:
-    """An asset's fields: passed in by the indexer, and returned (with ``id``) by lookups."""
-
-    path: str
-    kind: str
-    size: int
-    mtime_ns: int
-    content_hash: str
-    folder_id: int | None = None
-    width: int | None = None
-    height: int | None = None
-    duration_s: float | None = None
-    taken_at: datetime | None = None
-    camera: str | None = None
-    gps_lat: float | None = None
-    gps_lon: float | None = None
-    transcript_backend: str | None = None
-    ocr_engine: str | None = None  # the OCR engine that read its words (pictures, with --ocr)
-    id: int | None = None  # set when read back
-    indexed_at: float | None = None  # set when read back
-    date_s: float | None = None  # set when read back: taken_at, else mtime (POSIX seconds)
-
-
 _READ_BACK = ("id", "indexed_at", "date_s")
 _ASSET_FIELDS = tuple(f.name for f in fields(AssetInfo) if f.name not in _READ_BACK)
-
-
-class ItemData(NamedTuple):
-    """One item to store; plain ``(kind, start, end, text, vector, thumbnail)`` tuples work too."""
-
-    kind: str
-    start_s: float | None
-    end_s: float | None
-    text: str | None
-    vector: np.ndarray
-    thumbnail: bytes | None = None
-    text_vector: np.ndarray | None = None  # a passage's sentence-model vector
-    patches: np.ndarray | None = None  # a picture's patch features (P, D), for the ITM reranker
-
-
-@dataclass(frozen=True)
-class ItemRecord:
-    """An item joined with its asset, as search results need it."""
-
-    id: int
-    kind: str
-    start_s: float | None
-    end_s: float | None
-    text: str | None
-    asset: AssetInfo
-    thumbnail: bytes | None = None
-
-    @property
-    def path(self) -> str:
-        return self.asset.path
-
-    @property
-    def asset_kind(self) -> str:
-        return self.asset.kind
-
-
-@dataclass(frozen=True)
-class UpsertResult:
-    """What an upsert changed: the vector index must add ``item_ids`` and drop ``replaced_ids``."""
-
-    asset_id: int
-    item_ids: list[int]
-    replaced_ids: list[int]
-
-
-class AssetState(NamedTuple):
-    """What the scanner compares to decide whether a file changed."""
-
-    size: int
-    mtime_ns: int
-    content_hash: str
-
-
-class FeedbackEvent(NamedTuple):
-    """One judgement as a user gave it, resolved to today's item (None when the file is gone)."""
-
-    id: int
-    user: str
-    item_id: int | None
-    path: str | None
-    label: int  # +1 good, -1 bad
-    query: str | None
-    created_at: float
-
-
-class FolderInfo(NamedTuple):
-    id: int
-    path: str
-    added_at: float
-
-
-class EncoderInfo(NamedTuple):
-    name: str
-    dim: int
 
 
 @guarded
@@ -750,7 +660,7 @@ class Catalog:
 
     def patch_shape(self) -> tuple[int, int] | None:
         """(P, D) of the stored patch features, or None when none were ever stored."""
-        return _parse_shape(self.get_meta(PATCH_SHAPE_KEY))
+        return parse_shape(self.get_meta(PATCH_SHAPE_KEY))
 
     def patches_for(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         """(ids that have patch features, in the order asked; float16 (n, P, D)); others skipped."""
@@ -758,16 +668,7 @@ class Catalog:
         order, blobs = (
             self._blobs_of(ItemPatches.item_id, ItemPatches.data, ids) if shape else ([], [])
         )
-        if not order:
-            return np.empty(0, np.int64), np.empty((0, *(shape or (0, 0))), np.float16)
-        size = shape[0] * shape[1] * PATCH_DTYPE.itemsize
-        if any(len(blob) != size for blob in blobs):
-            raise CatalogError(
-                "The catalog holds patch features of another shape than its patch_shape record; "
-                "run `mmsearch index --patches` on the folders to store them again."
-            )
-        data = np.frombuffer(b"".join(blobs), dtype=PATCH_DTYPE)
-        return np.array(order, np.int64), data.reshape(len(order), *shape).astype(np.float16)
+        return patch_arrays(order, blobs, shape)
 
     def patch_counts(self) -> tuple[int, int]:
         """(picture items with patch features, picture items without)."""
@@ -1090,18 +991,11 @@ def _record_patch_shape(s: Any, shape: tuple[int, int]) -> None:
     text = f"{shape[0]}x{shape[1]}"
     if current is None:
         s.add(Meta(key=PATCH_SHAPE_KEY, value=text))
-    elif _parse_shape(current.value) != tuple(shape):
+    elif parse_shape(current.value) != tuple(shape):
         raise CatalogError(
             f"This collection stores patch features of shape {current.value}, not {text}; "
             "they come from one encoder and grid per collection."
         )
-
-
-def _parse_shape(value: str | None) -> tuple[int, int] | None:
-    if not value:
-        return None
-    p, d = value.split("x")
-    return int(p), int(d)
 
 
 def _bump_generation(s: Any) -> None:

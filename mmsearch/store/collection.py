@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mmsearch.catalog import PASSAGE_KINDS, Catalog, ItemData
+from mmsearch.catalog import PASSAGE_KINDS, ItemData
 from mmsearch.catalog.guard import database_errors
 from mmsearch.errors import (
     CatalogError,
@@ -101,7 +101,7 @@ class Collection:
                 f"Unknown vector index kind {index_kind!r}; choose one of: {', '.join(INDEX_KINDS)}."
             )
         self.home.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog.open(catalog_url or (self.home / CATALOG_FILE))
+        self.catalog = _open_catalog(self.home, catalog_url, create)
         if catalog_url is not None:
             try:
                 location.record(self.home, catalog_url)
@@ -731,6 +731,21 @@ def sweep_temporaries(folder: Path) -> int:
     if removed:
         log.info("removed %d temporary files left by an interrupted save", removed)
     return removed
+
+
+def _open_catalog(home: Path, url: str | None, create: bool) -> Any:
+    """The home's catalog: for a command that only reads a local one (``create=False``), the
+    sqlite3 `CatalogReader`, which opens the SQLAlchemy `Catalog` only when something beyond a
+    search's reads is asked; otherwise the `Catalog` itself (creating or migrating the schema)."""
+    if not create and url is None:
+        from mmsearch.catalog.reader import open_reader
+
+        reader = open_reader(home / CATALOG_FILE)
+        if reader is not None:
+            return reader
+    from mmsearch.catalog.store import Catalog
+
+    return Catalog.open(url or (home / CATALOG_FILE))
 
 
 def _remove_store_file(home: Path, name: str) -> None:
