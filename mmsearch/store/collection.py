@@ -259,8 +259,10 @@ class Collection:
         self, store: VectorStore | None, *, reader: bool = False
     ) -> VectorStore | None:
         model = self.text_model_name()
+        if model is None:  # no passage was ever embedded: no scan of the items for their ids
+            return None
         ids = self.catalog.text_vector_ids()
-        if model is None or not len(ids):
+        if not len(ids):
             return None
         if store is None:
             found, first = self.catalog.text_vectors_for(ids[:1])
