@@ -41,7 +41,7 @@ from mmsearch.catalog.keyword import (
     query_terms,
 )
 from mmsearch.catalog.migrations import ensure_schema
-from mmsearch.catalog.records import (  # noqa: F401  (re-exported: the catalog's public records)
+from mmsearch.catalog.records import (
     PATCH_DTYPE,
     PATCH_SHAPE_KEY,
     AssetInfo,
