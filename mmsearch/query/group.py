@@ -24,19 +24,18 @@ def group_adjacent(hits: list[Candidate], gap_s: float = GROUP_GAP_S) -> list[Ca
     """
     out: list[Candidate] = []
     reach: list[tuple[float, float] | None] = []  # time range covered by each kept group
+    still_of: dict[str, Candidate] = {}  # the kept picture (or its words) of each file
     for hit in hits:
         rec = hit.record
         if rec.start_s is None:
-            kept = next(
-                (k for k in out if rec.kind in STILL_KINDS and k.record.kind in STILL_KINDS
-                 and k.record.path == rec.path),
-                None,
-            )  # fmt: skip
+            kept = still_of.get(rec.path) if rec.kind in STILL_KINDS else None
             if kept is not None:
                 kept.moments.append(Moment(rec.id, None, None))
             else:
                 out.append(hit)
                 reach.append(None)
+                if rec.kind in STILL_KINDS:
+                    still_of.setdefault(rec.path, hit)
             continue
         end = rec.end_s if rec.end_s is not None else rec.start_s
         for i, kept in enumerate(out):

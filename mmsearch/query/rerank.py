@@ -74,14 +74,14 @@ def mmr_order(
     sims = np.asarray(vectors, np.float64) @ np.asarray(vectors, np.float64).T
     alike = np.clip((sims - floor) / (1.0 - floor), 0.0, None)
     penalty = np.zeros(n)
-    left = list(range(n))
+    placed = np.zeros(n, bool)
     order, placed_penalty = [], []
-    while left:
-        gains = [lam * rel[i] - (1 - lam) * penalty[i] for i in left]
-        best = left[int(np.argmax(gains))]
+    for _ in range(n):
+        gains = np.where(placed, -np.inf, lam * rel - (1 - lam) * penalty)
+        best = int(np.argmax(gains))  # the first of equal gains: the earlier row, as before
         order.append(best)
         placed_penalty.append(float(penalty[best]))
-        left.remove(best)
+        placed[best] = True
         penalty = np.maximum(penalty, alike[best])
     return order, placed_penalty
 
