@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from mmsearch.errors import ConfigError
 
@@ -43,15 +44,21 @@ def recorded_url(home: Path) -> str | None:
     return text or None
 
 
-def without_password(url: str) -> str:
-    """The URL in the form it is recorded: normalised driver, no password."""
+def _parsed(url: str) -> Any:
+    """SQLAlchemy's reading of a catalog URL (imported here: a home without one never needs it)."""
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
 
     from mmsearch.catalog.db import to_url
 
+    return make_url(to_url(url))
+
+
+def without_password(url: str) -> str:
+    """The URL in the form it is recorded: normalised driver, no password."""
+    from sqlalchemy.exc import ArgumentError
+
     try:
-        parsed = make_url(to_url(url))
+        parsed = _parsed(url)
     except (ArgumentError, ValueError) as exc:
         raise ConfigError(
             f"Not a database URL: {url!r} ({exc}). Example: postgresql://USER@HOST:5432/DBNAME"
@@ -60,11 +67,7 @@ def without_password(url: str) -> str:
 
 
 def has_password(url: str) -> bool:
-    from sqlalchemy.engine import make_url
-
-    from mmsearch.catalog.db import to_url
-
-    return make_url(to_url(url)).password is not None
+    return _parsed(url).password is not None
 
 
 def resolve(home: Path, explicit: str | None) -> str | None:
@@ -81,20 +84,12 @@ def resolve(home: Path, explicit: str | None) -> str | None:
             f"(--home PATH) for another catalog, or delete {home / CATALOG_URL_FILE} (and the "
             "home's index folder) to move this home to the new one."
         )
-    if recorded is None and (home / SQLITE_FILE).exists() and not _is_sqlite(wanted):
+    if recorded is None and (home / SQLITE_FILE).exists() and _parsed(wanted).get_backend_name() != "sqlite":
         raise ConfigError(
             f"The home {home} already holds a SQLite catalog ({SQLITE_FILE}); a catalog at "
             f"{wanted} needs a home of its own: pass --home NEW_HOME with --catalog."
         )
     return requested
-
-
-def _is_sqlite(url: str) -> bool:
-    from sqlalchemy.engine import make_url
-
-    from mmsearch.catalog.db import to_url
-
-    return make_url(to_url(url)).get_backend_name() == "sqlite"
 
 
 def record(home: Path, url: str) -> None:

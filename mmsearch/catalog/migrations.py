@@ -36,6 +36,7 @@ from sqlalchemy import (
 )
 
 from mmsearch.catalog.db import writer
+from mmsearch.catalog.kinds import VERSION_KEY
 from mmsearch.catalog.schema import (
     SCHEMA_VERSION,
     Base,
@@ -47,7 +48,6 @@ from mmsearch.errors import CatalogError
 
 log = logging.getLogger(__name__)
 
-VERSION_KEY = "schema_version"
 
 
 def _v1_to_v2(conn: Connection) -> None:

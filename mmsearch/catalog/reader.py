@@ -17,7 +17,6 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,9 +24,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmsearch.catalog.guard import database_errors
-from mmsearch.catalog.kinds import PASSAGE_KINDS, SCHEMA_VERSION
-from mmsearch.catalog.records import (
+from mmsearch.catalog.kinds import (
+    COLLECTION_ID_KEY,
+    ENCODER_WEIGHTS_KEY,
+    GENERATION_KEY,
+    PASSAGE_KINDS,
     PATCH_SHAPE_KEY,
+    SCHEMA_VERSION,
+    VERSION_KEY,
+    chunks,
+)
+from mmsearch.catalog.records import (
+    ASSET_INFO_FIELDS,
     AssetInfo,
     EncoderInfo,
     ItemRecord,
@@ -41,12 +49,6 @@ if TYPE_CHECKING:
 BUSY_TIMEOUT_S = 30.0
 """How long a read waits for a writer's lock (as `mmsearch.catalog.db`'s connections do)."""
 
-_IN_CHUNK = 500
-_ASSET_FIELDS = tuple(f.name for f in fields(AssetInfo))
-_VERSION_KEY = "schema_version"  # `migrations.VERSION_KEY`
-_GENERATION_KEY = "generation"  # `store.GENERATION_KEY`
-_ENCODER_WEIGHTS_KEY = "encoder_weights"  # `store.ENCODER_WEIGHTS_KEY`
-_COLLECTION_ID_KEY = "collection_id"  # `store.COLLECTION_ID_KEY`
 
 
 class NotServed(Exception):
@@ -70,7 +72,7 @@ class CatalogReader:
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             try:
-                version = self._meta_now(_VERSION_KEY)
+                version = self._meta_now(VERSION_KEY)
             except sqlite3.Error:
                 self._conn.close()
                 raise NotServed(f"{self.path} has no readable schema version") from None
@@ -131,10 +133,10 @@ class CatalogReader:
             return self._meta_now(key)
 
     def collection_id(self) -> str:
-        return self.get_meta(_COLLECTION_ID_KEY) or ""
+        return self.get_meta(COLLECTION_ID_KEY) or ""
 
     def generation(self) -> int:
-        return int(self.get_meta(_GENERATION_KEY) or 0)
+        return int(self.get_meta(GENERATION_KEY) or 0)
 
     def encoder(self) -> EncoderInfo | None:
         with self._read() as conn:
@@ -148,7 +150,7 @@ class CatalogReader:
         return EncoderInfo(rows["encoder"], int(rows.get("encoder_dim", 0)))
 
     def encoder_weights(self) -> str | None:
-        return self.get_meta(_ENCODER_WEIGHTS_KEY)
+        return self.get_meta(ENCODER_WEIGHTS_KEY)
 
     def items_by_ids(self, ids: Iterable[int], *, with_thumbnails: bool = False) -> list[ItemRecord]:
         """Items joined with their assets, in the order asked; ids deleted meanwhile are skipped."""
@@ -157,10 +159,10 @@ class CatalogReader:
         if with_thumbnails:
             item_cols.append("items.thumbnail")
         n = len(item_cols)
-        columns = ", ".join(item_cols + [f"assets.{name}" for name in _ASSET_FIELDS])
+        columns = ", ".join(item_cols + [f"assets.{name}" for name in ASSET_INFO_FIELDS])
         by_id: dict[int, ItemRecord] = {}
         with self._read() as conn:
-            for chunk in _chunks(sorted(set(wanted))):
+            for chunk in chunks(sorted(set(wanted))):
                 marks = ", ".join("?" * len(chunk))
                 for row in conn.execute(
                     f"SELECT {columns} FROM items JOIN assets ON items.asset_id = assets.id "
@@ -189,7 +191,7 @@ class CatalogReader:
         wanted = sorted({int(i) for i in ids})
         out: dict[int, list[tuple[str, float]]] = {}
         with self._read() as conn:
-            for chunk in _chunks(wanted):
+            for chunk in chunks(wanted):
                 marks = ", ".join("?" * len(chunk))
                 for item_id, tag, score in conn.execute(
                     f"SELECT item_id, tag, score FROM item_tags WHERE item_id IN ({marks}) "
@@ -208,7 +210,7 @@ class CatalogReader:
         found: dict[int, bytes] = {}
         with self._read() as conn:
             shape = parse_shape(self._meta_now(PATCH_SHAPE_KEY))
-            for chunk in _chunks(sorted(set(wanted)) if shape else []):
+            for chunk in chunks(sorted(set(wanted)) if shape else []):
                 marks = ", ".join("?" * len(chunk))
                 found.update(
                     conn.execute(
@@ -234,13 +236,8 @@ def open_reader(path: Path) -> CatalogReader | None:
 
 
 def _asset_values(values: Sequence[Any]) -> dict[str, Any]:
-    out = dict(zip(_ASSET_FIELDS, values, strict=True))
+    out = dict(zip(ASSET_INFO_FIELDS, values, strict=True))
     taken = out.get("taken_at")
     if isinstance(taken, str):  # SQLAlchemy stores SQLite DATETIME as ISO text
         out["taken_at"] = datetime.fromisoformat(taken)
     return out
-
-
-def _chunks(values: list[int]) -> Iterator[list[int]]:
-    for start in range(0, len(values), _IN_CHUNK):
-        yield values[start : start + _IN_CHUNK]

@@ -3,7 +3,7 @@ them from rows without importing the ORM (`mmsearch.catalog.reader`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import NamedTuple
 
@@ -14,8 +14,6 @@ from mmsearch.errors import CatalogError
 PATCH_DTYPE = np.dtype("<f2")
 """How patch features are stored: little-endian float16 (4 KB per item for P x D = 4 x 512)."""
 
-PATCH_SHAPE_KEY = "patch_shape"
-"""The ``meta`` row with the shape of every stored item's patch features, as ``"P x D"``."""
 
 @dataclass(frozen=True)
 class AssetInfo:
@@ -41,6 +39,10 @@ class AssetInfo:
     date_s: float | None = None  # set when read back: taken_at, else mtime (POSIX seconds)
 
 
+
+
+ASSET_INFO_FIELDS = tuple(f.name for f in fields(AssetInfo))
+"""`AssetInfo`'s fields, in order: the asset columns a lookup selects."""
 
 
 class ItemData(NamedTuple):
@@ -118,7 +120,7 @@ class EncoderInfo(NamedTuple):
 
 
 def parse_shape(value: str | None) -> tuple[int, int] | None:
-    """``"P x D"`` (the `PATCH_SHAPE_KEY` row) as ``(P, D)``; None when none were stored."""
+    """``"P x D"`` (the `kinds.PATCH_SHAPE_KEY` row) as ``(P, D)``; None when none were stored."""
     if not value:
         return None
     p, d = value.split("x")

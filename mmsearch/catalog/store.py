@@ -40,10 +40,17 @@ from mmsearch.catalog.keyword import (
     fts_match_expression,
     query_terms,
 )
+from mmsearch.catalog.kinds import (
+    COLLECTION_ID_KEY,
+    ENCODER_WEIGHTS_KEY,
+    GENERATION_KEY,
+    PATCH_SHAPE_KEY,
+    chunks,
+)
 from mmsearch.catalog.migrations import ensure_schema
 from mmsearch.catalog.records import (
+    ASSET_INFO_FIELDS,
     PATCH_DTYPE,
-    PATCH_SHAPE_KEY,
     AssetInfo,
     AssetState,
     EncoderInfo,
@@ -86,12 +93,6 @@ VECTOR_DTYPE = np.dtype("<f4")
 KEYWORD_FILTER_FETCH = 100_000
 """Matches ranked before an allow-list is applied to keyword search (a bound, not a page size)."""
 
-COLLECTION_ID_KEY = "collection_id"
-"""The ``meta`` row naming this catalog, so an index copied from another home is recognised."""
-
-GENERATION_KEY = "generation"
-"""The ``meta`` row counting committed writes (bumped in the same transaction as each write)."""
-
 
 TAG_VOCABULARY_KEY = "tag_vocabulary"
 """The ``meta`` row with the vocabulary (file form) the collection's tags were chosen from."""
@@ -99,13 +100,7 @@ TAG_VOCABULARY_KEY = "tag_vocabulary"
 TAGS_THROUGH_KEY = "tags_through"
 """The ``meta`` row with the highest item id tagged against that vocabulary (ids are never reused)."""
 
-ENCODER_WEIGHTS_KEY = "encoder_weights"
-"""The ``meta`` row with the digest of the encoder's weights file (`Encoder.weights_id`)."""
-
 _PICTURE_KINDS = ("image", "keyframe")
-
-_IN_CHUNK = 500
-"""Ids or paths per ``IN (...)`` clause; stays under every backend's bound-parameter limit."""
 
 
 _READ_BACK = ("id", "indexed_at", "date_s")
@@ -301,11 +296,11 @@ class Catalog:
                 _record_patch_shape(s, shape)
             existing = {
                 a.path: a
-                for chunk in _chunks(paths)
+                for chunk in chunks(paths)
                 for a in s.scalars(select(Asset).where(Asset.path.in_(chunk)))
             }
             replaced: dict[int, list[int]] = {a.id: [] for a in existing.values()}
-            for chunk in _chunks(list(replaced)):
+            for chunk in chunks(list(replaced)):
                 for item_id, asset_id in s.execute(
                     select(Item.id, Item.asset_id).where(Item.asset_id.in_(chunk))
                 ):
@@ -389,7 +384,7 @@ class Catalog:
         removed: list[int] = []
         with self._write.begin() as s:
             _bump_generation(s)
-            for chunk in _chunks(wanted):
+            for chunk in chunks(wanted):
                 asset_ids = list(s.scalars(select(Asset.id).where(Asset.path.in_(chunk))))
                 if not asset_ids:
                     continue
@@ -455,7 +450,7 @@ class Catalog:
         wanted = [int(i) for i in ids]
         found: dict[int, bytes] = {}
         with self._read() as s:
-            for chunk in _chunks(sorted(set(wanted))):
+            for chunk in chunks(sorted(set(wanted))):
                 rows = s.execute(select(key, column).where(key.in_(chunk), column.is_not(None)))
                 found.update((item_id, blob) for item_id, blob in rows)
         order = [i for i in wanted if i in found]
@@ -472,7 +467,7 @@ class Catalog:
         n = len(cols)
         by_id: dict[int, ItemRecord] = {}
         with self._read() as s:
-            for chunk in _chunks(sorted(set(wanted))):
+            for chunk in chunks(sorted(set(wanted))):
                 # the asset's columns, not the ORM entity: no identity map on every search's
                 # 50 candidates (about half of this call's time)
                 for row in s.execute(
@@ -480,7 +475,7 @@ class Catalog:
                     .join(Asset, Item.asset_id == Asset.id)
                     .where(Item.id.in_(chunk))
                 ):
-                    asset = AssetInfo(**dict(zip(_ASSET_INFO_FIELDS, row[n:], strict=True)))
+                    asset = AssetInfo(**dict(zip(ASSET_INFO_FIELDS, row[n:], strict=True)))
                     thumb = row[5] if with_thumbnails else None
                     by_id[row[0]] = ItemRecord(row[0], row[1], row[2], row[3], row[4], asset, thumb)
         return [by_id[i] for i in wanted if i in by_id]
@@ -507,7 +502,7 @@ class Catalog:
         wanted = [int(i) for i in ids]
         found: dict[int, str] = {}
         with self._read() as s:
-            for chunk in _chunks(sorted(set(wanted))):
+            for chunk in chunks(sorted(set(wanted))):
                 rows = s.execute(
                     select(Item.id, Item.text).where(Item.id.in_(chunk), Item.text.is_not(None))
                 )
@@ -687,7 +682,7 @@ class Catalog:
         wanted = sorted({int(a) for a in asset_ids})
         out: dict[int, int] = {}
         with self._read() as s:
-            for chunk in _chunks(wanted):
+            for chunk in chunks(wanted):
                 rows = s.execute(
                     select(Item.asset_id, Item.id).where(
                         Item.asset_id.in_(chunk), Item.kind == "image"
@@ -744,7 +739,7 @@ class Catalog:
             _bump_generation(s)
             present = set()
             ids = sorted({int(r[0]) for r in rows})
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 present.update(s.scalars(select(Item.id).where(Item.id.in_(chunk))))
             s.add_all(
                 ItemTag(item_id=int(i), tag=t, score=float(v)) for i, t, v in rows if int(i) in present
@@ -774,7 +769,7 @@ class Catalog:
         wanted = sorted({int(i) for i in ids})
         out: dict[int, list[tuple[str, float]]] = {}
         with self._read() as s:
-            for chunk in _chunks(wanted):
+            for chunk in chunks(wanted):
                 rows = s.execute(
                     select(ItemTag.item_id, ItemTag.tag, ItemTag.score)
                     .where(ItemTag.item_id.in_(chunk))
@@ -810,7 +805,7 @@ class Catalog:
         wanted = sorted({_abspath(p) for p in paths})
         out: dict[str, list[int]] = {}
         with self._read() as s:
-            for chunk in _chunks(wanted):
+            for chunk in chunks(wanted):
                 rows = s.execute(
                     select(Asset.path, Item.id)
                     .join(Item, Item.asset_id == Asset.id)
@@ -1009,12 +1004,11 @@ def _bump_generation(s: Any) -> None:
         current.value = str(int(current.value) + 1)
 
 
-_ASSET_INFO_FIELDS = tuple(f.name for f in fields(AssetInfo))
-_ASSET_COLUMNS = tuple(getattr(Asset, name) for name in _ASSET_INFO_FIELDS)
+_ASSET_COLUMNS = tuple(getattr(Asset, name) for name in ASSET_INFO_FIELDS)
 
 
 def _asset_info(asset: Asset) -> AssetInfo:
-    return AssetInfo(**{name: getattr(asset, name) for name in _ASSET_INFO_FIELDS})
+    return AssetInfo(**{name: getattr(asset, name) for name in ASSET_INFO_FIELDS})
 
 
 def _check_asset(asset: AssetInfo) -> None:
@@ -1025,10 +1019,6 @@ def _check_asset(asset: AssetInfo) -> None:
 def _abspath(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.fspath(path))
 
-
-def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
 
 
 __all__ = [
