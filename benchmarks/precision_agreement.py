@@ -1,14 +1,16 @@
-"""bf16 against fp32: do the two precisions rank the same pictures, and how much faster is bf16?
+"""bf16 and int8 against fp32: do the precisions rank the same pictures, and how much faster are they?
 
     python benchmarks/precision_agreement.py                        # tiny, 400 rendered photos
     python benchmarks/precision_agreement.py --model ViT-B-32/random --photos 200
+    python benchmarks/precision_agreement.py --precisions int8      # only fp32 vs int8
 
-Encodes the same rendered photos and captions with the model in fp32 and cast to bf16 (the
-CPU path `--precision bf16` takes), then reports the top-10 agreement of text->image searches
-(mean overlap of the two top-10 sets, and the share of identical top-10 sets), the cosine
-between each picture's two vectors, and each precision's encode rate on this CPU. Whether the CPU
-computes bf16 natively (AMX / AVX-512 BF16) is recorded: without it bf16 is emulated and slow, so
-`--precision auto` keeps fp32 there. Appends to benchmarks/results/precision_agreement.json.
+Encodes the same rendered photos and captions with the model in fp32, cast to bf16 (the CPU path
+`--precision bf16` takes) and with an int8 image tower (`--precision int8`), then reports for
+each against fp32 the top-10 agreement of text->image searches (mean overlap of the two top-10
+sets, and the share of identical top-10 sets), the cosine between each picture's two vectors,
+and each precision's encode rate on this CPU. Whether the CPU computes bf16 natively (AMX /
+AVX-512 BF16) is recorded: without it bf16 is emulated and slow. Appends to
+benchmarks/results/precision_agreement.json.
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--photos", type=int, default=400)
     ap.add_argument("--seed", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--precisions",
+        default=None,
+        help="compared with fp32, comma-separated (default: bf16,int8 on a CPU with native bf16, "
+        "else int8: emulated bf16 is slow)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "precision_agreement.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -53,7 +61,9 @@ def main(argv: list[str] | None = None) -> dict:
     images = sorted({r["path"] for r in rows})
     queries = sorted({r["caption"] for r in rows})
     vectors, rates = {}, {}
-    for precision in ("fp32", "bf16"):
+    wanted = args.precisions or ("bf16,int8" if cpu_has_native_bf16() else "int8")
+    others = [p.strip() for p in wanted.split(",") if p.strip() and p.strip() != "fp32"]
+    for precision in ("fp32", *others):
         enc = load_encoder(args.model, device="cpu", precision=precision)
         pictures = [
             read_image(folder / p, target_size=enc.image_size).items[0].image for p in images
@@ -64,11 +74,21 @@ def main(argv: list[str] | None = None) -> dict:
         img = enc.encode_images(batch, batch_size=64)
         rates[precision] = len(images) / (time.perf_counter() - t0)
         vectors[precision] = (img, enc.encode_texts(queries))
-    (i32, t32), (i16, t16) = vectors["fp32"], vectors["bf16"]
+    i32, t32 = vectors["fp32"]
     k = min(10, len(images))
     _, top32 = exact_topk(t32, i32, k)
-    _, top16 = exact_topk(t16, i16, k)
-    overlap = [len(set(a) & set(b)) / k for a, b in zip(top32.tolist(), top16.tolist())]
+    against_fp32 = {}
+    for precision in others:
+        i_other, t_other = vectors[precision]
+        _, top = exact_topk(t_other, i_other, k)
+        overlap = [len(set(a) & set(b)) / k for a, b in zip(top32.tolist(), top.tolist())]
+        against_fp32[precision] = {
+            "top10_mean_overlap": round(float(np.mean(overlap)), 4),
+            "top10_identical_share": round(float(np.mean([o == 1.0 for o in overlap])), 4),
+            "picture_cosine_min": round(float((i32 * i_other).sum(1).min()), 5),
+            "picture_cosine_mean": round(float((i32 * i_other).sum(1).mean()), 5),
+            "text_cosine_min": round(float((t32 * t_other).sum(1).min()), 5),
+        }
     result = stamp(
         {
             "model": args.model,
@@ -76,10 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
             "queries": len(queries),
             "cpu_native_bf16": cpu_has_native_bf16(),
             "cpu_bf16_flags": sorted(cpu_flags() & {"amx_bf16", "avx512_bf16"}),
-            "top10_mean_overlap": round(float(np.mean(overlap)), 4),
-            "top10_identical_share": round(float(np.mean([o == 1.0 for o in overlap])), 4),
-            "picture_cosine_min": round(float((i32 * i16).sum(1).min()), 5),
-            "picture_cosine_mean": round(float((i32 * i16).sum(1).mean()), 5),
+            "against_fp32": against_fp32,
             "images_per_s": {p: round(r, 1) for p, r in rates.items()},
             "threads": args.threads,
         }

@@ -129,3 +129,26 @@ def test_incremental_add_move_delete_through_the_cli(tmp_path):
     assert str((photos / "renamed.jpg").resolve()) in paths
     assert str((photos / "added.png").resolve()) in paths
     assert not any(p.endswith("shapes_004_00002.jpg") for p in paths)
+
+
+def test_the_console_script_exits_quickly_without_losing_output_or_exit_codes(indexed, tmp_path):
+    """`mmsearch.cli.run` (the installed script) skips the interpreter's teardown: every line of
+    a long JSON answer still arrives, a library error still exits with its code and one line,
+    and a `sys.exit` message still reaches stderr."""
+    import subprocess
+    import sys
+
+    from mmsearch.cli import quick_exit_code
+
+    _, home, _ = indexed
+    script = [sys.executable, "-m", "mmsearch.cli"]
+    done = subprocess.run([*script, "query", "a red circle", "--home", str(home), "--json", "-k", "60"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["rank"] for r in rows] == list(range(1, 61))
+    missing = subprocess.run([*script, "query", "a red circle", "--home", str(tmp_path / "nothing")],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode not in (0, None) and missing.stderr.startswith("error: ")
+    assert quick_exit_code(None) == 0 and quick_exit_code(3) == 3
+    assert quick_exit_code("bad") == 1

@@ -395,7 +395,7 @@ def test_auto_device_is_cpu_without_cuda(monkeypatch: pytest.MonkeyPatch):
         resolve_device("cuda")
 
 
-def test_auto_precision_takes_bf16_only_for_a_big_model_on_a_native_bf16_cpu(
+def test_auto_precision_takes_bf16_or_int8_only_for_a_big_model_on_the_cpu(
     monkeypatch: pytest.MonkeyPatch,
 ):
     from mmsearch.models import device
@@ -406,8 +406,12 @@ def test_auto_precision_takes_bf16_only_for_a_big_model_on_a_native_bf16_cpu(
     assert resolve_precision("auto", "cpu") == "fp32"  # size not known yet
     assert resolve_precision("auto", "cuda", params=88_000_000) == "fp16"
     assert resolve_precision("fp32", "cpu", params=88_000_000) == "fp32"  # forced
+    assert resolve_precision("auto", "cpu", params=88_000_000, int8_ok=True) == "bf16"
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
-    assert resolve_precision("auto", "cpu", params=88_000_000) == "fp32"
+    assert resolve_precision("auto", "cpu", params=88_000_000) == "fp32"  # not a ViT tower
+    assert resolve_precision("auto", "cpu", params=88_000_000, int8_ok=True) == "int8"
+    assert resolve_precision("auto", "cpu", params=4_700_000, int8_ok=True) == "fp32"
+    assert resolve_precision("auto", "cuda", params=88_000_000, int8_ok=True) == "fp16"
     assert resolve_precision("bf16", "cpu", params=88_000_000) == "bf16"  # forced
 
 
@@ -467,6 +471,60 @@ def test_bf16_on_the_cpu_casts_the_model_and_ranks_like_fp32(bundled_tiny: Path)
     vectors, patches = encode_with_patches(bf16, batch)
     assert vectors.dtype == np.float32 and patches.dtype == np.float16
     assert float((vectors * b).sum(1).min()) > 0.999
+
+
+def _small_vit() -> openclip_loader.LoadedModel:
+    """A small random-init ViT CLIP (the tower kind int8 converts), wrapped like a loaded model."""
+    torch.manual_seed(0)
+    net = open_clip.model.CLIP(
+        embed_dim=64,
+        vision_cfg={"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32},
+        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    )
+    return openclip_loader.LoadedModel(
+        spec=resolve("tiny"),
+        model=net,
+        tokenizer=open_clip.tokenizer.SimpleTokenizer(context_length=16),
+        preprocess=openclip_loader.preprocess_for(net),
+        weights_id="test-vit",
+    )
+
+
+def test_int8_quantises_only_the_vit_image_tower_and_keeps_texts_exact():
+    """int8 swaps the image transformer's linears for quantised ones: pictures stay close to
+    fp32, patch features still come out, and the fp32 text tower gives identical text vectors."""
+    from mmsearch.models.device import is_quantized
+    from mmsearch.models.patches import encode_with_patches
+
+    fp32 = Encoder.from_loaded(_small_vit(), precision="fp32")
+    int8 = Encoder.from_loaded(_small_vit(), precision="int8")
+    assert int8.precision == "int8" and is_quantized(int8.model)
+    assert not is_quantized(fp32.model)
+    quantised = {type(m).__module__ for m in int8.model.visual.transformer.modules()}
+    assert any(name.startswith("torch.ao.nn.quantized") for name in quantised)
+    assert all(
+        not type(m).__module__.startswith("torch.ao") for m in int8.model.transformer.modules()
+    )  # the text tower
+    colours = [(220, 30, 30), (30, 200, 40), (40, 60, 220), (240, 220, 30), (20, 20, 20)]
+    pictures = [_picture(c, (64 + 8 * i, 48)) for i, c in enumerate(colours)]
+    a, b = fp32.encode_images(pictures), int8.encode_images(pictures)
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert float((a * b).sum(1).min()) > 0.99 and not np.array_equal(a, b)
+    np.testing.assert_array_equal(fp32.encode_texts(TEXTS), int8.encode_texts(TEXTS))
+    batch = torch.stack([int8.preprocess(p) for p in pictures])
+    vectors, patches = encode_with_patches(int8, batch)
+    assert patches.dtype == np.float16 and float((vectors * b).sum(1).min()) > 0.999
+
+
+def test_int8_is_refused_where_it_cannot_run(bundled_tiny: Path):
+    """A ResNet image tower (tiny) has nothing int8 converts, and int8 has no GPU kernels here:
+    both are config errors that say what to use instead, never a silent fp32."""
+    with pytest.raises(ConfigError, match="transformer"):
+        load_encoder("tiny", device="cpu", precision="int8").load()
+    with pytest.raises(ConfigError, match="CPU only"):
+        resolve_precision("int8", "cuda:0", params=88_000_000)
+    assert resolve_precision("int8", "cpu", params=88_000_000) == "int8"
 
 
 def test_device_errors_are_config_errors(monkeypatch: pytest.MonkeyPatch):

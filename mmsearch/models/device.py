@@ -5,6 +5,12 @@ AVX-512 BF16, detected at run time) and the model is big enough to gain from it,
 On the CPU bf16 means the model is *cast* once (`model.to(torch.bfloat16)`): measured on such a
 CPU, a cast ViT-B-32 encodes 4x faster than fp32, while `torch.autocast` under
 `torch.inference_mode()` re-casts the weights at every call and was slower than fp32.
+
+Precision "int8" (CPU only; what "auto" picks for a big ViT on a CPU without native bf16): the
+image transformer's linear layers are quantised dynamically (int8 weights, activations quantised
+per batch); the text tower stays fp32, so queries and tag prompts give the same vectors as fp32.
+`benchmarks/precision_agreement.py` and `benchmarks/int8_trained_vit.py` measure its speed and
+its agreement with fp32.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
 BF16_MIN_PARAMS = 20_000_000
 """Below this many parameters "auto" keeps fp32 on the CPU: a small model (`tiny`, 4.6M) encodes
@@ -64,20 +70,29 @@ def _check_cuda(device: str, index: int | None) -> None:
         )
 
 
-def resolve_precision(precision: str, device: str, params: int | None = None) -> str:
-    """Auto means fp16 on CUDA (CLIP inference loses nothing that matters); on the CPU bf16 for a
-    model of at least `BF16_MIN_PARAMS` parameters where the CPU has native bf16, else fp32
-    (also while `params` is not known yet)."""
+def resolve_precision(
+    precision: str, device: str, params: int | None = None, int8_ok: bool = False
+) -> str:
+    """Auto means fp16 on CUDA (CLIP inference loses nothing that matters); on the CPU, for a
+    model of at least `BF16_MIN_PARAMS` parameters, bf16 where the CPU has native bf16, else int8
+    where the model's image tower is a transformer (`int8_ok`); fp32 otherwise (also while
+    `params` is not known yet)."""
     wanted = (precision or "auto").lower()
     if wanted not in PRECISIONS:
         raise ConfigError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+    if wanted == "int8" and device.startswith("cuda"):
+        raise ConfigError(
+            "Precision int8 runs on the CPU only; on a GPU use fp16 (or auto), or --device cpu."
+        )
     if wanted != "auto":
         return wanted
     if device.startswith("cuda"):
         return "fp16"
-    if params is not None and params >= BF16_MIN_PARAMS and cpu_has_native_bf16():
+    if params is None or params < BF16_MIN_PARAMS:
+        return "fp32"
+    if cpu_has_native_bf16():
         return "bf16"
-    return "fp32"
+    return "int8" if int8_ok else "fp32"
 
 
 @functools.lru_cache(maxsize=1)
@@ -105,13 +120,60 @@ def cpu_flags() -> set[str]:
 
 
 def cast_for_precision(model: Any, device: str, precision: str) -> Any:
-    """Cast the weights where that is how the precision runs: bf16 on the CPU. CUDA keeps fp32
-    weights under autocast, and fp32 stays as it is."""
+    """Cast the weights where that is how the precision runs: bf16 on the CPU, int8 image-tower
+    linears on the CPU. CUDA keeps fp32 weights under autocast, and fp32 stays as it is."""
     import torch
 
-    if precision == "bf16" and torch.device(device).type == "cpu":
+    if torch.device(device).type != "cpu":
+        return model
+    if precision == "bf16":
         return model.to(torch.bfloat16)
+    if precision == "int8":
+        quantize_image_tower(model)
     return model
+
+
+def quantize_image_tower(model: Any) -> None:
+    """Swap the image tower's transformer `nn.Linear` layers for dynamically quantised int8 ones,
+    in place.
+
+    Dynamic quantisation needs no calibration data: weights are int8 once, each batch's
+    activations are scaled on the fly. In open_clip's ViT, attention's fused input projection is a
+    bare parameter and torch excludes its output projection, so the MLPs (two thirds of the matrix
+    work) run in int8. Only a transformer image tower qualifies: a ResNet tower (`tiny`) is
+    convolutions, and its attention pool reads its linear weights directly. The text tower is
+    left alone (queries stay exact)."""
+    import warnings
+
+    import torch
+
+    blocks = int8_target(model)
+    if blocks is None:
+        raise ConfigError(
+            "Precision int8 speeds up a transformer (ViT) image tower; this model's image tower "
+            "is not one. Use --precision fp32 (or auto)."
+        )
+    with warnings.catch_warnings():  # torch.ao's eager API warns of its move to torchao
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(
+            blocks, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+        )
+
+
+def int8_target(model: Any) -> Any:
+    """The module `quantize_image_tower` converts: open_clip's ViT `visual.transformer`, or a timm
+    tower's `visual.trunk`; None for any other image tower."""
+    visual = getattr(model, "visual", None)
+    for name in ("transformer", "trunk"):
+        module = getattr(visual, name, None)
+        if module is not None:
+            return module
+    return None
+
+
+def is_quantized(model: Any) -> bool:
+    """Whether `quantize_image_tower` has run on this model (its weights are no longer fp32)."""
+    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
 
 
 def input_dtype(model: Any) -> torch.dtype:
@@ -129,7 +191,7 @@ def autocast(device: str, precision: str) -> contextlib.AbstractContextManager[o
     for bf16 on the CPU, which runs a cast model (`cast_for_precision`) instead."""
     import torch
 
-    if precision == "fp32" or (precision == "bf16" and torch.device(device).type == "cpu"):
+    if precision in ("fp32", "int8") or (precision == "bf16" and torch.device(device).type == "cpu"):
         return contextlib.nullcontext()
     dtype: torch.dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)

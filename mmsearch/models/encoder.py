@@ -1,8 +1,9 @@
 """`Encoder`: images and texts -> L2-normalised float32 vectors in one shared space.
 
 The model is loaded on first use (or by `load()`), so an `Encoder` is cheap to create; inference
-runs under `torch.inference_mode()`, with fp16 autocast on CUDA; on the CPU exact fp32, or a
-bf16-cast model where the CPU has native bf16 and the model is large (`device.resolve_precision`).
+runs under `torch.inference_mode()`, with fp16 autocast on CUDA; on the CPU exact fp32, or for a
+large model a bf16-cast model where the CPU has native bf16, else an int8 image transformer
+(`device.resolve_precision`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mmsearch.models.device import (
     autocast,
     cast_for_precision,
     input_dtype,
+    int8_target,
     resolve_device,
     resolve_precision,
 )
@@ -116,7 +118,9 @@ class Encoder:
     def _install(self, loaded: LoadedModel) -> None:
         loaded.model.eval().requires_grad_(False).to(self.device)
         params = sum(p.numel() for p in loaded.model.parameters())
-        self.precision = resolve_precision(self.requested_precision, self.device, params)
+        self.precision = resolve_precision(
+            self.requested_precision, self.device, params, int8_ok=int8_target(loaded.model) is not None
+        )
         cast_for_precision(loaded.model, self.device, self.precision)
         self._dim = int(self._encode_tokens(loaded, loaded.tokenizer([""])).shape[1])
         self._loaded = loaded

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmsearch.models import onnx_runtime as rt
+from mmsearch.models.device import is_quantized
 
 if TYPE_CHECKING:
     import torch
@@ -167,11 +168,12 @@ def _export(loaded: LoadedModel, weights_file: Path | None) -> None:
     import torch
 
     tokenizer = _tokenizer_spec(loaded.tokenizer)
-    model = copy.deepcopy(loaded.model).to("cpu", torch.float32).eval()
-    if _float_dtype(loaded.model) != torch.float32:  # a bf16/fp16 cast lost the fp32 weights
-        from mmsearch.models.openclip_loader import build_openclip
+    if _float_dtype(loaded.model) != torch.float32 or is_quantized(loaded.model):
+        from mmsearch.models.openclip_loader import build_openclip  # the cast lost fp32 weights
 
         model = build_openclip(loaded.spec).model.eval()
+    else:
+        model = copy.deepcopy(loaded.model).to("cpu", torch.float32).eval()
     prefix = _prefix_ok(model)
     wrapper = _PrefixText(model) if prefix else _FullText(model)
     folder = rt.export_dir(KIND, loaded.spec.name, loaded.weights_id)
