@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue
 import signal
 import threading
@@ -74,6 +75,7 @@ class WorkerConfig:
     text: TextOptions = field(default_factory=TextOptions)  # passages of documents
     ocr: OcrOptions = field(default_factory=OcrOptions)  # words inside pictures
     log_level: int = logging.WARNING  # records below this are not sent back from workers
+    niceness: int = 0  # added to each worker's nice value (`DECODER_NICENESS` beside a CPU encoder)
 
 
 @dataclass(frozen=True)
@@ -533,9 +535,21 @@ class _Capture(logging.Handler):
         return records
 
 
+def _lower_priority(niceness: int) -> None:
+    """Yield the cores to the encoder: a worker that runs whenever the encoder's threads wait,
+    instead of preempting one of them (a multi-threaded matrix product waits for its slowest
+    thread, so one preempted thread stalls them all)."""
+    if niceness > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(niceness)
+        except OSError:  # not allowed here: run at normal priority
+            pass
+
+
 def worker_main(conn: connection.Connection, config: WorkerConfig) -> None:
     """Decode jobs from the pipe in order until told to stop or the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _lower_priority(config.niceness)
     capture = _Capture()
     root = logging.getLogger()
     root.handlers[:] = [capture]

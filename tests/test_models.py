@@ -517,6 +517,23 @@ def test_int8_quantises_only_the_vit_image_tower_and_keeps_texts_exact():
     assert patches.dtype == np.float16 and float((vectors * b).sum(1).min()) > 0.999
 
 
+def test_an_int8_encoder_exports_its_fp32_text_tower_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """int8 leaves the text tower in fp32, so the export for torch-free queries is made from the
+    model in memory (no reload from disk) and gives the encoder's own text vectors."""
+    from mmsearch.models import openclip_loader as loader
+    from mmsearch.models.text_onnx import export_text_tower
+
+    monkeypatch.setenv("MMSEARCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(loader, "build_openclip", lambda *a, **k: pytest.fail("reloaded"))
+    int8 = Encoder.from_loaded(_small_vit(), precision="int8")
+    tower = export_text_tower(int8)
+    assert tower is not None
+    cosine = (tower.encode_texts(TEXTS) * int8.encode_texts(TEXTS)).sum(axis=1)
+    assert cosine.min() > 0.9999
+
+
 def test_int8_is_refused_where_it_cannot_run(bundled_tiny: Path):
     """A ResNet image tower (tiny) has nothing int8 converts, and int8 has no GPU kernels here:
     both are config errors that say what to use instead, never a silent fp32."""

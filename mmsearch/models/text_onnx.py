@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mmsearch.models import onnx_runtime as rt
-from mmsearch.models.device import is_quantized
 
 if TYPE_CHECKING:
     import torch
@@ -168,12 +167,14 @@ def _export(loaded: LoadedModel, weights_file: Path | None) -> None:
     import torch
 
     tokenizer = _tokenizer_spec(loaded.tokenizer)
-    if _float_dtype(loaded.model) != torch.float32 or is_quantized(loaded.model):
-        from mmsearch.models.openclip_loader import build_openclip  # the cast lost fp32 weights
+    if _float_dtype(loaded.model) != torch.float32:  # a bf16/fp16 cast lost the fp32 weights
+        from mmsearch.models.openclip_loader import build_openclip  # (int8 keeps the text tower)
 
         model = build_openclip(loaded.spec).model.eval()
-    else:
-        model = copy.deepcopy(loaded.model).to("cpu", torch.float32).eval()
+    else:  # a copy without the image tower (int8 may have quantised it; the export never needs it)
+        visual = getattr(loaded.model, "visual", None)
+        memo = {id(visual): None} if visual is not None else {}
+        model = copy.deepcopy(loaded.model, memo).to("cpu", torch.float32).eval()
     prefix = _prefix_ok(model)
     wrapper = _PrefixText(model) if prefix else _FullText(model)
     folder = rt.export_dir(KIND, loaded.spec.name, loaded.weights_id)
