@@ -222,8 +222,8 @@ def test_jpeg_draft_is_used_when_a_target_is_given(tmp_path: Path, monkeypatch) 
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
     only_image(write_image(tmp_path / "d.jpg", quadrant_image((1200, 900))), target_size=100)
-    assert requested == [(200, 200)]
-    assert decoded == [(300, 225)]  # DCT scaling 1/4: both sides still >= 200
+    assert requested == [(100, 100)]
+    assert decoded == [(150, 113)]  # DCT scaling 1/8: both sides still >= the target
 
 
 # ---- refusals --------------------------------------------------------------------------------
