@@ -86,6 +86,27 @@ def append_results(path: Path, rows: list[dict]) -> None:
     path.write_text(json.dumps(runs + rows, indent=2) + "\n")
 
 
+def top_k_agreement(queries, vectors_a, vectors_b, k: int = 10) -> dict:
+    """How alike two encodings of the same pictures rank them for the same query vectors: the
+    mean overlap of the two top-k sets, the share of identical sets, and the pictures' cosines."""
+    import numpy as np
+
+    from mmsearch.query.exact import exact_topk
+
+    k = min(k, len(vectors_a))
+    _, top_a = exact_topk(queries, vectors_a, k)
+    _, top_b = exact_topk(queries, vectors_b, k)
+    overlap = [len(set(a) & set(b)) / k for a, b in zip(top_a.tolist(), top_b.tolist())]
+    cosine = (vectors_a * vectors_b).sum(1)
+    return {
+        "queries": len(queries),
+        f"top{k}_mean_overlap": round(float(np.mean(overlap)), 4),
+        f"top{k}_identical_share": round(float(np.mean([o == 1.0 for o in overlap])), 4),
+        "picture_cosine_min": round(float(cosine.min()), 5),
+        "picture_cosine_mean": round(float(cosine.mean()), 5),
+    }
+
+
 def measure_and_record(run, report, args) -> dict:
     """The tail every benchmark's main shares: run, stamp, print, say where, append to ``args.out``."""
     result = stamp(run(args))

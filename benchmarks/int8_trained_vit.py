@@ -22,12 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, append_results, stamp  # noqa: E402
+from _common import RESULTS, append_results, stamp, top_k_agreement  # noqa: E402
 
 VISION = {"image_size": 64, "patch_size": 8, "width": 192, "layers": 6, "head_width": 32}
 TEXT = {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3}
@@ -39,7 +37,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     from mmsearch.models.device import quantize_image_tower
     from mmsearch.models.openclip_loader import preprocess_for
-    from mmsearch.query.exact import exact_topk
     from mmsearch.train.data import AugmentConfig, render_set
     from mmsearch.train.evaluate import evaluate_held_out
     from mmsearch.train.loop import LoopConfig, train_contrastive
@@ -100,17 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         if label == "augmented_scenes":
             queries = sorted({f"a {c} {s}" for sc in scenes for o in sc.objects for c, s in [(o.colour, o.shape)]})
             text = encoders(model)[1](queries)  # the text tower is fp32 in both
-            k = 10
-            _, top32 = exact_topk(text, vectors["fp32"], k)
-            _, top8 = exact_topk(text, vectors["int8"], k)
-            overlap = [len(set(a) & set(b)) / k for a, b in zip(top32.tolist(), top8.tolist())]
-            agreement = {
-                "queries": len(queries),
-                "top10_mean_overlap": round(float(np.mean(overlap)), 4),
-                "top10_identical_share": round(float(np.mean([o == 1.0 for o in overlap])), 4),
-                "picture_cosine_min": round(float((vectors["fp32"] * vectors["int8"]).sum(1).min()), 5),
-                "picture_cosine_mean": round(float((vectors["fp32"] * vectors["int8"]).sum(1).mean()), 5),
-            }
+            agreement = top_k_agreement(text, vectors["fp32"], vectors["int8"])
     result = stamp(
         {
             "vision_cfg": VISION,
