@@ -71,7 +71,7 @@ class Engine:
         self._unavailable: dict[str, str] = {}  # reranker -> why it cannot run here
         self._profiles: dict[str, tuple] = {}  # user -> ((user, events, generation), Profile)
         self.device = device
-        self.precision = precision  # "auto": fp16 on CUDA, bf16 on a bf16 CPU for big models
+        self.precision = precision  # "auto": fp16 on CUDA; big models: bf16 on a bf16 CPU, else int8 ViT
         self._index_kind = index_kind  # None: the kind saved in the home (default auto)
         self._catalog_url = catalog_url
         self._vector_store = vector_store
