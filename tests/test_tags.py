@@ -184,3 +184,34 @@ def test_cli_and_http_faces(tagged, tmp_path):
         hits = c.get("/api/search", params={"q": "a shape", "tag": top, "k": 5}).json()["results"]
         assert hits and all(top in h["tags"] for h in hits)
     engine.close()
+
+
+def test_the_tag_matrix_is_cached_per_checkpoint_precision_and_prompts(tmp_path, monkeypatch):
+    """Each index run that adds pictures tags them; the prompts' embeddings are kept in the model
+    cache, so a second run (or another home with the same model) does not embed them again. The
+    key covers every prompt: another vocabulary is embedded anew; a torn file is recomputed."""
+    from mmsearch.models import load_encoder
+    from mmsearch.tags import zero_shot
+
+    monkeypatch.setenv("MMSEARCH_CACHE", str(tmp_path / "cache"))
+    encoder = load_encoder("tiny", device="cpu", precision="fp32")
+    vocabulary = default_vocabulary("tiny")
+    first = zero_shot.cached_tag_matrix(encoder, vocabulary)
+    np.testing.assert_array_equal(first, zero_shot.tag_matrix(encoder, vocabulary))
+    files = list((tmp_path / "cache" / "tags").glob("*.npy"))
+    assert len(files) == 1
+
+    calls = []
+    real = Encoder.encode_texts
+    monkeypatch.setattr(Encoder, "encode_texts", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    np.testing.assert_array_equal(zero_shot.cached_tag_matrix(encoder, vocabulary), first)
+    assert calls == []  # from the cache
+    wider = vocabulary.extended(Vocabulary((make_tag("hexagon", "shape"),)))
+    assert zero_shot.cached_tag_matrix(encoder, wider).shape[0] == len(vocabulary) + 2
+    assert calls == [1] and len(list((tmp_path / "cache" / "tags").glob("*.npy"))) == 2
+    files[0].write_bytes(files[0].read_bytes()[:40])  # torn
+    np.testing.assert_array_equal(zero_shot.cached_tag_matrix(encoder, vocabulary), first)
+    assert calls == [1, 1]
+    bf16 = load_encoder("tiny", device="cpu", precision="bf16")
+    zero_shot.cached_tag_matrix(bf16, vocabulary)  # another precision: its own entry
+    assert calls == [1, 1, 1]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mmsearch.tags.vocabulary import Vocabulary, default_vocabulary, parse_vocabulary
-from mmsearch.tags.zero_shot import choose_tags, tag_matrix
+from mmsearch.tags.zero_shot import cached_tag_matrix, choose_tags
 
 if TYPE_CHECKING:
     from mmsearch.catalog import Catalog
@@ -45,7 +45,7 @@ def tag_pending(catalog: Catalog, load_encoder: Callable[[], Encoder]) -> int:
     if catalog.tag_vocabulary() is None:  # first run: record the default it was tagged with
         catalog.reset_tags(vocabulary.to_text())
         through = 0
-    matrix = tag_matrix(encoder, vocabulary)
+    matrix = cached_tag_matrix(encoder, vocabulary)
     names, done = vocabulary.names, 0
     while True:
         ids, vectors = catalog.picture_vectors_after(through, TAG_BATCH)

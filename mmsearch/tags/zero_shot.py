@@ -20,6 +20,7 @@ collection in the time of one matrix product per batch.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,6 +48,62 @@ def tag_matrix(encoder: Encoder, vocabulary: Vocabulary) -> np.ndarray:
         rows.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
         start += len(prompts)
     return np.asarray(rows, np.float32)
+
+
+MATRIX_FORMAT = 1
+"""Part of every cached matrix's key: bump it when `tag_matrix` computes rows differently."""
+
+
+def cached_tag_matrix(encoder: Encoder, vocabulary: Vocabulary) -> np.ndarray:
+    """`tag_matrix`, kept in the model cache (`$MMSEARCH_CACHE/tags/`) under a key made of the
+    checkpoint's digest, the precision and device kind the text tower ran at, and every prompt:
+    each `index` run that adds pictures tags them, and embedding a few hundred prompts costs
+    seconds with a ViT-B-32 text tower on a CPU. A model without a weights digest (random init)
+    is never cached."""
+    weights = getattr(encoder, "weights_id", "") or ""
+    if weights in ("", "random"):
+        return tag_matrix(encoder, vocabulary)
+    path = _cache_path(encoder, weights, vocabulary)
+    try:
+        cached = np.load(path, allow_pickle=False)
+        if cached.ndim == 2 and cached.shape == (len(vocabulary) + 1, encoder.dim):
+            return cached.astype(np.float32, copy=False)
+    except (OSError, ValueError, EOFError):  # not there yet, or a torn file: compute it again
+        pass
+    matrix = tag_matrix(encoder, vocabulary)
+    _save_quietly(path, matrix)
+    return matrix
+
+
+def _cache_path(encoder: Encoder, weights: str, vocabulary: Vocabulary) -> Path:
+    import hashlib
+
+    from mmsearch import paths
+
+    device = str(getattr(encoder, "device", "cpu")).split(":")[0]
+    prompts = [p for tag in vocabulary.tags for p in ("\t", *tag.texts())] + list(BACKGROUND_PROMPTS)
+    key = "\n".join(
+        [str(MATRIX_FORMAT), encoder.name, weights, str(encoder.precision), device, *prompts]
+    )
+    return paths.cache_dir() / "tags" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npy"
+
+
+def _save_quietly(path: Path, matrix: np.ndarray) -> None:
+    """Write through a temporary file and a rename (a reader never sees half a file); a cache
+    that cannot be written costs only the next run's recomputation."""
+    import os
+    import tempfile
+
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, matrix)
+        os.replace(tmp, path)
+    except OSError:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def choose_tags(
