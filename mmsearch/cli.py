@@ -623,7 +623,8 @@ def run() -> None:
     Tearing down a process that imported torch (its CUDA build) and held a model costs 3-5 s on
     2 cores after the work is done: module and object clean-up nobody waits for. Everything the
     command wrote is closed by then (the collection, the worker pool, the catalog), so this
-    flushes the output, runs the `atexit` handlers (logging, multiprocessing, Ray) and leaves.
+    waits for any non-daemon thread (as the interpreter would), runs the `atexit` handlers
+    (logging, multiprocessing, Ray), flushes the output and leaves.
     """
     code: int | str | None = 0
     try:
@@ -653,7 +654,11 @@ def _may_exit_quickly() -> bool:
 
 def _exit_now(code: int) -> None:  # pragma: no cover - ends the process
     import atexit
+    import threading
 
+    for thread in threading.enumerate():  # what the interpreter waits for before its atexit
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
