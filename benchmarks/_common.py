@@ -86,6 +86,16 @@ def append_results(path: Path, rows: list[dict]) -> None:
     path.write_text(json.dumps(runs + rows, indent=2) + "\n")
 
 
+def print_and_append(result: dict, out: Path) -> dict:
+    """Print a result row key by key, append it to ``out`` and say where; returns the row."""
+    width = max(map(len, result), default=0) + 2
+    for key, value in result.items():
+        print(f"{key:{width}} {value}")
+    append_results(out, [result])
+    print(f"appended to {out}")
+    return result
+
+
 def top_k_agreement(queries, vectors_a, vectors_b, k: int = 10) -> dict:
     """How alike two encodings of the same pictures rank them for the same query vectors: the
     mean overlap of the two top-k sets, the share of identical sets, and the pictures' cosines."""

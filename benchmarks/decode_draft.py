@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, append_results, stamp  # noqa: E402
+from _common import RESULTS, print_and_append, stamp  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,11 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
             "command": "python benchmarks/decode_draft.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         }
     )
-    for key, value in result.items():
-        print(f"{key:22} {value}")
-    append_results(args.out, [result])
-    print(f"appended to {args.out}")
-    return result
+    return print_and_append(result, args.out)
 
 
 def _jpegs(folder: Path | None, n: int) -> list[Path]:

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, append_results, stamp, top_k_agreement  # noqa: E402
+from _common import RESULTS, print_and_append, stamp, top_k_agreement  # noqa: E402
 
 VISION = {"image_size": 64, "patch_size": 8, "width": 192, "layers": 6, "head_width": 32}
 TEXT = {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3}
@@ -110,11 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
             "command": "python benchmarks/int8_trained_vit.py " + " ".join(argv or sys.argv[1:]),
         }
     )
-    for key, value in result.items():
-        print(f"{key:16} {value}")
-    append_results(args.out, [result])
-    print(f"appended to {args.out}")
-    return result
+    return print_and_append(result, args.out)
 
 
 if __name__ == "__main__":

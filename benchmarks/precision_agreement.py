@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, append_results, stamp, top_k_agreement  # noqa: E402
+from _common import RESULTS, print_and_append, stamp, top_k_agreement  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -98,11 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
             "threads": args.threads,
         }
     )
-    for key, value in result.items():
-        print(f"{key:24} {value}")
-    append_results(args.out, [result])
-    print(f"appended to {args.out}")
-    return result
+    return print_and_append(result, args.out)
 
 
 if __name__ == "__main__":

@@ -175,3 +175,27 @@ def test_peers_table_is_read_from_the_harness_readme(tmp_path):
         "| `mmsearch index` (x) | 22.6 |\n| decode only, 1 process | 234 |\n\nafter\n"
     )
     assert run.peers_from_readme(readme) == {"rclip whole run": 22.8, "mmsearch index": 22.6}
+
+
+def test_decode_draft_benchmark_measures_the_draft_against_a_full_decode(tmp_path):
+    import decode_draft
+
+    result = decode_draft.main(["--n", "12", "--out", str(tmp_path / "d.json")])
+    assert result["source_size"] == [640, 480] and result["pictures"] == 12
+    ms, diff = result["cpu_ms_per_picture"], result["against_full_decode"]
+    assert set(ms) == {"full", "draft_2x_target", "draft_target"} and all(v > 0 for v in ms.values())
+    assert 0 < diff["draft_target"]["mean_abs_grey_levels"] < 5  # it really decodes reduced
+    assert json.loads((tmp_path / "d.json").read_text())[-1]["target_size"] == 224
+
+
+def test_int8_benchmarks_compare_with_fp32(tmp_path):
+    """precision_agreement says int8 does not apply to tiny; int8_trained_vit trains a small ViT
+    and reports both precisions and their agreement."""
+    import int8_trained_vit
+    import precision_agreement
+
+    tiny = precision_agreement.main(["--photos", "12", "--precisions", "int8", "--out", str(tmp_path / "p.json")])
+    assert tiny["against_fp32"] == {} and "transformer" in tiny["not_applicable"]["int8"]
+    vit = int8_trained_vit.main(["--scenes", "200", "--epochs", "1", "--eval", "30", "--out", str(tmp_path / "v.json")])
+    assert set(vit["held_out"]["augmented_scenes"]) == {"fp32", "int8"}
+    assert 0 < vit["int8_vs_fp32"]["top10_mean_overlap"] <= 1 and vit["int8_vs_fp32"]["picture_cosine_min"] > 0.99
