@@ -3,7 +3,7 @@
 import torch
 
 from mmsearch.models import build_openclip
-from mmsearch.train.loop import _text_forward
+from mmsearch.models.text_onnx import cut_text_forward
 
 
 def test_the_cut_text_forward_gives_the_full_forwards_features_and_gradients():
@@ -21,7 +21,7 @@ def test_the_cut_text_forward_gives_the_full_forwards_features_and_gradients():
         (features * torch.linspace(-1, 1, features.shape[1])).sum().backward()
         return features.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
-    cut, cut_grads = grads(_text_forward(model))
+    cut, cut_grads = grads(cut_text_forward(model))
     full, full_grads = grads(model.encode_text)
     assert model.training  # the wrapper did not switch the model to eval (BatchNorm in the image tower)
     torch.testing.assert_close(cut, full, atol=1e-5, rtol=1e-4)

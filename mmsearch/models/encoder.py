@@ -192,13 +192,9 @@ class Encoder:
         short texts such as tag prompts and queries); else over the whole context."""
         import torch
 
-        prefix = _prefix_module(loaded.model)
+        forward = _prefix_module(loaded.model) or loaded.model.encode_text
         with torch.inference_mode(), autocast(self.device, self.precision):
-            if prefix is not None:
-                length = int(tokens.argmax(dim=1).max()) + 1  # end-of-text has the highest id
-                features = prefix(tokens[:, :length].to(self.device))
-            else:
-                features = loaded.model.encode_text(tokens.to(self.device))
+            features = forward(tokens.to(self.device))
         return _normalised(features)
 
     def _encode_pixels(self, loaded: LoadedModel, pixels: torch.Tensor) -> np.ndarray:
@@ -219,13 +215,13 @@ _PREFIX_MODULES: dict[int, Any] = {}
 
 
 def _prefix_module(model: Any) -> Any:
-    """`text_onnx`'s prefix-length text forward for this model, or None where it does not apply
+    """`text_onnx.cut_text_forward` for this model, made once, or None where it does not apply
     (a model other than open_clip's plain CLIP with causal attention, e.g. SigLIP)."""
     key = id(model)
     if key not in _PREFIX_MODULES:
-        from mmsearch.models.text_onnx import _prefix_ok, _PrefixText
+        from mmsearch.models.text_onnx import cut_text_forward
 
-        _PREFIX_MODULES[key] = _PrefixText(model) if _prefix_ok(model) else None
+        _PREFIX_MODULES[key] = cut_text_forward(model)
     return _PREFIX_MODULES[key]
 
 

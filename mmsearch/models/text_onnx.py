@@ -240,6 +240,23 @@ def _float_dtype(model: torch.nn.Module) -> Any:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
 
 
+def cut_text_forward(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """`model.encode_text` run only up to the batch's longest end-of-text token (the highest
+    token id), or None where that is not the same (`_prefix_ok`): positions after it never reach
+    the pooled token, so features and gradients are unchanged at a fraction of the work for
+    short texts. Shares the model's parameters and leaves its train/eval mode as it was."""
+    if not _prefix_ok(model):
+        return None
+    training = model.training
+    prefix = _PrefixText(model)  # (sets the wrapper, and so the model, to eval)
+    model.train(training)
+
+    def forward(tokens: torch.Tensor) -> torch.Tensor:
+        return prefix(tokens[:, : int(tokens.argmax(dim=1).max()) + 1])
+
+    return forward
+
+
 def _prefix_ok(model: torch.nn.Module) -> bool:
     """Plain open_clip CLIP with causal text attention and end-of-text pooling (module doc),
     whose blocks `PrefixText` can run (plain self-attention blocks, batch first)."""
