@@ -171,11 +171,6 @@ def int8_target(model: Any) -> Any:
     return None
 
 
-def is_quantized(model: Any) -> bool:
-    """Whether `quantize_image_tower` has run on this model (its weights are no longer fp32)."""
-    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
-
-
 def input_dtype(model: Any) -> torch.dtype:
     """The floating dtype a (possibly cast) model takes its pixels in."""
     import torch
