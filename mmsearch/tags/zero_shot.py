@@ -20,6 +20,7 @@ collection in the time of one matrix product per batch.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,8 @@ import numpy as np
 if TYPE_CHECKING:
     from mmsearch.models import Encoder
     from mmsearch.tags.vocabulary import Vocabulary
+
+log = logging.getLogger(__name__)
 
 SCALE = 50.0
 """Softmax sharpness over cosines (CLIP's own logit scale is about 100; 50 keeps second objects)."""
@@ -89,21 +92,14 @@ def _cache_path(encoder: Encoder, weights: str, vocabulary: Vocabulary) -> Path:
 
 
 def _save_quietly(path: Path, matrix: np.ndarray) -> None:
-    """Write through a temporary file and a rename (a reader never sees half a file); a cache
-    that cannot be written costs only the next run's recomputation."""
-    import os
-    import tempfile
+    """Write it whole or not at all (`atomic_write`); a cache that cannot be written costs only
+    the next run's recomputation."""
+    from mmsearch.vectors.storage import atomic_write
 
-    tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, matrix)
-        os.replace(tmp, path)
-    except OSError:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+        atomic_write(path, lambda f: np.save(f, matrix))
+    except OSError as exc:
+        log.debug("the tag matrix was not cached in %s: %s", path, exc)
 
 
 def choose_tags(
