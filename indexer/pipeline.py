@@ -22,6 +22,7 @@ Order of work, and why it is safe to kill at any moment:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -69,7 +70,6 @@ from indexer.workers import (
     Outcome,
     ProcessDecoder,
     WorkerConfig,
-    normalise_pixels,
     replay_logs,
 )
 from mmsearch.catalog import AssetInfo, Catalog, ItemData
@@ -246,15 +246,11 @@ def encode_files(
     Pictures are normalised one batch at a time, so a long video's keyframes never sit in memory
     as float; with patch features on, the same forward pass also gives each picture's grid.
     """
-    import torch
-
     pictures = [it.pixels for d in files for it in d.items if it.kind in PICTURE_KINDS]
     texts = [it.text or "" for d in files for it in d.items if it.kind not in PICTURE_KINDS]
     picture_out: list[Encoded] = []
     for start in range(0, len(pictures), batch_size):
-        batch = torch.from_numpy(
-            normalise_pixels(np.stack(pictures[start : start + batch_size]), encoder.preprocess)
-        )
+        batch = encoder.preprocess.normalise(np.stack(pictures[start : start + batch_size]))
         if store_patches:
             from mmsearch.models.patches import encode_with_patches
 
@@ -491,7 +487,7 @@ class _Ingest:
         self.progress = progress
         progress.start(len(self.jobs), "Indexing")
         try:
-            decoder = self._decoder()
+            decoder = self.decoder = self._decoder()
             if started_ray:
                 decoder.started_here = True  # so it stops Ray after the run
             with decoder:
@@ -564,7 +560,8 @@ class _Ingest:
         if not files:
             return
         encoding = time.monotonic()
-        encoded = self._encode(files)
+        with self._decoding_paused():
+            encoded = self._encode(files)
         committing = time.monotonic()
         self._commit(files, encoded)
         self.progress.advance(len(files))
@@ -578,6 +575,13 @@ class _Ingest:
         timing = self.summary.stage(stage)
         timing.seconds += seconds
         timing.items += items
+
+    def _decoding_paused(self) -> contextlib.AbstractContextManager[None]:
+        """Decoders wait while a CPU encoder runs: both on the same cores slow each other down
+        more than taking turns does."""
+        if self.encoder.device != "cpu":
+            return contextlib.nullcontext()
+        return self.decoder.paused()
 
     def _encode(self, files: list[Decoded]) -> list[list[Encoded]]:
         """Each file's items' (vector, patches); files a Ray actor encoded keep theirs."""

@@ -16,6 +16,7 @@ Ray Data restarts an actor that dies and runs its batch again (its defaults for 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 from collections.abc import Iterable, Iterator
@@ -195,6 +196,10 @@ class RayDecoder:
     def __exit__(self, *exc: object) -> None:
         if self._started_here:
             import_ray().shutdown()
+
+    def paused(self) -> contextlib.AbstractContextManager[None]:
+        """Ray's tasks are scheduled by Ray; the driver's own encoding does not hold them back."""
+        return contextlib.nullcontext()
 
     def run(self, jobs: Iterable[DecodeJob | Failed]) -> Iterator[Outcome | None]:
         """Outcomes in the order Ray finishes them; a file coming back twice (a batch run again

@@ -14,6 +14,7 @@ imports no torch and no database code, so workers start quickly.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -223,13 +224,6 @@ def short_reason(exc: BaseException | str, path: Path | str) -> str:
     return text if is_utf8(text) else path_key(text)
 
 
-def normalise_pixels(pixels: np.ndarray, preprocess: ImagePreprocess) -> np.ndarray:
-    """(n, H, W, 3) uint8 -> (n, 3, H, W) float32, the same numbers as `preprocess.to_array`."""
-    x = pixels.astype(np.float32) / 255.0
-    x = (x - np.asarray(preprocess.mean, np.float32)) / np.asarray(preprocess.std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
 def replay_logs(logs: Iterable[tuple[str, int, str]]) -> None:
     """Log, in this process, what a worker logged while decoding a file."""
     for name, level, message in logs:
@@ -254,6 +248,10 @@ class InlineDecoder:
     def run(self, jobs: Iterable[DecodeJob | Failed]) -> Iterator[Outcome | None]:
         for job in jobs:
             yield job if isinstance(job, Failed) else decode(job, self.config)
+
+    def paused(self) -> contextlib.AbstractContextManager[None]:
+        """Nothing decodes while the caller encodes anyway."""
+        return contextlib.nullcontext()
 
 
 def start_context() -> multiprocessing.context.BaseContext:
@@ -286,7 +284,8 @@ class ProcessDecoder:
 
     `run` yields outcomes as files finish (any order), and None every `TICK_S` while waiting, so
     the consumer can commit on time. A background thread dispatches jobs and collects results,
-    so workers keep decoding while the consumer runs the model.
+    so workers keep decoding while the consumer runs the model, unless it asks them to wait
+    (`paused`).
     """
 
     def __init__(
@@ -302,6 +301,8 @@ class ProcessDecoder:
         # queued + in flight <= max_ahead: the workers' share is PREFETCH each
         self._out: queue.Queue[Any] = queue.Queue(maxsize=max(1, max_ahead - PREFETCH * self.size))
         self._stop = threading.Event()
+        self._pause = threading.Event()
+        self._wake_reader, self._wake_writer = self.ctx.Pipe(duplex=False)  # ends a pause's wait
         self._workers: list[_Worker] = []
         self._thread: threading.Thread | None = None
         self._started = 0
@@ -331,14 +332,31 @@ class ProcessDecoder:
                 raise message
             yield message
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hand no new files to the workers for a while (each finishes the few it holds).
+
+        A CPU encoder's matrix products run on every core and wait for their slowest thread, so a
+        decoder that takes one of those cores stalls the whole product; decoding in the encoder's
+        pauses instead measured faster on 2 cores (`benchmarks/index_rates.py`)."""
+        self._pause.set()
+        try:
+            yield
+        finally:
+            self._pause.clear()
+            self._wake_writer.send_bytes(b"")
+
     def close(self) -> None:
         """Stop the collector and the workers (they also exit on their own if we die)."""
         self._stop.set()
+        self._pause.clear()
         if self._thread is not None:
             self._thread.join()
         for w in self._workers:
             self._stop_worker(w)
         self._workers.clear()
+        self._wake_reader.close()
+        self._wake_writer.close()
 
     # ---- the collector thread ----------------------------------------------------------------
 
@@ -387,7 +405,10 @@ class ProcessDecoder:
             self._workers = [w for w in self._workers if w.alive]
 
     def _free_worker(self) -> _Worker | None:
-        """The least busy live worker with room, starting one if the pool is short."""
+        """The least busy live worker with room, starting one if the pool is short; none while
+        paused."""
+        if self._pause.is_set():
+            return None
         live = [w for w in self._workers if w.alive]
         if len(live) < self.size:
             return self._start_worker()
@@ -415,7 +436,11 @@ class ProcessDecoder:
         for w in live:
             by_handle[w.conn] = w
             by_handle[w.process.sentinel] = w
-        for handle in connection.wait(list(by_handle), timeout=TICK_S):
+        for handle in connection.wait([self._wake_reader, *by_handle], timeout=TICK_S):
+            if handle is self._wake_reader:
+                while self._wake_reader.poll():
+                    self._wake_reader.recv_bytes()
+                continue
             worker = by_handle[handle]
             if not worker.alive:
                 continue

@@ -29,7 +29,6 @@ from indexer.workers import (
     ProcessDecoder,
     WorkerConfig,
     decode,
-    normalise_pixels,
 )
 from mmsearch.errors import (
     ConfigError,
@@ -387,6 +386,31 @@ def test_look_ahead_is_bounded(tmp_path: Path, crashy) -> None:
     assert max(ahead) >= 4  # and they did decode ahead
 
 
+def test_paused_workers_take_no_new_files_until_the_pause_ends(tmp_path: Path, crashy) -> None:
+    """While the consumer encodes on the CPU no file is handed out (each worker finishes the few
+    it holds); when the pause ends, the rest are decoded and every file arrives once."""
+    files = [write_crashy(tmp_path / f"f{i:03d}{CRASHY}", bytes([i, i, i])) for i in range(30)]
+    config = WorkerConfig(preprocess=tiny_encoder().preprocess, image_size=64)
+    pulled = 0
+
+    def jobs():
+        nonlocal pulled
+        for f in files:
+            pulled += 1
+            yield DecodeJob(str(f), ASSET_IMAGE, CRASHY_READER)
+
+    with ProcessDecoder(config, workers=2, max_ahead=40) as decoder:
+        outcomes = decoder.run(jobs())
+        first = next(o for o in outcomes if o is not None)
+        with decoder.paused():
+            time.sleep(0.1)  # a job the dispatcher was already sending gets there
+            at_pause = pulled
+            time.sleep(0.5)  # unpaused workers would decode all 30 files in this time
+            assert pulled == at_pause < len(files)
+        rest = [o for o in outcomes if o is not None]
+    assert sorted(o.job.path for o in [first, *rest]) == sorted(map(str, files))
+
+
 class _DiesWhenUnpickled:
     """Kills the worker that unpickles it: a worker that cannot even start."""
 
@@ -426,8 +450,10 @@ def test_workers_send_encoder_ready_pixels(tmp_path: Path, encoder) -> None:
     pixels = outcome.items[0].pixels
     assert pixels.dtype == np.uint8 and pixels.shape == (64, 64, 3)
     image = Image.fromarray(pixels)
-    np.testing.assert_array_equal(
-        normalise_pixels(pixels[None], encoder.preprocess)[0], encoder.preprocess.to_array(image)
+    np.testing.assert_allclose(
+        encoder.preprocess.normalise(pixels[None])[0].numpy(),
+        encoder.preprocess.to_array(image),
+        atol=1e-6,
     )
 
 
