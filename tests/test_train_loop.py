@@ -26,5 +26,8 @@ def test_the_cut_text_forward_gives_the_full_forwards_features_and_gradients():
     assert model.training  # the wrapper did not switch the model to eval (BatchNorm in the image tower)
     torch.testing.assert_close(cut, full, atol=1e-5, rtol=1e-4)
     assert cut_grads.keys() == full_grads.keys() and "positional_embedding" in cut_grads
-    for name in full_grads:
-        torch.testing.assert_close(cut_grads[name], full_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    for name, full_grad in full_grads.items():
+        # float32 sums in another order (a shorter sequence blocks the products differently, and
+        # AMX machines pick other kernels): allow rounding relative to the gradient's own scale
+        scale = float(full_grad.abs().max())
+        torch.testing.assert_close(cut_grads[name], full_grad, atol=1e-6 * scale, rtol=1e-4, msg=name)

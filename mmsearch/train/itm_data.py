@@ -172,14 +172,13 @@ def build_pair_set(
 ) -> PairSet:
     """Render twin pairs (or groups) in worker processes; the encoder turns each chunk into features here."""
     from mmsearch.models.patches import encode_with_patches
-    from mmsearch.train.loop import to_model_input
 
     pp = encoder.preprocess
     scenes: list[Scene] = []
     patches, embeddings = [], []
     for chunk_scenes, pixels in render_pairs(n_pairs, seed, pp.to_uint8, cfg, workers, group=group):
         scenes += chunk_scenes
-        emb, pat = encode_with_patches(encoder, to_model_input(pixels, pp.mean, pp.std))
+        emb, pat = encode_with_patches(encoder, pp.normalise(pixels))
         embeddings.append(emb)
         patches.append(pat)
     return PairSet(scenes, np.concatenate(patches), np.concatenate(embeddings), group)

@@ -44,16 +44,6 @@ def _lr_at(step: int, total: int, cfg: LoopConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
-def to_model_input(pixels_uint8, mean: Sequence[float], std: Sequence[float]):
-    """uint8 (n, S, S, 3) numpy/tensor -> normalised float (n, 3, S, S) tensor."""
-    import torch
-
-    x = torch.as_tensor(pixels_uint8).permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - m) / s
-
-
 def soft_clip_loss(logits, tokens):
     """Symmetric InfoNCE where pairs with identical captions count as positives of each other.
 
@@ -83,6 +73,7 @@ def train_contrastive(
     import torch
     import torch.nn.functional as F
 
+    from mmsearch.models.preprocess import normalise_uint8
     from mmsearch.models.text_onnx import cut_text_forward
 
     torch.manual_seed(cfg.seed)
@@ -112,7 +103,7 @@ def train_contrastive(
         epoch_loss = 0.0
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            images = to_model_input(pixels_t[idx], mean, std)
+            images = normalise_uint8(pixels_t[idx], mean, std)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, total, cfg)
             img = F.normalize(model.encode_image(images), dim=-1)
