@@ -78,6 +78,7 @@ from mmsearch.errors import ConfigError
 if TYPE_CHECKING:
     from indexer.ray_ingest import RayDecoder
     from mmsearch.models import Encoder
+    from mmsearch.models.preprocess import ImagePreprocess
     from mmsearch.store import CollectionWriter
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ class IndexOptions:
 
     workers: int = 0  # decode processes; 0 = auto (the CPUs this process may use, at least 1)
     batch_size: int = 64  # items per encoder forward pass
-    lookahead: int = 4  # batches decoded ahead of the encoder (bounds memory)
+    lookahead: int = 16  # batches of items decoded ahead of the encoder: while the model loads,
+    # then while it is slower than decoding (bounds memory: 16 x 64 pictures at 224 px, 150 MB)
     include_hidden: bool = False  # also index files and folders whose names start with "."
     commit_every: int = 256  # files per commit round / delete transaction: a kill loses little
     save_every_s: float = 30.0  # seconds between saves of the index file (also saved at the end)
@@ -144,11 +146,11 @@ class IndexOptions:
         wanted = self.workers or _usable_cpus()
         return max(1, min(wanted, files))
 
-    def worker_config(self, encoder: Encoder) -> WorkerConfig:
+    def worker_config(self, preprocess: ImagePreprocess, niceness: int = 0) -> WorkerConfig:
         audio = self.audio or AudioOptions()
         return WorkerConfig(
-            preprocess=encoder.preprocess,
-            image_size=encoder.image_size,
+            preprocess=preprocess,
+            image_size=max(preprocess.size),
             image_limits=ImageLimits(self.max_image_pixels, self.max_file_bytes),
             video=self.video or VideoOptions(audio=audio),
             audio=audio,
@@ -157,7 +159,7 @@ class IndexOptions:
             log_level=min(
                 logging.getLogger(n).getEffectiveLevel() for n in ("indexer", "mmsearch")
             ),
-            niceness=DECODER_NICENESS if encoder.device == "cpu" else 0,
+            niceness=niceness,
         )
 
 
@@ -182,8 +184,12 @@ def run_index(
     roots: Sequence[Path | str],
     options: IndexOptions = IndexOptions(),
     progress: ProgressReporter | None = None,
+    expected_input: ImagePreprocess | None = None,
 ) -> IndexSummary:
-    """Bring the collection level with the files under `roots`; bad files are skipped and listed."""
+    """Bring the collection level with the files under `roots`; bad files are skipped and listed.
+
+    `expected_input`, the encoder's preprocessing where it is known before the model loads
+    (`openclip_loader.expected_preprocess`), lets decoding start while the model loads."""
     started = time.monotonic()
     if not roots:
         raise ConfigError("Nothing to index: give at least one folder or file.")
@@ -213,7 +219,7 @@ def run_index(
     changes = _Changes(writer, options.save_every_s, summary)
     apply_cheap_changes(plan, changes, folders, options.commit_every)
     _Ingest(plan, sources, load_encoder, options, changes, folders, summary).run(
-        progress or NoProgress()
+        progress or NoProgress(), expected_input
     )
     tagging = time.monotonic()
     summary.tagged = writer.tag_pending(load_encoder)
@@ -458,11 +464,39 @@ class _Ingest:
         self.unavailable: dict[tuple[str, str], str] = {}  # (reader, extension) -> install hint
         self.batch = _Batch()
 
-    def run(self, progress: ProgressReporter) -> None:
+    def run(self, progress: ProgressReporter, expected_input: ImagePreprocess | None = None) -> None:
         if not self.jobs:
             return  # nothing to decode: no model is loaded
+        early = self._early_decoder(expected_input)
+        try:
+            self._load_encoder()
+            self.writer.writer.bind_encoder(
+                self.encoder.name, self.encoder.dim, getattr(self.encoder, "weights_id", None)
+            )
+            self.store_patches = (
+                self.options.patches
+                if self.options.patches is not None
+                else stores_patches_by_default(self.encoder.name)
+            )
+            decoder = self.decoder = self._decoder(early)
+        except BaseException:
+            if early is not None:
+                early.close()
+            raise
+        self.progress = progress
+        progress.start(len(self.jobs), "Indexing")
+        try:
+            with decoder:
+                outcomes = decoder.outcomes() if decoder is early else decoder.run(self._pending_jobs())
+                for outcome in outcomes:
+                    self._take(outcome)
+                self._flush()
+        finally:
+            progress.finish()
+
+    def _load_encoder(self) -> None:
         loading = time.monotonic()
-        started_ray = False
+        self.started_ray = False
         if self.options.ray:  # the driver loads its copy of the model while Ray starts
             from indexer.ray_ingest import connect
 
@@ -470,39 +504,54 @@ class _Ingest:
             model = pool.submit(self.load_encoder)
             pool.shutdown(wait=False)
             try:
-                started_ray = connect(self.options.ray)
+                self.started_ray = connect(self.options.ray)
             finally:
                 self.encoder = model.result()
         else:
             self.encoder = self.load_encoder()
         self.summary.stages["model load"] = StageTiming(time.monotonic() - loading)
-        self.writer.writer.bind_encoder(
-            self.encoder.name, self.encoder.dim, getattr(self.encoder, "weights_id", None)
-        )
-        self.store_patches = (
-            self.options.patches
-            if self.options.patches is not None
-            else stores_patches_by_default(self.encoder.name)
-        )
-        self.progress = progress
-        progress.start(len(self.jobs), "Indexing")
-        try:
-            decoder = self.decoder = self._decoder()
-            if started_ray:
-                decoder.started_here = True  # so it stops Ray after the run
-            with decoder:
-                for outcome in decoder.run(self._pending_jobs()):
-                    self._take(outcome)
-                self._flush()
-        finally:
-            progress.finish()
 
-    def _decoder(self) -> InlineDecoder | ProcessDecoder | RayDecoder:
-        config = self.options.worker_config(self.encoder)
+    def _early_decoder(self, expected: ImagePreprocess | None) -> ProcessDecoder | None:
+        """Worker processes decoding while the model loads (torch's import and the weights take
+        seconds on one core; the other cores decode meanwhile): where the input is known
+        beforehand, decoding runs in processes, and one core is left to the loading."""
+        if expected is None or self.options.ray or self.options.in_process:
+            return None
+        workers = self.options.worker_count(len(self.jobs))
+        decoder = ProcessDecoder(
+            self.options.worker_config(expected),
+            max(1, workers - 1),
+            self.options.lookahead * self.options.batch_size,
+        )
+        decoder.start(self._pending_jobs())
+        return decoder
+
+    def _decoder(
+        self, early: ProcessDecoder | None = None
+    ) -> InlineDecoder | ProcessDecoder | RayDecoder:
+        """The early decoder, now with every worker and, beside a CPU encoder, lower priority;
+        else a new one."""
+        on_cpu = self.encoder.device == "cpu"
+        if early is not None:
+            if early.config.preprocess == self.encoder.preprocess:
+                workers = self.options.worker_count(len(self.jobs))
+                self.summary.stage("decode").workers = workers
+                early.grow_to(workers)
+                if on_cpu:
+                    early.lower_priority(DECODER_NICENESS)
+                return early
+            log.warning(
+                "the model's input (%s) is not the one expected (%s); decoding again",
+                self.encoder.preprocess, early.config.preprocess,
+            )  # fmt: skip
+            early.close()
+        config = self.options.worker_config(
+            self.encoder.preprocess, DECODER_NICENESS if on_cpu else 0
+        )
         if self.options.ray:
             from indexer.ray_ingest import RayDecoder
 
-            return RayDecoder(
+            decoder = RayDecoder(
                 self.options.ray,
                 model=self.encoder.spec,
                 precision=self.encoder.requested_precision,
@@ -510,6 +559,8 @@ class _Ingest:
                 batch_size=self.options.batch_size,
                 store_patches=self.store_patches,
             )
+            decoder.started_here = self.started_ray  # so it stops Ray after the run
+            return decoder
         if self.options.in_process:
             return InlineDecoder(config)
         workers = self.options.worker_count(len(self.jobs))

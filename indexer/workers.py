@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import connection
 from pathlib import Path
 from typing import Any
@@ -279,13 +279,54 @@ class _Done:
 READY = "ready"  # a worker's first message: it started and is taking jobs
 
 
-class ProcessDecoder:
-    """Decodes in `workers` processes; at most about `max_ahead` files are decoded ahead of use.
+class _Outbox:
+    """Outcomes waiting for the consumer, bounded by the items they hold: a video's keyframes
+    each count, so a few long videos cannot fill memory the way a count of files would let them.
+    One outcome is always let in, however large."""
 
-    `run` yields outcomes as files finish (any order), and None every `TICK_S` while waiting, so
-    the consumer can commit on time. A background thread dispatches jobs and collects results,
-    so workers keep decoding while the consumer runs the model, unless it asks them to wait
-    (`paused`).
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self._held: deque[tuple[Any, int]] = deque()
+        self._weight = 0
+        self._changed = threading.Condition()
+
+    def put(self, item: Any, timeout: float) -> bool:
+        """Add `item`, waiting up to `timeout` for room; False if there was none."""
+        weight = _weight(item)
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._fits(weight), timeout):
+                return False
+            self._held.append((item, weight))
+            self._weight += weight
+            self._changed.notify_all()
+            return True
+
+    def get(self, timeout: float) -> Any:
+        """The oldest outcome; `queue.Empty` after `timeout` seconds without one."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: bool(self._held), timeout):
+                raise queue.Empty
+            item, weight = self._held.popleft()
+            self._weight -= weight
+            self._changed.notify_all()
+            return item
+
+    def _fits(self, weight: int) -> bool:
+        return not self._held or self._weight + weight <= self.limit
+
+
+def _weight(item: Any) -> int:
+    return max(1, len(item.items)) if isinstance(item, Decoded) else 1
+
+
+class ProcessDecoder:
+    """Decodes in `workers` processes; at most about `max_ahead` items (pictures, passages) are
+    decoded ahead of use.
+
+    `start` hands the jobs to a background thread that dispatches them and collects results, so
+    workers keep decoding while the consumer loads or runs the model, unless it asks them to wait
+    (`paused`); `outcomes` yields them as files finish (any order), and None every `TICK_S` while
+    waiting, so the consumer can commit on time. `run` does both.
     """
 
     def __init__(
@@ -298,8 +339,8 @@ class ProcessDecoder:
         self.config = config
         self.size = max(1, workers)
         self.ctx = context or start_context()
-        # queued + in flight <= max_ahead: the workers' share is PREFETCH each
-        self._out: queue.Queue[Any] = queue.Queue(maxsize=max(1, max_ahead - PREFETCH * self.size))
+        # queued + in flight <= max_ahead: the workers' share is PREFETCH files each
+        self._out = _Outbox(max_ahead - PREFETCH * self.size)
         self._stop = threading.Event()
         self._pause = threading.Event()
         self._wake_reader, self._wake_writer = self.ctx.Pipe(duplex=False)  # ends a pause's wait
@@ -316,10 +357,20 @@ class ProcessDecoder:
         self.close()
 
     def run(self, jobs: Iterable[DecodeJob | Failed]) -> Iterator[Outcome | None]:
+        self.start(jobs)
+        return self.outcomes()
+
+    def start(self, jobs: Iterable[DecodeJob | Failed]) -> None:
+        """Begin decoding `jobs` in the background (once)."""
+        if self._thread is not None:
+            raise MmsearchError("this decoder has already started")
         self._thread = threading.Thread(
             target=self._collect, args=(iter(jobs),), name="mmsearch-decode-collector", daemon=True
         )
         self._thread.start()
+
+    def outcomes(self) -> Iterator[Outcome | None]:
+        """What `start`ed decoding gives, as files finish; None while waiting."""
         while True:
             try:
                 message = self._out.get(timeout=TICK_S)
@@ -331,6 +382,18 @@ class ProcessDecoder:
             if isinstance(message, BaseException):
                 raise message
             yield message
+
+    def grow_to(self, workers: int) -> None:
+        """Use up to `workers` processes from now on (they start as jobs need them)."""
+        self.size = max(self.size, workers)
+        self._wake_writer.send_bytes(b"")
+
+    def lower_priority(self, niceness: int) -> None:
+        """Run the workers, and any started later, `niceness` steps nicer than they are now."""
+        self.config = replace(self.config, niceness=self.config.niceness + niceness)
+        for w in self._workers:
+            if w.alive and w.process.pid is not None:
+                _renice(w.process.pid, niceness)
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -509,11 +572,8 @@ class ProcessDecoder:
     def _put(self, item: Any) -> None:
         """Hand an outcome to the consumer, waiting while it is `max_ahead` behind."""
         while not self._stop.is_set():
-            try:
-                self._out.put(item, timeout=TICK_S)
+            if self._out.put(item, timeout=TICK_S):
                 return
-            except queue.Full:
-                continue
 
     def _stop_worker(self, worker: _Worker) -> None:
         if worker.alive:
@@ -558,6 +618,15 @@ class _Capture(logging.Handler):
     def take(self) -> list[tuple[str, int, str]]:
         records, self.records = self.records, []
         return records
+
+
+def _renice(pid: int, niceness: int) -> None:
+    """`niceness` steps nicer for another of our processes (a worker already running)."""
+    if niceness > 0 and hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, pid) + niceness)
+        except OSError:  # gone, or not allowed: it keeps its priority
+            pass
 
 
 def _lower_priority(niceness: int) -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from mmsearch.catalog import FeedbackEvent
     from mmsearch.duplicates import DuplicateGroup
     from mmsearch.models import Encoder
+    from mmsearch.models.preprocess import ImagePreprocess
     from mmsearch.models.sentence import TextEncoder
     from mmsearch.models.text_onnx import QueryEncoder
     from mmsearch.query.stages import Stage
@@ -207,11 +208,24 @@ class Engine:
         collection = self._open(create=True)
         with collection.writer(self.text_encoder) as writer:
             summary = run_index(
-                writer, lambda: self.encoder, roots, options or IndexOptions(), progress
+                writer,
+                lambda: self.encoder,
+                roots,
+                options or IndexOptions(),
+                progress,
+                expected_input=self._expected_input(),
             )
         if self._encoder is not None and self._encoder.loaded:  # while the model is in memory
             self._export_for_queries()
         return summary
+
+    def _expected_input(self) -> ImagePreprocess | None:
+        """The encoder's preprocessing where it is known without loading it (decoding can then
+        start while the model loads)."""
+        from mmsearch.models import resolve
+        from mmsearch.models.openclip_loader import expected_preprocess
+
+        return expected_preprocess(resolve(self.model_name))
 
     def _export_for_queries(self) -> None:
         """Export what a text search runs (the text tower, the ITM reranker) once per checkpoint,

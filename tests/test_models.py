@@ -29,6 +29,8 @@ from mmsearch.models import (
     save_tiny_weights,
 )
 from mmsearch.models.device import resolve_device, resolve_precision
+from mmsearch.models.openclip_loader import expected_preprocess
+from mmsearch.models.preprocess import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from mmsearch.models.registry import CONFIG_DIR
 
 TEXTS = ["a red circle on the left", "two blue stars", "a small green triangle at the top"]
@@ -104,6 +106,43 @@ def test_import_is_cheap():
     code = "import sys, mmsearch.models; print(sorted({'torch', 'open_clip'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_naming_a_local_checkpoint_or_random_model_imports_neither_torch_nor_open_clip():
+    """`mmsearch index` resolves the model name and knows its input size before it loads the
+    model, so decoding can start while torch imports."""
+    code = (
+        "import sys\n"
+        "from mmsearch.models import resolve\n"
+        "from mmsearch.models.openclip_loader import expected_preprocess\n"
+        "for name in ('ViT-B-32@/models/ckpt.pt', 'RN50/random', 'tiny'):\n"
+        "    print(name, expected_preprocess(resolve(name)).size)\n"
+        "print(sorted({'torch', 'open_clip'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "ViT-B-32@/models/ckpt.pt (224, 224)", "RN50/random (224, 224)", "tiny (64, 64)", "[]",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name", ["tiny", "tiny-zh", "ViT-B-32-256/random", "RN50/random"]
+)
+def test_the_expected_input_is_the_built_models(name: str, bundled_tiny: Path):
+    expected = expected_preprocess(resolve(name))
+    assert expected is not None and expected == build_openclip(name).preprocess
+
+
+def test_no_input_is_expected_where_the_weights_bring_their_own(tmp_path: Path):
+    assert expected_preprocess(resolve(DEFAULT_MODEL)) is None  # a pretrained tag's mean/std
+    assert expected_preprocess(resolve(f"local-dir:{tmp_path}")) is None
+    assert expected_preprocess(resolve("/models/ckpt.pt")) is None  # its architecture is in the file
+
+
+def test_the_default_normalisation_is_open_clips():
+    assert (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD) == (
+        open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import multiprocessing
 import os
 import shutil
 import time
@@ -111,6 +113,58 @@ def test_first_index_of_a_photo_folder_in_worker_processes(tmp_path: Path, encod
     expected = encoder.encode_images([picture])[0]
     np.testing.assert_allclose(stored_vector(tmp_path / "home", ids[0]), expected, atol=1e-5)
     assert search_paths(tmp_path / "home", expected)[0] == str(first)
+
+
+def _decoders_running() -> list[str]:
+    children = multiprocessing.active_children()
+    return sorted(p.name for p in children if p.name.startswith("mmsearch-decode"))
+
+
+def test_decoding_starts_while_the_model_loads_when_its_input_is_known(tmp_path: Path, encoder) -> None:
+    """With the encoder's input known beforehand, worker processes decode while the model loads
+    (one core is left to the loading), then all of them run; the stored vectors are those of a
+    plain run."""
+    photos = write_photo_folder(tmp_path / "photos", 12, seed=4)
+    seen_while_loading: list[list[str]] = []
+
+    def load_slowly():
+        time.sleep(0.5)  # torch's import, the weights
+        seen_while_loading.append(_decoders_running())
+        return tiny_encoder()
+
+    options = IndexOptions(workers=3, batch_size=4)
+    with Collection(tmp_path / "early") as collection, collection.writer() as writer:
+        summary = run_index(writer, load_slowly, [photos], options, expected_input=encoder.preprocess)
+    assert seen_while_loading[0] == ["mmsearch-decode-1", "mmsearch-decode-2"]  # (tagging loads again)
+    assert summary.new == 12 and summary.stages["decode"].workers == 3
+    index(tmp_path / "plain", [photos], INLINE)
+    early, plain = item_ids_by_path(tmp_path / "early"), item_ids_by_path(tmp_path / "plain")
+    assert early.keys() == plain.keys()
+    for path in early:
+        np.testing.assert_allclose(
+            stored_vector(tmp_path / "early", early[path][0]),
+            stored_vector(tmp_path / "plain", plain[path][0]),
+            atol=1e-6,
+        )
+
+
+def test_a_wrong_expected_input_is_caught_and_the_files_decoded_again(
+    tmp_path: Path, encoder, caplog
+) -> None:
+    photos = write_photo_folder(tmp_path / "photos", 5, seed=5)
+    wrong = dataclasses.replace(encoder.preprocess, size=(32, 32))
+    with Collection(tmp_path / "home") as collection, collection.writer() as writer:
+        summary = run_index(writer, tiny_encoder, [photos], PROCESSES, expected_input=wrong)
+    assert summary.new == 5 and summary.skipped == []
+    assert "not the one expected" in caplog.text
+    index(tmp_path / "plain", [photos], INLINE)
+    ids, plain = item_ids_by_path(tmp_path / "home"), item_ids_by_path(tmp_path / "plain")
+    first = sorted(ids)[0]
+    np.testing.assert_allclose(
+        stored_vector(tmp_path / "home", ids[first][0]),
+        stored_vector(tmp_path / "plain", plain[first][0]),
+        atol=1e-6,
+    )
 
 
 def test_worker_processes_and_in_process_decoding_store_the_same_vectors(tmp_path: Path) -> None:

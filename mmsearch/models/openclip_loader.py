@@ -32,8 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 from mmsearch import paths
 from mmsearch.errors import ModelError, ModelUnavailableError
-from mmsearch.models.preprocess import ImagePreprocess
-from mmsearch.models.registry import TINY_ARCH, ModelSpec, ensure_registered, resolve
+from mmsearch.models.preprocess import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, ImagePreprocess
+from mmsearch.models.registry import (
+    TINY_ARCH,
+    ModelSpec,
+    architecture_config,
+    ensure_registered,
+    resolve,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -465,6 +471,23 @@ def _tokenizer(spec: ModelSpec, recipe: Recipe, cache: Path) -> Callable[..., to
             f"The tokenizer of model {spec.name!r} could not be loaded ({_short(exc)}). "
             "It may need a download; use --model tiny offline."
         ) from exc
+
+
+def expected_preprocess(spec: ModelSpec, mode: str = "letterbox") -> ImagePreprocess | None:
+    """What `build_openclip(spec).preprocess` will be, known without torch or open_clip where it
+    is certain: a bundled, random-init or ARCH@checkpoint model gets open_clip's default
+    normalisation at its config's input size. None for the rest (a pretrained tag or a model
+    folder brings its own), and for an architecture not found this way."""
+    if spec.kind not in ("tiny", "random", "local-file") or not spec.arch:
+        return None
+    config = architecture_config(spec.arch)
+    if config is None:
+        return None
+    size = config.get("vision_cfg", {}).get("image_size", 224)
+    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return ImagePreprocess(
+        size=(height, width), mean=OPENAI_DATASET_MEAN, std=OPENAI_DATASET_STD, mode=mode
+    )
 
 
 def preprocess_for(net: torch.nn.Module, mode: str = "letterbox") -> ImagePreprocess:

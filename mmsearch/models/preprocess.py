@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESIZE_MODES = ("letterbox", "squash")
+OPENAI_DATASET_MEAN = (0.48145466, 0.4578275, 0.40821073)  # open_clip's default normalisation,
+OPENAI_DATASET_STD = (0.26862954, 0.26130258, 0.27577711)  # copied so no torch is needed to know it
 
 _RESAMPLE = {
     "bicubic": Image.Resampling.BICUBIC,

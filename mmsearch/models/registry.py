@@ -182,8 +182,33 @@ def _refuse_bare_name(text: str) -> ModelSpec:
 
 
 def _require_arch(arch: str, name: str) -> None:
-    if arch not in known_architectures():
+    if architecture_config(arch) is None and arch not in known_architectures():
         raise ModelError(_unknown_message(name, arch))
+
+
+def architecture_config(arch: str) -> dict | None:
+    """The architecture's JSON config, read without importing open_clip (which imports torch):
+    a name is checked, and a picture's input size known, before the model loads. The folders
+    are searched in the order open_clip lets them override each other; None if none has it."""
+    for folder in (*reversed(_added_paths), CONFIG_DIR, _open_clip_config_dir()):
+        if folder is None:
+            continue
+        for file in _config_files(folder):
+            if _config_name(file) == arch:
+                try:
+                    return json.loads(file.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    return None
+    return None
+
+
+def _open_clip_config_dir() -> Path | None:
+    """open_clip's own `model_configs` folder, found without running the package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("open_clip")
+    locations = list(spec.submodule_search_locations or ()) if spec else []
+    return Path(locations[0]) / "model_configs" if locations else None
 
 
 def _unknown_message(name: str, arch: str | None = None) -> str:
