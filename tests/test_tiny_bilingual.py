@@ -2,8 +2,9 @@
 text context, and refusal of collections indexed with other weights of a bundled model.
 
 The thresholds sit under the shipped weights' measured figures (model card: independent renderer
-P@5 0.858 English / 0.883 Chinese on `benchmarks/tiny_generalization.py`'s 960 pictures; the
-issue's goal, 0.9, is not reached yet) by a margin for the smaller, differently seeded sets here.
+P@5 0.912 English / 0.958 Chinese on `benchmarks/tiny_generalization.py`'s 960 pictures, the
+issue's goal being 0.9; 0.904 / 0.938 on this file's 480 pictures of another seed) by a margin
+for the smaller, differently seeded sets here.
 """
 
 import random
@@ -17,8 +18,8 @@ from mmsearch.train.data import AugmentConfig
 from mmsearch.train.evaluate import colour_shape_query, evaluate_held_out
 
 FRESH_SEED = 7 * 10**8
-EN_INDEPENDENT_MIN = 0.78
-ZH_INDEPENDENT_MIN = 0.80
+EN_INDEPENDENT_MIN = 0.86
+ZH_INDEPENDENT_MIN = 0.88
 ZH_OWN_MIN = 0.85
 SHIPPED_TINY_ZH_INDEPENDENT = 0.3  # `tiny` (English only) on the same Chinese queries: near chance
 

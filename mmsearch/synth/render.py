@@ -30,6 +30,8 @@ class RenderStyle:
     shading_prob: float = 0.0  # chance an object's fill is shaded (a linear light-to-dark ramp)
     wide_shades: bool = False  # draw colours from wide hue/saturation/value windows of their names
     size_spread: float = 0.0  # widen the size fractions by this share of their range on both ends
+    lone_max_size: float = 0.0  # a scene's only object, when large, may grow to this share of the
+    # side (other programs draw a lone shape big: the independent renderer up to 0.6)
 
 
 def random_style(rng: random.Random) -> RenderStyle:
@@ -57,6 +59,7 @@ def varied_style(rng: random.Random) -> RenderStyle:
         shading_prob=0.35,
         wide_shades=rng.random() < 0.6,
         size_spread=0.5,
+        lone_max_size=0.62,
     )
 
 
@@ -198,13 +201,17 @@ def _background_array(bg: Background, w: int, h: int, style: RenderStyle, rng: r
 _FREE_ROTATION = {"circle": 180.0, "star": 180.0, "triangle": 35.0}
 
 
-def _object_mask(obj: ShapeObject, w: int, h: int, style: RenderStyle, rng: random.Random):
+def _object_mask(
+    obj: ShapeObject, w: int, h: int, style: RenderStyle, rng: random.Random, alone: bool = False
+):
     """The object's coverage (h, w, 1) in [0, 1], and for varied styles its centre and diameter."""
     ss = 4 if style.antialias else 1
     side = min(w, h)
     lo, hi = vocab.SIZE_FRACTIONS[obj.size]
     if style.size_spread:
         lo, hi = lo - style.size_spread * (hi - lo), hi + style.size_spread * (hi - lo)
+    if alone and obj.size == "large" and style.lone_max_size > hi:
+        hi = style.lone_max_size
     d = rng.uniform(lo, hi) * side
     fx, fy = vocab.POSITION_ANCHORS[obj.position]
     jx = rng.uniform(-1, 1) * style.position_jitter * w
@@ -285,7 +292,7 @@ def render_scene(
             rgb = np.array(wide_shade(obj.colour, rng), dtype=np.float32)
         else:
             rgb = np.array(jitter_colour(obj.colour, rng, style.shade_jitter), dtype=np.float32)
-        alpha, where = _object_mask(obj, w, h, style, rng)
+        alpha, where = _object_mask(obj, w, h, style, rng, alone=len(scene.objects) == 1)
         if style.outline_prob or style.shading_prob:
             arr = _paint_varied(arr, obj, rgb, alpha, where, style, rng)
         else:
