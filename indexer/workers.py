@@ -361,9 +361,10 @@ class ProcessDecoder:
         return self.outcomes()
 
     def start(self, jobs: Iterable[DecodeJob | Failed]) -> None:
-        """Begin decoding `jobs` in the background (once)."""
-        if self._thread is not None:
-            raise MmsearchError("this decoder has already started")
+        """Begin decoding `jobs` in the background, once the previous jobs (if any) are done:
+        the workers stay up from one run to the next (a Ray actor decodes batch after batch)."""
+        if self._thread is not None and self._thread.is_alive():
+            raise MmsearchError("this decoder is still decoding its previous jobs")
         self._thread = threading.Thread(
             target=self._collect, args=(iter(jobs),), name="mmsearch-decode-collector", daemon=True
         )

@@ -440,6 +440,19 @@ def test_look_ahead_is_bounded(tmp_path: Path, crashy) -> None:
     assert max(ahead) >= 4  # and they did decode ahead
 
 
+def test_one_decoder_runs_batch_after_batch_on_the_same_workers(tmp_path: Path, crashy) -> None:
+    """A Ray decode actor keeps its decoder between calls: each `run` ends when its jobs are done,
+    and the next one starts on the same worker processes."""
+    files = [write_crashy(tmp_path / f"f{i:03d}{CRASHY}", bytes([i, i, i])) for i in range(6)]
+    config = WorkerConfig(preprocess=tiny_encoder().preprocess, image_size=64)
+    with ProcessDecoder(config, workers=1, max_ahead=8) as decoder:
+        for batch in (files[:3], files[3:]):
+            jobs = [DecodeJob(str(f), ASSET_IMAGE, CRASHY_READER) for f in batch]
+            outcomes = [o for o in decoder.run(jobs) if o is not None]
+            assert sorted(o.job.path for o in outcomes) == sorted(map(str, batch))
+        assert decoder._started == 1
+
+
 def test_paused_workers_take_no_new_files_until_the_pause_ends(tmp_path: Path, crashy) -> None:
     """While the consumer encodes on the CPU no file is handed out (each worker finishes the few
     it holds); when the pause ends, the rest are decoded and every file arrives once."""
