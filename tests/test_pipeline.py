@@ -415,25 +415,31 @@ def test_a_decoder_crash_skips_that_file_and_the_run_goes_on(
     assert all(r.process == os.getpid() for r in replayed)
 
 
-def test_look_ahead_is_bounded(tmp_path: Path, crashy) -> None:
-    files = [write_crashy(tmp_path / f"f{i:03d}{CRASHY}", bytes([i, i, i])) for i in range(40)]
-    config = WorkerConfig(preprocess=tiny_encoder().preprocess, image_size=64)
-    pulled = 0
+class _CountedJobs:
+    """Decode jobs for quick files, counting how many the decoder has taken so far."""
 
-    def jobs():
-        nonlocal pulled
-        for f in files:
-            pulled += 1
+    def __init__(self, tmp_path: Path, n: int) -> None:
+        self.files = [write_crashy(tmp_path / f"f{i:03d}{CRASHY}", bytes([i, i, i])) for i in range(n)]
+        self.config = WorkerConfig(preprocess=tiny_encoder().preprocess, image_size=64)
+        self.pulled = 0
+
+    def __iter__(self):
+        for f in self.files:
+            self.pulled += 1
             yield DecodeJob(str(f), ASSET_IMAGE, CRASHY_READER)
 
+
+def test_look_ahead_is_bounded(tmp_path: Path, crashy) -> None:
+    jobs = _CountedJobs(tmp_path, 40)
+    files = jobs.files
     consumed, ahead, outcomes = 0, [], []
-    with ProcessDecoder(config, workers=2, max_ahead=8) as decoder:
-        for outcome in decoder.run(jobs()):
+    with ProcessDecoder(jobs.config, workers=2, max_ahead=8) as decoder:
+        for outcome in decoder.run(jobs):
             if outcome is None:
                 continue
             outcomes.append(outcome)
             consumed += 1
-            ahead.append(pulled - consumed)
+            ahead.append(jobs.pulled - consumed)
             time.sleep(0.02)  # a slow encoder: the workers must wait, not run ahead
     assert sorted(o.job.path for o in outcomes) == sorted(map(str, files))
     assert max(ahead) <= 8 + 2
@@ -443,9 +449,9 @@ def test_look_ahead_is_bounded(tmp_path: Path, crashy) -> None:
 def test_one_decoder_runs_batch_after_batch_on_the_same_workers(tmp_path: Path, crashy) -> None:
     """A Ray decode actor keeps its decoder between calls: each `run` ends when its jobs are done,
     and the next one starts on the same worker processes."""
-    files = [write_crashy(tmp_path / f"f{i:03d}{CRASHY}", bytes([i, i, i])) for i in range(6)]
-    config = WorkerConfig(preprocess=tiny_encoder().preprocess, image_size=64)
-    with ProcessDecoder(config, workers=1, max_ahead=8) as decoder:
+    all_jobs = _CountedJobs(tmp_path, 6)
+    files = all_jobs.files
+    with ProcessDecoder(all_jobs.config, workers=1, max_ahead=8) as decoder:
         for batch in (files[:3], files[3:]):
             jobs = [DecodeJob(str(f), ASSET_IMAGE, CRASHY_READER) for f in batch]
             outcomes = [o for o in decoder.run(jobs) if o is not None]
@@ -456,26 +462,17 @@ def test_one_decoder_runs_batch_after_batch_on_the_same_workers(tmp_path: Path, 
 def test_paused_workers_take_no_new_files_until_the_pause_ends(tmp_path: Path, crashy) -> None:
     """While the consumer encodes on the CPU no file is handed out (each worker finishes the few
     it holds); when the pause ends, the rest are decoded and every file arrives once."""
-    files = [write_crashy(tmp_path / f"f{i:03d}{CRASHY}", bytes([i, i, i])) for i in range(30)]
-    config = WorkerConfig(preprocess=tiny_encoder().preprocess, image_size=64)
-    pulled = 0
-
-    def jobs():
-        nonlocal pulled
-        for f in files:
-            pulled += 1
-            yield DecodeJob(str(f), ASSET_IMAGE, CRASHY_READER)
-
-    with ProcessDecoder(config, workers=2, max_ahead=40) as decoder:
-        outcomes = decoder.run(jobs())
+    jobs = _CountedJobs(tmp_path, 30)
+    with ProcessDecoder(jobs.config, workers=2, max_ahead=40) as decoder:
+        outcomes = decoder.run(jobs)
         first = next(o for o in outcomes if o is not None)
         with decoder.paused():
             time.sleep(0.1)  # a job the dispatcher was already sending gets there
-            at_pause = pulled
+            at_pause = jobs.pulled
             time.sleep(0.5)  # unpaused workers would decode all 30 files in this time
-            assert pulled == at_pause < len(files)
+            assert jobs.pulled == at_pause < len(jobs.files)
         rest = [o for o in outcomes if o is not None]
-    assert sorted(o.job.path for o in [first, *rest]) == sorted(map(str, files))
+    assert sorted(o.job.path for o in [first, *rest]) == sorted(map(str, jobs.files))
 
 
 class _DiesWhenUnpickled:
