@@ -344,6 +344,7 @@ class ProcessDecoder:
         self._stop = threading.Event()
         self._pause = threading.Event()
         self._wake_reader, self._wake_writer = self.ctx.Pipe(duplex=False)  # ends a pause's wait
+        os.set_blocking(self._wake_writer.fileno(), False)  # a full pipe already holds a wake-up
         self._workers: list[_Worker] = []
         self._thread: threading.Thread | None = None
         self._started = 0
@@ -387,7 +388,7 @@ class ProcessDecoder:
     def grow_to(self, workers: int) -> None:
         """Use up to `workers` processes from now on (they start as jobs need them)."""
         self.size = max(self.size, workers)
-        self._wake_writer.send_bytes(b"")
+        self._wake()
 
     def lower_priority(self, niceness: int) -> None:
         """Run the workers, and any started later, `niceness` steps nicer than they are now."""
@@ -402,13 +403,20 @@ class ProcessDecoder:
 
         A CPU encoder's matrix products run on every core and wait for their slowest thread, so a
         decoder that takes one of those cores stalls the whole product; decoding in the encoder's
-        pauses instead measured faster on 2 cores (`benchmarks/index_rates.py`)."""
+        pauses instead measured faster on 2 cores (the peers harness, README's Benchmarks)."""
         self._pause.set()
         try:
             yield
         finally:
             self._pause.clear()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Have the collector look at the workers now, not at its next tick."""
+        try:
             self._wake_writer.send_bytes(b"")
+        except BlockingIOError:  # the pipe is full of wake-ups it has not read yet
+            pass
 
     def close(self) -> None:
         """Stop the collector and the workers (they also exit on their own if we die)."""
