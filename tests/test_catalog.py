@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import MetaData, inspect, select
+from sqlalchemy.exc import StatementError
 
 from mmsearch.catalog import (
     MIGRATIONS,
@@ -392,7 +393,7 @@ def test_a_batch_of_upserts_is_one_transaction(tmp_path):
     assert again[1].replaced_ids == [] and cat.generation() == generation + 1
     assert sorted(cat.item_ids().tolist()) == sorted(first[0].item_ids + again[0].item_ids + again[1].item_ids)
     bad = AssetInfo(path=str(tmp_path / "d.jpg"), kind="image", size=1, mtime_ns=1, content_hash="d", taken_at="soon")
-    with pytest.raises(Exception):
+    with pytest.raises(StatementError, match="DateTime"):  # a date that is not a date
         cat.upsert_assets([(asset("e.jpg", "e"), [item(6)]), (bad, [item(7)])])
     assert cat.asset_by_path(tmp_path / "e.jpg") is None
     with pytest.raises(ValueError, match="same path twice"):
