@@ -500,8 +500,8 @@ def preprocess_for(net: torch.nn.Module, mode: str = "letterbox") -> ImagePrepro
     interpolation = cfg.get("interpolation", "bicubic")
     return ImagePreprocess(
         size=(height, width),
-        mean=_triple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-        std=_triple(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+        mean=_triple(cfg.get("mean", OPENAI_DATASET_MEAN)),
+        std=_triple(cfg.get("std", OPENAI_DATASET_STD)),
         mode=mode,
         interpolation=interpolation if interpolation in ("bicubic", "bilinear") else "bicubic",
     )
