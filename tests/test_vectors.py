@@ -273,6 +273,76 @@ def test_faiss_structures_are_read_from_the_container_file_directly(kind, tmp_pa
         load_index(path)
 
 
+def _is_file_view(index) -> bool:
+    from mmsearch.vectors.base import owned_faiss_index
+
+    return owned_faiss_index(index._index) is not index._index
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "torch"])
+def test_a_loaded_structure_is_a_view_of_its_file_until_it_changes(kind, tmp_path):
+    """Opening maps the vectors from the file (no copy: a cold query opens a 100k store in
+    ms); the first add or remove copies them (FAISS aborts the process when a view is resized),
+    and nothing is ever written into the file through the view."""
+    rng = np.random.default_rng(12)
+    vecs = unit(rng, 400)
+    ids = np.arange(400, dtype=np.int64) + 1
+    index = create_index(kind, DIM)
+    index.add(ids[:300], vecs[:300])
+    path = tmp_path / "v.idx"
+    index.save(path)
+    saved = path.read_bytes()
+
+    loaded = load_index(path)
+    assert _is_file_view(loaded)
+    assert loaded.search(vecs[:5], 3)[1].tolist() == index.search(vecs[:5], 3)[1].tolist()
+    loaded.add(ids[300:], vecs[300:])
+    assert not _is_file_view(loaded)
+    assert loaded.remove(ids[:10]) == 10
+    assert path.read_bytes() == saved
+    assert loaded.count == 390
+    assert loaded.search(vecs[10:400:13], 1)[1][:, 0].tolist() == ids[10:400:13].tolist()
+
+    loaded.save(path)
+    again = load_index(path)
+    assert _is_file_view(again) and again.count == 390
+    again.remove(ids[10:20])  # the first change may be a removal
+    assert not _is_file_view(again) and again.count == 380
+
+
+def test_a_reader_keeps_its_view_when_a_writer_replaces_the_file(tmp_path):
+    """Saves replace the file (write, rename), so a reader's mapping keeps the old contents
+    whole: it answers from what it opened, and the next open sees the new save."""
+    rng = np.random.default_rng(13)
+    vecs = unit(rng, 200)
+    ids = np.arange(200, dtype=np.int64) + 1
+    path = tmp_path / "v.idx"
+    first = create_index("flat", DIM)
+    first.add(ids[:100], vecs[:100])
+    first.save(path)
+    reader = load_index(path)
+    writer = load_index(path)
+    writer.remove(ids[:100])
+    writer.add(ids[100:], vecs[100:])
+    writer.save(path)
+    assert reader.search(vecs[:3], 1)[1][:, 0].tolist() == ids[:3].tolist()
+    assert load_index(path).search(vecs[150:153], 1)[1][:, 0].tolist() == ids[150:153].tolist()
+
+
+def test_an_older_faiss_without_zero_copy_reads_a_copy(tmp_path, monkeypatch):
+    import faiss
+
+    rng = np.random.default_rng(14)
+    vecs = unit(rng, 50)
+    index = create_index("hnsw", DIM)
+    index.add(np.arange(50, dtype=np.int64), vecs)
+    index.save(tmp_path / "v.idx")
+    monkeypatch.delattr(faiss, "ZeroCopyIOReader")
+    loaded = load_index(tmp_path / "v.idx")
+    assert not _is_file_view(loaded)
+    assert loaded.search(vecs[:4], 1)[1][:, 0].tolist() == [0, 1, 2, 3]
+
+
 def test_factory_errors_and_auto():
     with pytest.raises(ConfigError, match="Unknown vector index kind"):
         create_index("annoy", DIM)

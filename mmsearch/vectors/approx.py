@@ -24,7 +24,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from mmsearch.query.exact import merge_topk
-from mmsearch.vectors.base import IdMap, VectorIndex, import_faiss, read_faiss_index
+from mmsearch.vectors.base import (
+    IdMap,
+    VectorIndex,
+    import_faiss,
+    owned_faiss_index,
+    read_faiss_index,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,9 @@ class _RowIndex(VectorIndex):
 
     def _contains(self, ids: np.ndarray) -> np.ndarray:
         return self._map.lookup(ids)[0]
+
+    def _before_change(self) -> None:
+        self._index = owned_faiss_index(self._index)
 
     def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         rows = np.arange(self._nrows, self._nrows + len(ids), dtype=np.int64)

@@ -6,7 +6,14 @@ import logging
 
 import numpy as np
 
-from mmsearch.vectors.base import IdMap, VectorIndex, import_faiss, pad_results, read_faiss_index
+from mmsearch.vectors.base import (
+    IdMap,
+    VectorIndex,
+    import_faiss,
+    owned_faiss_index,
+    pad_results,
+    read_faiss_index,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,9 @@ class FlatIndex(VectorIndex):
 
     def _contains(self, ids: np.ndarray) -> np.ndarray:
         return self._ids.lookup(ids)[0]
+
+    def _before_change(self) -> None:
+        self._index = owned_faiss_index(self._index)
 
     def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self._index.add_with_ids(vectors, ids)
