@@ -204,6 +204,7 @@ class VectorIndex(ABC):
     def _before_change(self) -> None:
         """Called before any add or remove: backends whose structure may be a read-only view of
         their file (`read_faiss_index`) take their own copy here."""
+        return None
 
     @abstractmethod
     def _contains(self, ids: np.ndarray) -> np.ndarray:
