@@ -122,6 +122,46 @@ def test_an_export_of_a_replaced_checkpoint_is_not_used(home, cache, tmp_path, m
     assert open_text_tower("tiny", "0123456789abcdef") is None  # another checkpoint's digest
 
 
+def test_an_export_of_a_checkpoint_only_touched_is_stamped_again_not_made_again(
+    home, cache, tmp_path, monkeypatch
+):
+    """A copied or touched checkpoint (a reinstall, a copy to another disk) has the digest of the
+    weights exported: the export is stamped with the file as it is now, in milliseconds, and
+    text searches use it again (it was re-made at every index run, and never used, before)."""
+    from mmsearch.models import load_encoder
+    from mmsearch.models.text_onnx import KIND, MODEL_FILE, export_text_tower, open_text_tower
+
+    encoder = load_encoder("tiny", device="cpu")
+    source = rt.export_dir(KIND, "tiny", encoder.weights_id)
+    monkeypatch.setenv("MMSEARCH_CACHE", str(tmp_path / "cache"))
+    target = rt.export_dir(KIND, "tiny", encoder.weights_id)
+    shutil.copytree(source, target)
+    checkpoint = tmp_path / "tiny.safetensors"
+    meta = rt.read_meta(source)
+    shutil.copy(meta["weights_file"]["path"], checkpoint)
+    meta["weights_file"] = rt.file_stamp(checkpoint)
+    rt.write_meta(target, {k: v for k, v in meta.items() if k != "format"})
+    os.utime(checkpoint, ns=(1, 1))  # touched, the same weights
+    made = (target / MODEL_FILE).stat().st_mtime_ns
+    assert open_text_tower("tiny", encoder.weights_id) is None
+    tower = export_text_tower(encoder, weights_file=checkpoint)
+    assert tower is not None and (target / MODEL_FILE).stat().st_mtime_ns == made
+    assert rt.read_meta(target)["weights_file"] == rt.file_stamp(checkpoint)
+
+
+def test_an_export_is_replaced_by_a_new_one(tmp_path):
+    """A stale or damaged export in the way of a new one gives way (the new one used to be
+    dropped, the old one staying unusable for good)."""
+    folder = tmp_path / "clip-text" / "tiny-0123"
+    folder.mkdir(parents=True)
+    rt.write_meta(folder, {"model": "tiny"})
+    (folder / "text.onnx").write_bytes(b"damaged")
+    with rt.writing(folder) as scratch:
+        rt.write_meta(scratch, {"model": "tiny", "new": True})
+    assert rt.read_meta(folder)["new"] and not (folder / "text.onnx").exists()
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["tiny-0123"]  # nothing left over
+
+
 # ------------------------------------------------------------------ the ITM reranker
 
 
@@ -143,6 +183,22 @@ def test_the_exported_itm_matches_torch(home, cache):
         np.abs(exported.score(pairs, patches[:4]) - torch_model.score(pairs, patches[:4])).max()
         < 1e-4
     )
+
+
+def test_an_itm_export_of_weights_only_touched_is_stamped_again(home, cache, tmp_path, monkeypatch):
+    from mmsearch.models.itm import TINY_ITM_DIR
+    from mmsearch.models.itm_onnx import MODEL_FILE, OnnxItmModel, load_itm_for_search
+
+    monkeypatch.setenv("MMSEARCH_CACHE", str(tmp_path / "cache"))
+    folder = shutil.copytree(TINY_ITM_DIR, tmp_path / "itm")
+    name = f"local-dir:{folder}"
+    assert isinstance(load_itm_for_search(name), OnnxItmModel)  # exported now
+    (exported,) = (tmp_path / "cache").rglob(MODEL_FILE)
+    made = exported.stat().st_mtime_ns
+    weights = next(folder.glob("*.safetensors"))
+    os.utime(weights, ns=(1, 1))
+    assert isinstance(load_itm_for_search(name), OnnxItmModel)
+    assert exported.stat().st_mtime_ns == made  # stamped again, not exported again
 
 
 # ------------------------------------------------------------------ searches

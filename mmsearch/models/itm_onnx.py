@@ -121,7 +121,7 @@ def load_itm_for_search(name: str, *, device: str = "cpu") -> ImageTextMatcher:
     folder = _patch_model_folder(name)
     if folder is None or not rt.available():
         return itm_module.load_itm(name, device=device)
-    found = open_onnx_itm(folder, name)
+    found = open_onnx_itm(folder, name) or _restamped(folder, name)
     if found is not None:
         return found
     model = itm_module.load_itm(name, device=device)
@@ -174,6 +174,21 @@ def open_onnx_itm(folder: Path, name: str) -> OnnxItmModel | None:
     except Exception as exc:
         log.debug("the %s reranker runs on torch: its export in %s fails (%s)", name, target, exc)
         return None
+
+
+def _restamped(folder: Path, name: str) -> OnnxItmModel | None:
+    """The export of these weights after all when only their file was copied or touched since
+    (its digest, in the export's folder name, is theirs): it is stamped with the file as it is."""
+    key = _key(folder, name)
+    if key is None:
+        return None
+    config, weights, digest = key
+    target = rt.export_dir(KIND, name, digest)
+    meta = rt.read_meta(target)
+    if meta is None or meta.get("config") != _config_dict(config):
+        return None
+    rt.restamp(target, weights)
+    return open_onnx_itm(folder, name)
 
 
 def _config_dict(config: ItmConfig) -> dict[str, Any]:

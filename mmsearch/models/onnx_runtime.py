@@ -83,15 +83,32 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
 
 
+def restamp(folder: Path, weights_file: Path) -> bool:
+    """Record that the export in `folder` is of `weights_file` as the file is now; False when
+    there is no export. For a checkpoint copied or touched: its digest, in the folder's name,
+    shows its weights are those exported, so exporting again would only make the same files."""
+    meta = read_meta(folder)
+    if meta is None:
+        return False
+    meta["weights_file"] = file_stamp(weights_file)
+    fd, scratch = tempfile.mkstemp(prefix=f".{META}.", dir=folder)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(meta, indent=1) + "\n")
+    os.replace(scratch, folder / META)
+    return True
+
+
 @contextlib.contextmanager
 def writing(folder: Path) -> Iterator[Path]:
     """A scratch folder beside `folder` that becomes `folder` when the block ends without error.
 
-    Two processes exporting at once both succeed; the second rename finds the folder there and
-    its own copy is dropped.
+    An export already there (a stale or damaged one: callers export only when the one there
+    cannot be used) is replaced. Two processes exporting at once both succeed, the last one's
+    files staying; a process with the first one's files open keeps reading them.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    retired: Path | None = None
     try:
         yield scratch
         for file in scratch.iterdir():
@@ -99,11 +116,15 @@ def writing(folder: Path) -> Iterator[Path]:
                 os.fsync(handle.fileno())
         try:
             os.rename(scratch, folder)
-        except OSError:
-            if read_meta(folder) is None:
-                raise
+        except OSError:  # one is there: set it aside (another process may do so too), retry
+            retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+            with contextlib.suppress(OSError):
+                os.replace(folder, retired / "export")
+            os.rename(scratch, folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
 
 
 def write_meta(folder: Path, meta: dict[str, Any]) -> None:

@@ -134,8 +134,15 @@ def export_text_tower(encoder: Encoder, weights_file: Path | None = None) -> Onn
     found = open_text_tower(name, weights_id)
     if found is not None or not rt.available():
         return found
+    weights_file = weights_file or _weights_file(encoder)
+    folder = rt.export_dir(KIND, name, weights_id)
+    meta = rt.read_meta(folder)
+    if meta and (meta.get("model"), meta.get("weights_id")) == (name, weights_id) and weights_file:
+        rt.restamp(folder, weights_file)  # the same weights (`weights_id` is their digest)
+        if (again := open_text_tower(name, weights_id)) is not None:
+            return again
     try:
-        _export(encoder._loaded, weights_file or _weights_file(encoder))  # type: ignore[arg-type]
+        _export(encoder._loaded, weights_file)  # type: ignore[arg-type]
     except _NotExportable as exc:
         log.debug("text queries of %s go through torch: %s", name, exc)
         return None
