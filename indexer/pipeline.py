@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from indexer.ray_ingest import RayDecoder
     from mmsearch.models import Encoder
     from mmsearch.models.preprocess import ImagePreprocess
+    from mmsearch.models.registry import ModelSpec
     from mmsearch.store import CollectionWriter
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,21 @@ class IndexOptions:
         )
 
 
+@dataclass(frozen=True)
+class ExpectedEncoder:
+    """The encoder a run will load, as known before it loads: its model and requested
+    precision and, where the architecture's JSON tells it (`expected_preprocess`), its input."""
+
+    spec: ModelSpec
+    precision: str = "auto"  # as asked ("auto" is resolved where the model runs)
+    preprocess: ImagePreprocess | None = None  # None: known only once the model is built
+
+    @classmethod
+    def of(cls, encoder: Encoder) -> ExpectedEncoder:
+        """What a loaded encoder is (tests, and callers holding a model already)."""
+        return cls(encoder.spec, encoder.requested_precision, encoder.preprocess)
+
+
 def stores_patches_by_default(encoder_name: str) -> bool:
     """Patch features are stored when the encoder has an ITM companion that reads them."""
     from mmsearch.models.itm import itm_for_encoder
@@ -184,12 +200,12 @@ def run_index(
     roots: Sequence[Path | str],
     options: IndexOptions = IndexOptions(),
     progress: ProgressReporter | None = None,
-    expected_input: ImagePreprocess | None = None,
+    expected: ExpectedEncoder | None = None,
 ) -> IndexSummary:
     """Bring the collection level with the files under `roots`; bad files are skipped and listed.
 
-    `expected_input`, the encoder's preprocessing where it is known before the model loads
-    (`openclip_loader.expected_preprocess`), lets decoding start while the model loads."""
+    `expected`, what `load_encoder` will give as far as it is known before it loads, lets
+    decoding (and Ray's actors) start while the model loads."""
     started = time.monotonic()
     if not roots:
         raise ConfigError("Nothing to index: give at least one folder or file.")
@@ -219,7 +235,7 @@ def run_index(
     changes = _Changes(writer, options.save_every_s, summary)
     apply_cheap_changes(plan, changes, folders, options.commit_every)
     _Ingest(plan, sources, load_encoder, options, changes, folders, summary).run(
-        progress or NoProgress(), expected_input
+        progress or NoProgress(), expected
     )
     tagging = time.monotonic()
     summary.tagged = writer.tag_pending(load_encoder)
@@ -463,21 +479,22 @@ class _Ingest:
         ]
         self.unavailable: dict[tuple[str, str], str] = {}  # (reader, extension) -> install hint
         self.batch = _Batch()
+        self.started_ray = False  # this run started Ray here (it stops it at the end)
 
-    def run(self, progress: ProgressReporter, expected_input: ImagePreprocess | None = None) -> None:
+    def run(self, progress: ProgressReporter, expected: ExpectedEncoder | None = None) -> None:
         if not self.jobs:
             return  # nothing to decode: no model is loaded
-        early = self._early_decoder(expected_input)
+        loading = time.monotonic()
+        model = self._load_in_background() if self.options.ray else None
+        early: ProcessDecoder | RayDecoder | None = None
         try:
-            self._load_encoder()
+            early = self._early_decoder(expected)
+            self.encoder = model.result() if model is not None else self.load_encoder()
+            self.summary.stages["model load"] = StageTiming(time.monotonic() - loading)
             self.writer.writer.bind_encoder(
                 self.encoder.name, self.encoder.dim, getattr(self.encoder, "weights_id", None)
             )
-            self.store_patches = (
-                self.options.patches
-                if self.options.patches is not None
-                else stores_patches_by_default(self.encoder.name)
-            )
+            self.store_patches = self._stores_patches(self.encoder.name)
             decoder = self.decoder = self._decoder(early)
         except BaseException:
             if early is not None:
@@ -494,80 +511,101 @@ class _Ingest:
         finally:
             progress.finish()
 
-    def _load_encoder(self) -> None:
-        loading = time.monotonic()
-        self.started_ray = False
-        if self.options.ray:  # the driver loads its copy of the model while Ray starts
+    def _load_in_background(self) -> Future[Encoder]:
+        """The driver's model, loading in a thread while Ray starts (and its actors load theirs)."""
+        pool = ThreadPoolExecutor(1, thread_name_prefix="mmsearch-load")
+        model = pool.submit(self.load_encoder)
+        pool.shutdown(wait=False)
+        return model
+
+    def _stores_patches(self, encoder_name: str) -> bool:
+        if self.options.patches is not None:
+            return self.options.patches
+        return stores_patches_by_default(encoder_name)
+
+    def _early_decoder(
+        self, expected: ExpectedEncoder | None
+    ) -> ProcessDecoder | RayDecoder | None:
+        """Decoding that starts while the model loads (torch's import and the weights take
+        seconds on one core), where the encoder's input is known beforehand: worker processes on
+        all cores but one (left to the loading), or on Ray the whole run (its actors load their
+        own model meanwhile)."""
+        if self.options.ray and (expected is None or expected.preprocess is None):
             from indexer.ray_ingest import connect
 
-            pool = ThreadPoolExecutor(1, thread_name_prefix="mmsearch-load")
-            model = pool.submit(self.load_encoder)
-            pool.shutdown(wait=False)
-            try:
-                self.started_ray = connect(self.options.ray)
-            finally:
-                self.encoder = model.result()
-        else:
-            self.encoder = self.load_encoder()
-        self.summary.stages["model load"] = StageTiming(time.monotonic() - loading)
-
-    def _early_decoder(self, expected: ImagePreprocess | None) -> ProcessDecoder | None:
-        """Worker processes decoding while the model loads (torch's import and the weights take
-        seconds on one core; the other cores decode meanwhile): where the input is known
-        beforehand, decoding runs in processes, and one core is left to the loading."""
-        if expected is None or self.options.ray or self.options.in_process:
+            self.started_ray = connect(self.options.ray)  # while the model loads
             return None
+        if expected is None or expected.preprocess is None or self.options.in_process:
+            return None
+        if self.options.ray:
+            decoder = self._ray_decoder(expected.spec, expected.precision, expected.preprocess)
+            try:
+                decoder.__enter__()
+                decoder.start(self._pending_jobs())
+            except BaseException:
+                decoder.close()
+                raise
+            return decoder
         workers = self.options.worker_count(len(self.jobs))
-        decoder = ProcessDecoder(
-            self.options.worker_config(expected),
+        process_decoder = ProcessDecoder(
+            self.options.worker_config(expected.preprocess),
             max(1, workers - 1),
             self.options.lookahead * self.options.batch_size,
         )
-        decoder.start(self._pending_jobs())
-        return decoder
+        process_decoder.start(self._pending_jobs())
+        return process_decoder
 
     def _decoder(
-        self, early: ProcessDecoder | None = None
+        self, early: ProcessDecoder | RayDecoder | None = None
     ) -> InlineDecoder | ProcessDecoder | RayDecoder:
-        """The early decoder, now with every worker and, beside a CPU encoder, lower priority;
-        else a new one."""
+        """The early decoder (a local one now with every worker and, beside a CPU encoder, lower
+        priority) if it decodes for the model that loaded; else a new one."""
         on_cpu = self.encoder.device == "cpu"
+        workers = self.options.worker_count(len(self.jobs))
         if early is not None:
             if early.config.preprocess == self.encoder.preprocess:
-                workers = self.options.worker_count(len(self.jobs))
-                self.summary.stage("decode").workers = workers
-                early.grow_to(workers)
-                if on_cpu:
-                    early.lower_priority(DECODER_NICENESS)
+                if isinstance(early, ProcessDecoder):
+                    self.summary.stage("decode").workers = workers
+                    early.grow_to(workers)
+                    if on_cpu:
+                        early.lower_priority(DECODER_NICENESS)
                 return early
             log.warning(
                 "the model's input (%s) is not the one expected (%s); decoding again",
                 self.encoder.preprocess, early.config.preprocess,
             )  # fmt: skip
             early.close()
+        if self.options.ray:
+            return self._ray_decoder(
+                self.encoder.spec, self.encoder.requested_precision, self.encoder.preprocess
+            )
         config = self.options.worker_config(
             self.encoder.preprocess, DECODER_NICENESS if on_cpu else 0
         )
-        if self.options.ray:
-            from indexer.ray_ingest import RayDecoder
-
-            decoder = RayDecoder(
-                self.options.ray,
-                model=self.encoder.spec,
-                precision=self.encoder.requested_precision,
-                config=config,
-                batch_size=self.options.batch_size,
-                store_patches=self.store_patches,
-            )
-            decoder.started_here = self.started_ray  # so it stops Ray after the run
-            return decoder
         if self.options.in_process:
             return InlineDecoder(config)
-        workers = self.options.worker_count(len(self.jobs))
         self.summary.stage("decode").workers = workers
         max_ahead = self.options.lookahead * self.options.batch_size
         log.debug("decoding %d files in %d worker processes", len(self.jobs), workers)
         return ProcessDecoder(config, workers, max_ahead)
+
+    def _ray_decoder(
+        self, spec: ModelSpec, precision: str, preprocess: ImagePreprocess
+    ) -> RayDecoder:
+        """Decoding and encoding on Ray (`--ray`); the decoders are niced beside a CPU encoder
+        there as here."""
+        from indexer.ray_ingest import RayDecoder
+
+        return RayDecoder(
+            self.options.ray or "auto",
+            model=spec,
+            precision=precision,
+            config=self.options.worker_config(preprocess, DECODER_NICENESS),
+            batch_size=self.options.batch_size,
+            store_patches=self._stores_patches(spec.name),
+            max_ahead=self.options.lookahead * self.options.batch_size,
+            started_here=self.started_ray,
+        )
 
     def _pending_jobs(self) -> Iterator[DecodeJob | Failed]:
         """The jobs, except those of a kind whose package turned out to be missing."""

@@ -1,14 +1,19 @@
 """Decoding and encoding on a Ray cluster (`mmsearch index --ray auto|ADDRESS`).
 
-The files to index become a Ray Data dataset that flows through two pools of actors, as the
-plain pipeline's decoding processes feed its encoder: `DecodeActor`s decode each batch in a
-worker process of their own (`ProcessDecoder`, so a decoder that crashes costs that file, as in
-a plain run), and `EncodeActor`s, which hold the encoder (one per GPU where the cluster has GPUs,
-else one per few CPUs), encode the pictures and passages and send back each file as a `Decoded`
-whose items carry their vectors. Ray Data streams batches between the two, so the next batch is
-decoded while this one is encoded. The driver alone commits, through the
-collection's one writer, exactly as for a plain run: incremental, crash safe, bad files skipped
-and reported.
+The files to index become a Ray Data dataset. On a cluster with GPUs it flows through two pools
+of actors, as the plain pipeline's decoding processes feed its encoder: `DecodeActor`s decode
+each batch in a worker process of their own (`ProcessDecoder`, so a decoder that crashes costs
+that file, as in a plain run) on the CPUs, and `EncodeActor`s, one per GPU, encode the pictures
+and passages; Ray Data streams batches between them, so the next batch is decoded while this one
+is encoded. On a CPU-only cluster one pool of `IngestActor`s does both in turn, as a plain run
+does: each decodes a batch in worker processes on all of its CPUs, then encodes it on all of
+them (a decoder beside a CPU encoder slows its matrix products more than taking turns costs).
+Either way each file comes back as a `Decoded` whose items carry their vectors, and the driver
+alone commits, through the collection's one writer, exactly as for a plain run: incremental,
+crash safe, bad files skipped and reported.
+
+`RayDecoder.start` begins the dataset at once, so the actors load their model while the driver
+loads its own copy (which binds the collection and embeds the tag vocabulary).
 
 Ray Data restarts an actor that dies and runs its batch again (its defaults for actor pools:
 ``max_restarts=-1``, ``max_task_retries=-1``); a file that comes back twice is committed once.
@@ -19,22 +24,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from indexer.workers import Decoded, DecodeJob, Failed, Outcome, ProcessDecoder, WorkerConfig
+from indexer.workers import (
+    TICK_S,
+    Decoded,
+    DecodeJob,
+    Failed,
+    Outcome,
+    ProcessDecoder,
+    WorkerConfig,
+)
 from mmsearch.errors import ConfigError, MissingDependencyError
 from mmsearch.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
 CPUS_PER_ACTOR = 4
-"""CPUs an encoding actor asks for on a CPU-only cluster (its torch threads), at most all."""
-
-DECODER_CPUS = 0.5
-"""CPUs a decoding actor asks for on a CPU-only cluster: its process decodes while the encoder
-waits, and sleeps while the encoder runs; the pair together asks for the encoder's CPUs."""
+"""CPUs an actor asks for on a CPU-only cluster (its decoding processes, then its torch threads)."""
 
 LOCAL = "local"
 """`--ray local`: start a Ray instance on this machine for the run (and stop it after)."""
@@ -42,32 +53,31 @@ LOCAL = "local"
 
 @dataclass(frozen=True)
 class RayPlan:
-    """How the run uses the cluster: actors, what each asks for, where the model runs."""
+    """How the run uses the cluster: actors, what each asks for, where the model runs.
+
+    `decoders` is 0 on a CPU-only cluster: each encoding actor then decodes its batches too."""
 
     actors: int  # encoding actors
     cpus_per_actor: float
     gpus_per_actor: float
     device: str  # the encoding actors' torch device
-    decoders: int = 1  # decoding actors (each with one decoding process)
-    cpus_per_decoder: float = DECODER_CPUS
+    decoders: int = 0  # decoding actors (each with one decoding process); 0: the actors decode
+    cpus_per_decoder: float = 1.0
 
     @property
     def threads(self) -> int:
-        """Torch threads of an encoding actor: its CPUs and its decoder's share (on a CPU-only
-        cluster the decoder is idle while the encoder waits for it, and the encoder's threads
-        should not be fewer than the cores it effectively has)."""
-        if self.gpus_per_actor:
-            return max(1, int(self.cpus_per_actor))
-        return max(1, round(self.cpus_per_actor + self.cpus_per_decoder * self.decoders / self.actors))
+        """Torch threads of an encoding actor (on a CPU-only cluster also its decoding processes)."""
+        return max(1, int(self.cpus_per_actor))
 
     def describe(self) -> str:
-        each = f"{self.gpus_per_actor:g} GPU" if self.gpus_per_actor else f"{self.cpus_per_actor:g} CPUs"
-        return f"{self.actors} encoding actor(s) with {each} each, {self.decoders} decoding actor(s)"
+        if self.gpus_per_actor:
+            return f"{self.actors} encoding actor(s) with {self.gpus_per_actor:g} GPU each, {self.decoders} decoding actor(s)"
+        return f"{self.actors} actor(s) decoding and encoding in turn on {self.cpus_per_actor:g} CPUs each"
 
 
 def plan_for(resources: dict[str, float], device: str = "auto") -> RayPlan:
     """Actors for the cluster's resources: one encoder per GPU with the other CPUs decoding, else
-    one encoder per `CPUS_PER_ACTOR` CPUs, each beside a decoder that asks for `DECODER_CPUS`."""
+    one actor per `CPUS_PER_ACTOR` CPUs that decodes and encodes in turn."""
     gpus = int(resources.get("GPU", 0))
     cpus = max(1, int(resources.get("CPU", 1)))
     if gpus and device != "cpu":
@@ -78,11 +88,7 @@ def plan_for(resources: dict[str, float], device: str = "auto") -> RayPlan:
     if device.startswith("cuda"):
         raise ConfigError(f"--device {device} was asked for, but the Ray cluster has no GPU.")
     each = min(CPUS_PER_ACTOR, cpus)
-    actors = max(1, cpus // each)
-    return RayPlan(
-        actors=actors, cpus_per_actor=each - DECODER_CPUS, gpus_per_actor=0, device="cpu",
-        decoders=actors, cpus_per_decoder=DECODER_CPUS,
-    )  # fmt: skip
+    return RayPlan(actors=max(1, cpus // each), cpus_per_actor=each, gpus_per_actor=0, device="cpu")
 
 
 def import_ray() -> Any:
@@ -114,6 +120,15 @@ def connect(address: str) -> bool:
     return True
 
 
+def _batches(batch: dict[str, Any]) -> list[list[Any]]:
+    """The lists a Ray Data batch holds: each row is one pickled list of jobs or outcomes."""
+    return [pickle.loads(blob) for blob in batch["batch"]]
+
+
+def _rows(lists: list[list[Any]]) -> dict[str, list[bytes]]:
+    return {"batch": [pickle.dumps(one) for one in lists]}
+
+
 class DecodeActor:
     """Decodes one batch of files per call in a worker process of its own (runs in Ray)."""
 
@@ -121,17 +136,26 @@ class DecodeActor:
         self.decoder = ProcessDecoder(config, workers=1, max_ahead=4 * batch_size)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
-        jobs = [pickle.loads(blob) for blob in batch["job"]]
-        # the decoder's worker stays up between calls; each run ends when its jobs are done
-        outcomes = {o.job.path: o for o in self.decoder.run(jobs) if o is not None}
-        return {"outcome": [pickle.dumps(outcomes[job.path]) for job in jobs]}
+        return _rows([decode_all(self.decoder, jobs) for jobs in _batches(batch)])
+
+
+def decode_all(decoder: ProcessDecoder, jobs: list[DecodeJob]) -> list[Outcome]:
+    """Each job's outcome, in order; the decoder's workers stay up from one call to the next."""
+    outcomes = {o.job.path: o for o in decoder.run(jobs) if o is not None}
+    return [outcomes[job.path] for job in jobs]
 
 
 class EncodeActor:
     """Holds the encoder; encodes one batch of decoded files per call (runs in Ray)."""
 
     def __init__(
-        self, model: ModelSpec, device: str, precision: str, threads: int, batch_size: int, store_patches: bool
+        self,
+        model: ModelSpec,
+        device: str,
+        precision: str,
+        threads: int,
+        batch_size: int,
+        store_patches: bool,
     ) -> None:
         import torch
 
@@ -142,9 +166,12 @@ class EncodeActor:
         self.batch_size, self.store_patches = batch_size, store_patches
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
+        return _rows([self.encode(outcomes) for outcomes in _batches(batch)])
+
+    def encode(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """The outcomes, each decoded file's items with their vectors (and patches)."""
         from indexer.pipeline import encode_files
 
-        outcomes: list[Outcome] = [pickle.loads(blob) for blob in batch["outcome"]]
         decoded = [o for o in outcomes if isinstance(o, Decoded)]
         for d, encoded in zip(
             decoded,
@@ -153,7 +180,26 @@ class EncodeActor:
         ):
             for item, (vector, patches) in zip(d.items, encoded, strict=True):
                 item.vector, item.patches, item.pixels = vector, patches, None
-        return {"outcome": [pickle.dumps(o) for o in outcomes]}
+        return outcomes
+
+
+class IngestActor(EncodeActor):
+    """Decodes a batch of files in worker processes on all its CPUs, then encodes it with all of
+    them: the plain run's turns, in one actor (runs in Ray, on a CPU-only cluster)."""
+
+    def __init__(
+        self, config: WorkerConfig, model: ModelSpec, device: str, precision: str, threads: int,
+        batch_size: int, store_patches: bool,
+    ) -> None:  # fmt: skip
+        self.decoder = ProcessDecoder(config, workers=threads, max_ahead=batch_size + 2 * threads)
+        super().__init__(model, device, precision, threads, batch_size, store_patches)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
+        return _rows([self.encode(decode_all(self.decoder, jobs)) for jobs in _batches(batch)])
+
+
+class _Done:
+    """The end of a run's outcomes."""
 
 
 class RayDecoder:
@@ -162,6 +208,11 @@ class RayDecoder:
     `address`: "auto" joins the running cluster (`RAY_ADDRESS`, or the one started on this
     machine with `ray start`) and starts one here when there is none, "local" always starts one
     here for the run, anything else is a cluster address (`ray://HOST:10001`, `HOST:6379`).
+
+    Like `ProcessDecoder`: `start` begins the run in the background (a thread pulls Ray's
+    results, so the actors start and load their model while the driver does other work),
+    `outcomes` yields them as they come, and None every `TICK_S` while waiting, so the driver
+    commits on time; `run` does both. At most `max_ahead` files wait for the driver.
     """
 
     def __init__(
@@ -174,82 +225,147 @@ class RayDecoder:
         device: str = "auto",
         batch_size: int,
         store_patches: bool,
+        max_ahead: int = 1024,
+        started_here: bool = False,
+        plan: RayPlan | None = None,
     ) -> None:
         self.address, self.model, self.device, self.precision = address, model, device, precision
         self.config, self.batch_size, self.store_patches = config, batch_size, store_patches
-        self._started_here = False
-        self.plan: RayPlan | None = None
-        self.started_here = False  # the caller connected (`connect`) and Ray was started then
+        self.plan = plan  # None: `plan_for` the cluster's resources
+        self._started_here = started_here  # the caller connected (`connect`), starting Ray
+        self._out: queue.Queue[Any] = queue.Queue(maxsize=max(1, max_ahead))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._entered = self._closed = False
 
     def __enter__(self) -> RayDecoder:
+        if self._entered:  # an early run entered it before the driver's model loaded
+            return self
+        self._entered = True
         ray = import_ray()
-        self._started_here = connect(self.address) or self.started_here
+        self._started_here = connect(self.address) or self._started_here
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the run has its own progress
         context.print_on_execution_start = False
         if not log.isEnabledFor(logging.DEBUG):
             logging.getLogger("ray.data").setLevel(logging.WARNING)
-        self.plan = plan_for(ray.cluster_resources(), self.device)
+        self.plan = self.plan or plan_for(ray.cluster_resources(), self.device)
         log.info("indexing on Ray: %s", self.plan.describe())
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._started_here:
-            import_ray().shutdown()
+        self.close()
 
     def paused(self) -> contextlib.AbstractContextManager[None]:
         """Ray's tasks are scheduled by Ray; the driver's own encoding does not hold them back."""
         return contextlib.nullcontext()
 
     def run(self, jobs: Iterable[DecodeJob | Failed]) -> Iterator[Outcome | None]:
-        """Outcomes in the order Ray finishes them; a file coming back twice (a batch run again
-        after an actor died) is given once."""
+        self.start(jobs)
+        return self.outcomes()
+
+    def start(self, jobs: Iterable[DecodeJob | Failed]) -> None:
+        """Begin the run: files that failed already are given back first, the rest go to Ray."""
         assert self.plan is not None, "use RayDecoder as a context manager"
-        ray = import_ray()
         todo: list[DecodeJob] = []
         for job in jobs:
             if isinstance(job, Failed):
-                yield job
+                self._out.put(job)
             else:
                 todo.append(job)
-        if not todo:
+        dataset = self._dataset(todo) if todo else None
+        self._thread = threading.Thread(
+            target=self._collect, args=(dataset,), name="mmsearch-ray-collector", daemon=True
+        )
+        self._thread.start()
+
+    def outcomes(self) -> Iterator[Outcome | None]:
+        """What `start`ed gives, in the order Ray finishes it; a file coming back twice (a batch
+        run again after an actor died) is given once; None while waiting."""
+        seen: set[str] = set()
+        while True:
+            try:
+                message = self._out.get(timeout=TICK_S)
+            except queue.Empty:
+                yield None
+                continue
+            if isinstance(message, _Done):
+                return
+            if isinstance(message, BaseException):
+                raise message
+            if message.job.path in seen:
+                continue
+            seen.add(message.job.path)
+            yield message
+
+    def close(self) -> None:
+        """Stop pulling results (Ray Data stops the run's actors) and Ray, if started here."""
+        if self._closed:
             return
-        plan = self.plan
-        dataset = (
-            ray.data.from_items(
-                [{"job": pickle.dumps(job)} for job in todo],
-                # blocks of at least a batch: Ray Data bundles blocks up to `batch_size` rows per
-                # task and a task returns when all its rows are done, so smaller blocks would
-                # pair up and the driver would hear of files two batches at a time
-                override_num_blocks=max(1, len(todo) // self.batch_size),
-            )
-            .map_batches(
-                DecodeActor,
-                fn_constructor_kwargs={"config": self.config, "batch_size": self.batch_size},
-                batch_size=self.batch_size,
-                compute=ray.data.ActorPoolStrategy(size=plan.decoders),
-                num_cpus=plan.cpus_per_decoder,
-            )
-            .map_batches(
-                EncodeActor,
-                fn_constructor_kwargs={
-                    "model": self.model,
-                    "device": plan.device,
-                    "precision": self.precision,
-                    "threads": plan.threads,
-                    "batch_size": self.batch_size,
-                    "store_patches": self.store_patches,
-                },
-                batch_size=self.batch_size,
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2 * TICK_S)  # it may wait on Ray; it is a daemon
+        if self._started_here:
+            import_ray().shutdown()
+
+    def _dataset(self, todo: list[DecodeJob]) -> Any:
+        ray, plan = import_ray(), self.plan
+        assert plan is not None
+        # one row per encoder batch, one block per row: each task is exactly one batch, and the
+        # driver hears of its files as soon as it is done
+        batches = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
+        dataset = ray.data.from_items(
+            [{"batch": pickle.dumps(jobs)} for jobs in batches], override_num_blocks=len(batches)
+        )
+        encoder_kwargs = {
+            "model": self.model,
+            "device": plan.device,
+            "precision": self.precision,
+            "threads": plan.threads,
+            "batch_size": self.batch_size,
+            "store_patches": self.store_patches,
+        }
+        if not plan.decoders:  # CPU-only: each actor decodes, then encodes, in turn
+            return dataset.map_batches(
+                IngestActor,
+                fn_constructor_kwargs={"config": self.config, **encoder_kwargs},
+                batch_size=1,
                 compute=ray.data.ActorPoolStrategy(size=plan.actors),
                 num_cpus=plan.cpus_per_actor,
-                num_gpus=plan.gpus_per_actor,
             )
+        return dataset.map_batches(
+            DecodeActor,
+            fn_constructor_kwargs={"config": self.config, "batch_size": self.batch_size},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=plan.decoders),
+            num_cpus=plan.cpus_per_decoder,
+        ).map_batches(
+            EncodeActor,
+            fn_constructor_kwargs=encoder_kwargs,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=plan.actors),
+            num_cpus=plan.cpus_per_actor,
+            num_gpus=plan.gpus_per_actor,
         )
-        seen: set[str] = set()
-        for row in dataset.iter_rows():
-            outcome: Outcome = pickle.loads(row["outcome"])
-            if outcome.job.path in seen:
+
+    def _collect(self, dataset: Any) -> None:
+        """The collector thread: Ray's results into the queue, then the end (or the error)."""
+        try:
+            if dataset is not None:
+                for row in dataset.iter_rows():
+                    for outcome in pickle.loads(row["batch"]):
+                        if not self._put(outcome):
+                            return  # closed: leaving the loop ends Ray Data's run
+            self._put(_Done())
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._put(exc)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._out.put(item, timeout=TICK_S)
+                return True
+            except queue.Full:
                 continue
-            seen.add(outcome.job.path)
-            yield outcome
+        return False

@@ -28,11 +28,10 @@ from mmsearch.store import Collection
 
 if TYPE_CHECKING:
 
-    from indexer.pipeline import IndexOptions, IndexSummary, ProgressReporter
+    from indexer.pipeline import ExpectedEncoder, IndexOptions, IndexSummary, ProgressReporter
     from mmsearch.catalog import FeedbackEvent
     from mmsearch.duplicates import DuplicateGroup
     from mmsearch.models import Encoder
-    from mmsearch.models.preprocess import ImagePreprocess
     from mmsearch.models.sentence import TextEncoder
     from mmsearch.models.text_onnx import QueryEncoder
     from mmsearch.query.stages import Stage
@@ -213,19 +212,21 @@ class Engine:
                 roots,
                 options or IndexOptions(),
                 progress,
-                expected_input=self._expected_input(),
+                expected=self._expected_encoder(),
             )
         if self._encoder is not None and self._encoder.loaded:  # while the model is in memory
             self._export_for_queries()
         return summary
 
-    def _expected_input(self) -> ImagePreprocess | None:
-        """The encoder's preprocessing where it is known without loading it (decoding can then
-        start while the model loads)."""
+    def _expected_encoder(self) -> ExpectedEncoder:
+        """The encoder as known without loading it, its input where its JSON tells (decoding,
+        and Ray's actors, can then start while the model loads)."""
+        from indexer.pipeline import ExpectedEncoder
         from mmsearch.models import resolve
         from mmsearch.models.openclip_loader import expected_preprocess
 
-        return expected_preprocess(resolve(self.model_name))
+        spec = resolve(self.model_name)
+        return ExpectedEncoder(spec, self.precision, expected_preprocess(spec))
 
     def _export_for_queries(self) -> None:
         """Export what a text search runs (the text tower, the ITM reranker) once per checkpoint,

@@ -20,7 +20,7 @@ from helpers_index import RecordingProgress, assert_index_matches_catalog, tiny_
 from PIL import Image
 
 from indexer import sources
-from indexer.pipeline import IndexOptions, run_index, set_aside_companion_subtitles
+from indexer.pipeline import ExpectedEncoder, IndexOptions, run_index, set_aside_companion_subtitles
 from indexer.scan import ChangePlan, FileEntry
 from indexer.sources import SourceSpec
 from indexer.sources.base import ASSET_IMAGE, SourceResult
@@ -134,7 +134,7 @@ def test_decoding_starts_while_the_model_loads_when_its_input_is_known(tmp_path:
 
     options = IndexOptions(workers=3, batch_size=4)
     with Collection(tmp_path / "early") as collection, collection.writer() as writer:
-        summary = run_index(writer, load_slowly, [photos], options, expected_input=encoder.preprocess)
+        summary = run_index(writer, load_slowly, [photos], options, expected=ExpectedEncoder.of(encoder))
     assert seen_while_loading[0] == ["mmsearch-decode-1", "mmsearch-decode-2"]  # (tagging loads again)
     assert summary.new == 12 and summary.stages["decode"].workers == 3
     index(tmp_path / "plain", [photos], INLINE)
@@ -154,7 +154,8 @@ def test_a_wrong_expected_input_is_caught_and_the_files_decoded_again(
     photos = write_photo_folder(tmp_path / "photos", 5, seed=5)
     wrong = dataclasses.replace(encoder.preprocess, size=(32, 32))
     with Collection(tmp_path / "home") as collection, collection.writer() as writer:
-        summary = run_index(writer, tiny_encoder, [photos], PROCESSES, expected_input=wrong)
+        expected = ExpectedEncoder(encoder.spec, preprocess=wrong)
+        summary = run_index(writer, tiny_encoder, [photos], PROCESSES, expected=expected)
     assert summary.new == 5 and summary.skipped == []
     assert "not the one expected" in caplog.text
     index(tmp_path / "plain", [photos], INLINE)

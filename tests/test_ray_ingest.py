@@ -12,11 +12,12 @@ import pytest
 from helpers_index import assert_index_matches_catalog, tiny_encoder
 
 from indexer import sources
-from indexer.pipeline import IndexOptions, run_index
-from indexer.ray_ingest import RayPlan, plan_for
+from indexer.pipeline import ExpectedEncoder, IndexOptions, encode_files, run_index
+from indexer.ray_ingest import RayDecoder, RayPlan, plan_for
 from indexer.sources import SourceSpec
 from indexer.sources.base import ASSET_IMAGE, SourceResult
 from indexer.sources.image import read_image
+from indexer.workers import Decoded, DecodeJob, Failed, WorkerConfig, decode
 from mmsearch.errors import ConfigError
 from mmsearch.store import Collection
 from mmsearch.synth.media import write_photo_folder
@@ -28,13 +29,13 @@ SLOW_S = 0.25  # per file in the slow reader: a run long enough to kill an actor
 
 
 def test_the_plan_takes_one_actor_per_gpu_else_one_per_few_cpus():
-    two = plan_for({"CPU": 2})  # an encoder and a decoder share the two CPUs
-    assert two == RayPlan(1, 1.5, 0, "cpu", decoders=1, cpus_per_decoder=0.5) and two.threads == 2
+    two = plan_for({"CPU": 2})  # one actor decodes and encodes in turn on both CPUs
+    assert two == RayPlan(1, 2, 0, "cpu", decoders=0) and two.threads == 2
     wide = plan_for({"CPU": 64})
-    assert wide == RayPlan(16, 3.5, 0, "cpu", decoders=16, cpus_per_decoder=0.5) and wide.threads == 4
+    assert wide == RayPlan(16, 4, 0, "cpu", decoders=0) and wide.threads == 4
     gpus = plan_for({"CPU": 16, "GPU": 2})  # the CPUs the encoders leave all decode
     assert gpus == RayPlan(2, 1, 1, "cuda", decoders=14, cpus_per_decoder=1) and gpus.threads == 1
-    assert plan_for({"CPU": 16, "GPU": 2}, device="cpu").device == "cpu"
+    assert plan_for({"CPU": 16, "GPU": 2}, device="cpu").decoders == 0
     with pytest.raises(ConfigError, match="no GPU"):
         plan_for({"CPU": 8}, device="cuda")
 
@@ -87,6 +88,57 @@ def test_a_ray_run_gives_the_same_collection_as_a_plain_run(tmp_path: Path, loca
     assert (again.new, again.unchanged, again.items_added) == (0, 16, 0)
 
 
+@pytest.mark.slow
+def test_the_actors_load_their_model_while_the_driver_loads_its_own(tmp_path: Path, local_cluster):
+    """With the encoder known beforehand, the run starts on Ray at once: the encoding actor is up
+    (importing torch, loading the weights) before the driver's model has loaded."""
+    photos = write_photo_folder(tmp_path / "photos", 6, seed=23)
+    actors_while_loading: list[list[int]] = []
+
+    def load_slowly():
+        deadline = time.monotonic() + 60
+        while not _actor_processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        actors_while_loading.append(_actor_processes())
+        return tiny_encoder()
+
+    expected = ExpectedEncoder.of(tiny_encoder())
+    with Collection(tmp_path / "home") as collection, collection.writer() as writer:
+        summary = run_index(
+            writer, load_slowly, [photos], IndexOptions(batch_size=4, ray="auto"), expected=expected
+        )
+    assert actors_while_loading[0], "no encoding actor started while the driver's model loaded"
+    assert summary.new == 6 and summary.items_added == 6
+    assert_index_matches_catalog(tmp_path / "home")
+
+
+@pytest.mark.slow
+def test_two_pools_decode_then_encode_as_on_a_cluster_with_gpus(tmp_path: Path, local_cluster):
+    """The GPU plan's shape (decoding actors feeding encoding actors), run on CPUs: every file
+    comes back once, encoded as the encoder itself encodes it, and a broken one as a failure."""
+    photos = write_photo_folder(tmp_path / "photos", 10, seed=24)
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    encoder = tiny_encoder()
+    reader = sources.SOURCES[".jpg"].reader
+    jobs = [DecodeJob(str(p), ASSET_IMAGE, reader) for p in sorted(photos.glob("*.jpg"))]
+    two_pools = RayPlan(1, 1, 0, "cpu", decoders=1, cpus_per_decoder=1)
+    decoder = RayDecoder(
+        "auto", model=encoder.spec, precision=encoder.requested_precision, batch_size=4,
+        config=WorkerConfig(encoder.preprocess, max(encoder.preprocess.size)),
+        store_patches=False, plan=two_pools,
+    )  # fmt: skip
+    with decoder:
+        outcomes = [o for o in decoder.run(jobs) if o is not None]
+    assert sorted(o.job.path for o in outcomes) == sorted(j.path for j in jobs)
+    failed = [o for o in outcomes if isinstance(o, Failed)]
+    assert [f.job.path for f in failed] == [str(photos / "broken.jpg")]
+    decoded = [o for o in outcomes if isinstance(o, Decoded)]
+    expected = encode_files(encoder, [decode(d.job, decoder.config) for d in decoded], 4, False)
+    for d, want in zip(decoded, expected, strict=True):
+        assert d.items[0].pixels is None  # the driver gets vectors, not pictures
+        np.testing.assert_allclose(d.items[0].vector, want[0][0], atol=1e-5)
+
+
 def _slow_picture(path: Path, *args, **kwargs) -> SourceResult:
     """Reads the .jpg twin of a .slow file, slowly."""
     time.sleep(SLOW_S)
@@ -94,7 +146,8 @@ def _slow_picture(path: Path, *args, **kwargs) -> SourceResult:
 
 
 def _actor_processes() -> list[int]:
-    """PIDs of this machine's encoding actors (Ray titles them ray::MapWorker(...EncodeActor))."""
+    """PIDs of this machine's encoding actors (Ray titles them ray::MapWorker(...IngestActor),
+    or ...EncodeActor on a cluster with GPUs)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -102,7 +155,7 @@ def _actor_processes() -> list[int]:
                 title = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
             except OSError:
                 continue
-            if b"ray::" in title and b"EncodeActor" in title:
+            if b"ray::" in title and (b"IngestActor" in title or b"EncodeActor" in title):
                 pids.append(int(entry.name))
     return sorted(pids)
 
