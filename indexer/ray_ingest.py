@@ -213,6 +213,7 @@ class RayDecoder:
     results, so the actors start and load their model while the driver does other work),
     `outcomes` yields them as they come, and None every `TICK_S` while waiting, so the driver
     commits on time; `run` does both. At most `max_ahead` files wait for the driver.
+    `batch_size` 0 is chosen for the actors' device (`pipeline.encoder_batch`).
     """
 
     def __init__(
@@ -250,6 +251,9 @@ class RayDecoder:
         if not log.isEnabledFor(logging.DEBUG):
             logging.getLogger("ray.data").setLevel(logging.WARNING)
         self.plan = self.plan or plan_for(ray.cluster_resources(), self.device)
+        from indexer.pipeline import encoder_batch
+
+        self.batch_size = encoder_batch(self.plan.device, self.batch_size)
         log.info("indexing on Ray: %s", self.plan.describe())
         return self
 

@@ -100,7 +100,7 @@ def index(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     workers: Annotated[int, typer.Option(help="Decoding processes (0 = one per core).")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Items per encoder batch.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Items per encoder batch (0 = auto: 32 on a CPU, 64 on a GPU).")] = 0,
     follow_links: Annotated[str, typer.Option("--follow-links", help="Symbolic links to follow: inside (those that stay in the indexed folders), all, or none.")] = "inside",
     index_kind: Annotated[str | None, typer.Option("--index-kind", help="Vector index: auto (flat, HNSW past 50,000 vectors, IVF-PQ with float16 re-scoring past 2 million), flat, hnsw, ivf, ivfpq or torch; saved in the home.", show_default=False)] = None,
     ocr: Annotated[bool | None, typer.Option("--ocr/--no-ocr", help="Read the words in pictures (Tesseract, English and Chinese; costs time) so text searches find them. Remembered by the collection; --ocr also reads pictures indexed without it.", show_default=False)] = None,

@@ -19,8 +19,15 @@ from fixtures_media import jpeg_bytes, run_unprivileged, unprivileged_tmp_dir, w
 from helpers_index import RecordingProgress, assert_index_matches_catalog, tiny_encoder
 from PIL import Image
 
-from indexer import sources
-from indexer.pipeline import ExpectedEncoder, IndexOptions, run_index, set_aside_companion_subtitles
+from indexer import pipeline, sources
+from indexer.pipeline import (
+    ExpectedEncoder,
+    IndexOptions,
+    encode_files,
+    encoder_batch,
+    run_index,
+    set_aside_companion_subtitles,
+)
 from indexer.scan import ChangePlan, FileEntry
 from indexer.sources import SourceSpec
 from indexer.sources.base import ASSET_IMAGE, SourceResult
@@ -118,6 +125,20 @@ def test_first_index_of_a_photo_folder_in_worker_processes(tmp_path: Path, encod
 def _decoders_running() -> list[str]:
     children = multiprocessing.active_children()
     return sorted(p.name for p in children if p.name.startswith("mmsearch-decode"))
+
+
+def test_the_batch_size_is_chosen_for_the_encoders_device(tmp_path: Path, monkeypatch) -> None:
+    assert (encoder_batch("cpu"), encoder_batch("cuda:1"), encoder_batch("cpu", 8)) == (32, 64, 8)
+    sizes: list[int] = []
+
+    def recording(encoder, files, batch_size, store_patches):
+        sizes.append(len(files))
+        return encode_files(encoder, files, batch_size, store_patches)
+
+    monkeypatch.setattr(pipeline, "encode_files", recording)
+    photos = write_photo_folder(tmp_path / "photos", 70, seed=6)
+    summary = index(tmp_path / "home", [photos], IndexOptions(in_process=True))  # auto, on the CPU
+    assert summary.new == 70 and sizes == [32, 32, 6]
 
 
 def test_decoding_starts_while_the_model_loads_when_its_input_is_known(tmp_path: Path, encoder) -> None:
@@ -281,7 +302,7 @@ def test_options_are_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="sound"):
         IndexOptions(kinds=frozenset({"sound"}))
     with pytest.raises(ConfigError, match="batch_size"):
-        IndexOptions(batch_size=0)
+        IndexOptions(batch_size=-1)
     with Collection(tmp_path / "home") as c, pytest.raises(ConfigError), c.writer() as writer:
         run_index(writer, tiny_encoder, [])
 
