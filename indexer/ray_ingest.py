@@ -162,7 +162,7 @@ class EncodeActor:
         from mmsearch.models import Encoder
 
         torch.set_num_threads(max(1, threads))
-        self.encoder = Encoder(model, device=device, precision=precision).load()
+        self.encoder = Encoder(model, device=device, precision=precision).load_image_tower()
         self.batch_size, self.store_patches = batch_size, store_patches
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:

@@ -145,8 +145,8 @@ class Engine:
                 from mmsearch.models import load_encoder
 
                 encoder = load_encoder(
-                    self.model_name, device=self.device, precision=self.precision
-                )
+                    self.model_name, device=self.device, precision=self.precision, lazy=True
+                ).load_image_tower()  # the rest of the model loads when first needed
                 if self._exists():
                     self._open(create=False).check_weights(encoder.name, encoder.weights_id)
                 self._encoder = encoder
@@ -230,11 +230,14 @@ class Engine:
 
     def _export_for_queries(self) -> None:
         """Export what a text search runs (the text tower, the ITM reranker) once per checkpoint,
-        so searches need no torch (`mmsearch.models.text_onnx`, `mmsearch.models.itm_onnx`)."""
+        so searches need no torch (`mmsearch.models.text_onnx`, `mmsearch.models.itm_onnx`), and
+        trace the image tower, so index runs need no open_clip (`mmsearch.models.image_trace`)."""
         from mmsearch.errors import MmsearchError
+        from mmsearch.models.image_trace import save_traced
         from mmsearch.models.text_onnx import export_text_tower
 
         export_text_tower(self.encoder)
+        save_traced(self.encoder)  # the next index run loads only this (`image_trace`)
         try:
             self._reranker("itm")  # loading it exports it
         except MmsearchError as exc:  # an unusable ITM model is reported when a search asks for it

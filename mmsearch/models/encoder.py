@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,6 +31,8 @@ from mmsearch.models.registry import ModelSpec
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+    from mmsearch.models.image_trace import TracedImageTower
 
     ImageInput = Image.Image | torch.Tensor | np.ndarray
 
@@ -52,6 +55,7 @@ class Encoder:
         self.precision = resolve_precision(precision, self.device)  # final once the model loads
         self.preprocess_mode = preprocess_mode
         self._loaded: LoadedModel | None = None
+        self._traced: TracedImageTower | None = None  # the image tower alone (`load_image_tower`)
         self._dim: int | None = None
         self._lock = threading.Lock()
 
@@ -79,6 +83,8 @@ class Encoder:
     def weights_id(self) -> str:
         """Which weights (a digest of the checkpoint file): recorded with a collection, so
         vectors of another checkpoint under the same name are never mixed in."""
+        if self._loaded is None and self._traced is not None:
+            return self._traced.weights_id
         return self.load()._loaded.weights_id  # type: ignore[union-attr]
 
     @property
@@ -87,8 +93,9 @@ class Encoder:
 
     @property
     def dim(self) -> int:
-        self.load()
-        assert self._dim is not None  # set by _install
+        if self._dim is None:
+            self.load()
+        assert self._dim is not None  # set by _install or load_image_tower
         return self._dim
 
     @property
@@ -98,6 +105,8 @@ class Encoder:
 
     @property
     def preprocess(self) -> ImagePreprocess:
+        if self._loaded is None and self._traced is not None:
+            return self._traced.preprocess
         return self.load()._loaded.preprocess  # type: ignore[union-attr]
 
     @property
@@ -113,6 +122,26 @@ class Encoder:
                 if self._loaded is None:
                     loaded = build_openclip(self.spec, preprocess_mode=self.preprocess_mode)
                     self._install(loaded)
+        return self
+
+    def load_image_tower(self) -> Encoder:
+        """Load what encoding pictures needs: on the CPU the traced image tower made by an
+        earlier run for these weights and this precision (`image_trace`: no open_clip import, no
+        build), else the whole model. Texts and patch features load the whole model when asked."""
+        if self._loaded is None and self._traced is None and self.device == "cpu":
+            from mmsearch.models.image_trace import open_traced
+
+            traced = open_traced(self.spec, self.requested_precision)
+            if traced is not None:
+                if traced.preprocess.mode != self.preprocess_mode:
+                    traced.preprocess = replace(traced.preprocess, mode=self.preprocess_mode)
+                self._traced, self.precision, self._dim = traced, traced.precision, traced.dim
+                log.info(
+                    "encoder %s ready on cpu (%s, traced image tower), dim %d",
+                    self.name, self.precision, self._dim,
+                )  # fmt: skip
+        if self._traced is None:
+            self.load()
         return self
 
     def _install(self, loaded: LoadedModel) -> None:
@@ -153,11 +182,9 @@ class Encoder:
         self, images: Iterable[ImageInput] | torch.Tensor, batch_size: int = 64
     ) -> np.ndarray:
         """PIL images, preprocessed (3, S, S) tensors/arrays, or an (n, 3, S, S) batch -> (n, dim)."""
-        loaded = self.load()._loaded
-        assert loaded is not None
         items: Sequence[Any] = images if _is_batch_tensor(images) else list(images)  # type: ignore[arg-type]
         parts = [
-            self._encode_pixels(loaded, self._to_batch(chunk))
+            self._encode_pixels(self._to_batch(chunk))
             for chunk in _chunks(items, _positive(batch_size))
         ]
         return self._stack(parts)
@@ -197,9 +224,14 @@ class Encoder:
             features = forward(tokens.to(self.device))
         return _normalised(features)
 
-    def _encode_pixels(self, loaded: LoadedModel, pixels: torch.Tensor) -> np.ndarray:
+    def _encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         import torch
 
+        if self._loaded is None and self._traced is not None:
+            with torch.inference_mode():
+                return _normalised(self._traced(pixels))
+        loaded = self.load()._loaded
+        assert loaded is not None
         pixels = pixels.to(self.device, dtype=input_dtype(loaded.model), non_blocking=True)
         with torch.inference_mode(), autocast(self.device, self.precision):
             features = loaded.model.encode_image(pixels)
