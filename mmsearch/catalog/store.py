@@ -22,6 +22,7 @@ from sqlalchemy import (
     case,
     delete,
     func,
+    insert,
     inspect,
     literal,
     or_,
@@ -741,9 +742,11 @@ class Catalog:
             ids = sorted({int(r[0]) for r in rows})
             for chunk in chunks(ids):
                 present.update(s.scalars(select(Item.id).where(Item.id.in_(chunk))))
-            s.add_all(
-                ItemTag(item_id=int(i), tag=t, score=float(v)) for i, t, v in rows if int(i) in present
-            )
+            kept = [
+                {"item_id": int(i), "tag": t, "score": float(v)} for i, t, v in rows if int(i) in present
+            ]
+            if kept:  # one executemany, not a unit of work over an object per tag
+                s.execute(insert(ItemTag), kept)
             s.merge(Meta(key=TAGS_THROUGH_KEY, value=str(int(through))))
 
     def reset_tags(self, vocabulary_text: str) -> None:
