@@ -90,7 +90,9 @@ def test_a_traced_encoder_loads_the_model_for_texts(tmp_path: Path, cache: Path)
     batch = torch.from_numpy(pixels.astype(np.float32))
     np.testing.assert_allclose(traced.encode_images(batch), eager.encode_images(batch), atol=1e-5)
     assert not traced.loaded
-    np.testing.assert_allclose(traced.encode_texts(["a red circle"]), eager.encode_texts(["a red circle"]))
+    np.testing.assert_allclose(
+        traced.encode_texts(["a red circle"]), eager.encode_texts(["a red circle"])
+    )
     assert traced.loaded  # texts needed the whole model
 
 
