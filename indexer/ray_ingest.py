@@ -34,10 +34,12 @@ from indexer.workers import (
     TICK_S,
     Decoded,
     DecodeJob,
+    Done,
     Failed,
     Outcome,
     ProcessDecoder,
     WorkerConfig,
+    handed_over,
 )
 from mmsearch.errors import ConfigError, MissingDependencyError
 from mmsearch.models.registry import ModelSpec
@@ -198,10 +200,6 @@ class IngestActor(EncodeActor):
         return _rows([self.encode(decode_all(self.decoder, jobs)) for jobs in _batches(batch)])
 
 
-class _Done:
-    """The end of a run's outcomes."""
-
-
 class RayDecoder:
     """A decoder for `run_index` whose outcomes come back encoded from a Ray cluster.
 
@@ -287,19 +285,11 @@ class RayDecoder:
         """What `start`ed gives, in the order Ray finishes it; a file coming back twice (a batch
         run again after an actor died) is given once; None while waiting."""
         seen: set[str] = set()
-        while True:
-            try:
-                message = self._out.get(timeout=TICK_S)
-            except queue.Empty:
-                yield None
-                continue
-            if isinstance(message, _Done):
-                return
-            if isinstance(message, BaseException):
-                raise message
-            if message.job.path in seen:
-                continue
-            seen.add(message.job.path)
+        for message in handed_over(lambda timeout: self._out.get(timeout=timeout)):
+            if message is not None:
+                if message.job.path in seen:
+                    continue
+                seen.add(message.job.path)
             yield message
 
     def close(self) -> None:
@@ -361,7 +351,7 @@ class RayDecoder:
                     for outcome in pickle.loads(row["batch"]):
                         if not self._put(outcome):
                             return  # closed: leaving the loop ends Ray Data's run
-            self._put(_Done())
+            self._put(Done())
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)
 

@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing import connection
 from pathlib import Path
@@ -272,8 +272,24 @@ class _Worker:
     alive: bool = True
 
 
-class _Done:
-    """Marks the end of the outcome stream."""
+class Done:
+    """Marks the end of the outcome stream a collector thread hands over."""
+
+
+def handed_over(get: Callable[[float], Any]) -> Iterator[Any]:
+    """What a collector thread hands over through `get(timeout)` until `Done`: None every
+    `TICK_S` while waiting (so the consumer can commit on time), a handed exception raised."""
+    while True:
+        try:
+            message = get(TICK_S)
+        except queue.Empty:
+            yield None
+            continue
+        if isinstance(message, Done):
+            return
+        if isinstance(message, BaseException):
+            raise message
+        yield message
 
 
 READY = "ready"  # a worker's first message: it started and is taking jobs
@@ -373,17 +389,7 @@ class ProcessDecoder:
 
     def outcomes(self) -> Iterator[Outcome | None]:
         """What `start`ed decoding gives, as files finish; None while waiting."""
-        while True:
-            try:
-                message = self._out.get(timeout=TICK_S)
-            except queue.Empty:
-                yield None
-                continue
-            if isinstance(message, _Done):
-                return
-            if isinstance(message, BaseException):
-                raise message
-            yield message
+        return handed_over(self._out.get)
 
     def grow_to(self, workers: int) -> None:
         """Use up to `workers` processes from now on (they start as jobs need them)."""
@@ -435,7 +441,7 @@ class ProcessDecoder:
     def _collect(self, jobs: Iterator[DecodeJob | Failed]) -> None:
         try:
             self._dispatch_loop(jobs)
-            self._put(_Done())
+            self._put(Done())
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)
 

@@ -71,6 +71,14 @@ def assert_index_matches_catalog(home: Path) -> np.ndarray:
     return catalog_ids
 
 
+def vectors_by_path(home: Path) -> dict[str, np.ndarray]:
+    """Each stored item's vector by its file's path (one item per file: pictures)."""
+    with Collection(home, create=False) as collection:
+        ids, vectors = collection.catalog.vectors_for(collection.catalog.item_ids())
+        records = collection.catalog.items_by_ids(ids)
+    return {r.path: v for r, v in zip(records, vectors)}
+
+
 def asset_table(home: Path) -> dict[str, tuple[str, int, int]]:
     """{path: (content_hash, item count, first item id)} straight from SQLite, for comparisons."""
     with sqlite3.connect(f"file:{home / 'catalog.db'}?mode=ro", uri=True) as db:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_index import vectors_by_path
 
 from indexer.pipeline import IndexOptions
 from mmsearch.engine import Engine
@@ -22,7 +23,6 @@ from mmsearch.models.image_trace import (
     trace_dir,
     weights_file,
 )
-from mmsearch.store import Collection
 from mmsearch.synth.media import write_photo_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,14 +49,7 @@ def cache(tmp_path, monkeypatch) -> Path:
     return folder
 
 
-def _vectors(home: Path) -> dict[str, np.ndarray]:
-    with Collection(home, create=False) as collection:
-        ids, vectors = collection.catalog.vectors_for(collection.catalog.item_ids())
-        records = collection.catalog.items_by_ids(ids)
-    return {r.path: v for r, v in zip(records, vectors)}
-
-
-def test_the_next_index_run_loads_only_the_traced_tower_and_stores_the_same_vectors(
+def test_the_next_index_run_loads_only_the_traced_tower_and_stores_the_samevectors_by_path(
     tmp_path: Path, cache: Path
 ):
     photos = write_photo_folder(tmp_path / "photos", 12, seed=41)
@@ -72,7 +65,7 @@ def test_the_next_index_run_loads_only_the_traced_tower_and_stores_the_same_vect
     )  # fmt: skip
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == {"new": 12, "tagged": 12, "loaded": False, "open_clip": False, "hits": 3}
-    first, second = _vectors(tmp_path / "first"), _vectors(tmp_path / "second")
+    first, second = vectors_by_path(tmp_path / "first"), vectors_by_path(tmp_path / "second")
     assert first.keys() == second.keys()
     for path in first:
         np.testing.assert_allclose(first[path], second[path], atol=1e-5)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_index import assert_index_matches_catalog, tiny_encoder
+from helpers_index import assert_index_matches_catalog, tiny_encoder, vectors_by_path
 
 from indexer import sources
 from indexer.pipeline import ExpectedEncoder, IndexOptions, encode_files, run_index
@@ -61,13 +61,6 @@ def _index(home: Path, roots: list[Path], options: IndexOptions, progress=None):
     return summary
 
 
-def _vectors_by_path(home: Path) -> dict[str, np.ndarray]:
-    with Collection(home, create=False) as collection:
-        ids, vectors = collection.catalog.vectors_for(collection.catalog.item_ids())
-        records = collection.catalog.items_by_ids(ids)
-    return {r.path: v for r, v in zip(records, vectors)}
-
-
 @pytest.mark.slow
 def test_a_ray_run_gives_the_same_collection_as_a_plain_run(tmp_path: Path, local_cluster):
     photos = write_photo_folder(tmp_path / "photos", 16, seed=21)
@@ -77,7 +70,7 @@ def test_a_ray_run_gives_the_same_collection_as_a_plain_run(tmp_path: Path, loca
     assert (on_ray.new, on_ray.items_added) == (plain.new, plain.items_added) == (16, 16)
     assert [s.path for s in on_ray.skipped] == [str(photos / "broken.jpg")]
     assert on_ray.skipped[0].reason == plain.skipped[0].reason
-    a, b = _vectors_by_path(tmp_path / "plain"), _vectors_by_path(tmp_path / "ray")
+    a, b = vectors_by_path(tmp_path / "plain"), vectors_by_path(tmp_path / "ray")
     assert a.keys() == b.keys()
     for path in a:
         np.testing.assert_allclose(a[path], b[path], atol=1e-5)

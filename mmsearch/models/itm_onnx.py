@@ -154,12 +154,10 @@ def _key(folder: Path, name: str) -> tuple[ItmConfig, Path, str] | None:
 
 def open_onnx_itm(folder: Path, name: str) -> OnnxItmModel | None:
     """The export of this model's current weights, or None (why at debug level)."""
-    key = _key(folder, name)
-    if key is None:
+    found = _export_of(folder, name)
+    if found is None:
         return None
-    config, weights, digest = key
-    target = rt.export_dir(KIND, name, digest)
-    meta = rt.read_meta(target)
+    config, _weights, target, meta = found
     why = (
         f"no export in {target} yet" if meta is None
         else "the export was made from another config" if meta.get("config") != _config_dict(config)
@@ -179,16 +177,25 @@ def open_onnx_itm(folder: Path, name: str) -> OnnxItmModel | None:
 def _restamped(folder: Path, name: str) -> OnnxItmModel | None:
     """The export of these weights after all when only their file was copied or touched since
     (its digest, in the export's folder name, is theirs): it is stamped with the file as it is."""
+    found = _export_of(folder, name)
+    if found is None:
+        return None
+    config, weights, target, meta = found
+    if meta is None or meta.get("config") != _config_dict(config):
+        return None
+    rt.restamp(target, weights)
+    return open_onnx_itm(folder, name)
+
+
+def _export_of(folder: Path, name: str) -> tuple[ItmConfig, Path, Path, dict[str, Any] | None] | None:
+    """The model's config and weights file, where the export of those weights lives, and its
+    description (None: not exported yet); None for a folder that is not an ITM model."""
     key = _key(folder, name)
     if key is None:
         return None
     config, weights, digest = key
     target = rt.export_dir(KIND, name, digest)
-    meta = rt.read_meta(target)
-    if meta is None or meta.get("config") != _config_dict(config):
-        return None
-    rt.restamp(target, weights)
-    return open_onnx_itm(folder, name)
+    return config, weights, target, rt.read_meta(target)
 
 
 def _config_dict(config: ItmConfig) -> dict[str, Any]:
