@@ -91,8 +91,9 @@ DECODER_NICENESS = 10
 while its threads wait instead of preempting them (measured in the peers harness on 2 cores)."""
 CPU_BATCH = 32
 """Items per forward pass on a CPU unless asked otherwise: ViT-B-32 in bf16 on the 2-core AMX
-Xeon encoded 8-10% faster in whole runs at 32 than at 64 (a 64-picture float32 input is 38.5 MB,
-above glibc's largest mmap threshold, so every batch maps and zeroes fresh pages)."""
+Xeon encoded 8-10% faster in whole runs at 32 than at 64 (why is not established; one candidate:
+a 64-picture float32 input is 38.5 MB, above glibc's largest mmap threshold, so every batch would
+map and zero fresh pages)."""
 GPU_BATCH = 64
 """Items per forward pass on a GPU unless asked otherwise."""
 _META_FIELDS = frozenset(f.name for f in fields(AssetInfo)) - {
