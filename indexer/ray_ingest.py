@@ -269,15 +269,13 @@ class RayDecoder:
     def start(self, jobs: Iterable[DecodeJob | Failed]) -> None:
         """Begin the run: files that failed already are given back first, the rest go to Ray."""
         assert self.plan is not None, "use RayDecoder as a context manager"
+        failed: list[Failed] = []
         todo: list[DecodeJob] = []
         for job in jobs:
-            if isinstance(job, Failed):
-                self._out.put(job)
-            else:
-                todo.append(job)
+            (failed if isinstance(job, Failed) else todo).append(job)
         dataset = self._dataset(todo) if todo else None
         self._thread = threading.Thread(
-            target=self._collect, args=(dataset,), name="mmsearch-ray-collector", daemon=True
+            target=self._collect, args=(failed, dataset), name="mmsearch-ray-collector", daemon=True
         )
         self._thread.start()
 
@@ -343,9 +341,13 @@ class RayDecoder:
             num_gpus=plan.gpus_per_actor,
         )
 
-    def _collect(self, dataset: Any) -> None:
-        """The collector thread: Ray's results into the queue, then the end (or the error)."""
+    def _collect(self, failed: list[Failed], dataset: Any) -> None:
+        """The collector thread: the files that failed already, then Ray's results, into the
+        queue (bounded: it waits for the consumer), then the end (or the error)."""
         try:
+            for job in failed:
+                if not self._put(job):
+                    return
             if dataset is not None:
                 for row in dataset.iter_rows():
                     for outcome in pickle.loads(row["batch"]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -130,6 +131,30 @@ def test_two_pools_decode_then_encode_as_on_a_cluster_with_gpus(tmp_path: Path, 
     for d, want in zip(decoded, expected, strict=True):
         assert d.items[0].pixels is None  # the driver gets vectors, not pictures
         np.testing.assert_allclose(d.items[0].vector, want[0][0], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_files_that_failed_beforehand_never_block_the_start(tmp_path: Path, local_cluster):
+    """More failed files than the driver's queue holds: `start` returns at once and every file
+    comes back (they used to be queued by the caller, which waited for itself)."""
+    photos = write_photo_folder(tmp_path / "photos", 2, seed=25)
+    encoder = tiny_encoder()
+    reader = sources.SOURCES[".jpg"].reader
+    good = [DecodeJob(str(p), ASSET_IMAGE, reader) for p in sorted(photos.glob("*.jpg"))]
+    failed = [Failed(DecodeJob(str(tmp_path / f"{i}.xyz"), ASSET_IMAGE, reader), "no reader") for i in range(5)]
+    decoder = RayDecoder(
+        "auto", model=encoder.spec, precision=encoder.requested_precision, batch_size=4,
+        config=WorkerConfig(encoder.preprocess, max(encoder.preprocess.size)),
+        store_patches=False, max_ahead=2,
+    )  # fmt: skip
+    with decoder:
+        started = threading.Thread(target=decoder.start, args=(failed + good,), daemon=True)
+        started.start()
+        started.join(timeout=30)
+        assert not started.is_alive(), "start waited for a consumer that had not begun"
+        outcomes = [o for o in decoder.outcomes() if o is not None]
+    assert sorted(o.job.path for o in outcomes) == sorted([f.job.path for f in failed] + [j.path for j in good])
+    assert sum(isinstance(o, Failed) for o in outcomes) == len(failed)
 
 
 def _slow_picture(path: Path, *args, **kwargs) -> SourceResult:
