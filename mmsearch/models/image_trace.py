@@ -21,7 +21,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
-import re
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,26 +63,21 @@ class TracedImageTower:
 
 
 def weights_file(spec: ModelSpec) -> Path | None:
-    """The local file a model's weights come from, where it is known without building it."""
-    from mmsearch.models.openclip_loader import tiny_weights_path
+    """The weights file of a model traced here (bundled, ``ARCH@checkpoint``), else None."""
+    from mmsearch.models.openclip_loader import local_weights_file
 
-    if spec.kind == "tiny":
-        path = spec.path or tiny_weights_path(spec.name)
-    elif spec.kind == "local-file" and spec.arch:
-        path = spec.path
-    else:
-        return None
-    return path if path is not None and path.is_file() else None
+    if spec.kind == "tiny" or (spec.kind == "local-file" and spec.arch):
+        return local_weights_file(spec)
+    return None
 
 
 def trace_dir(spec: ModelSpec, weights_id: str, requested_precision: str) -> Path:
     """Where the trace of these weights at this precision, on this CPU and torch, lives."""
     from mmsearch.models.device import cpu_has_native_bf16
 
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.name).strip("_")[-80:] or "model"
     cpu = "bf16cpu" if cpu_has_native_bf16() else "cpu"
     torch_version = importlib.metadata.version("torch")
-    leaf = f"{slug}-{weights_id}-{requested_precision.lower()}-{cpu}-torch{torch_version}"
+    leaf = f"{rt.slug(spec.name)}-{weights_id}-{requested_precision.lower()}-{cpu}-torch{torch_version}"
     return paths.cache_dir() / "traced" / f"v{FORMAT}" / leaf
 
 

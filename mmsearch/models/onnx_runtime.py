@@ -51,8 +51,12 @@ def export_root() -> Path:
 
 def export_dir(kind: str, name: str, weights_id: str) -> Path:
     """The folder of one export: a readable slug of the model name plus the weights digest."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-80:] or "model"
-    return export_root() / kind / f"{slug}-{weights_id}"
+    return export_root() / kind / f"{slug(name)}-{weights_id}"
+
+
+def slug(name: str) -> str:
+    """A model name as a readable piece of a folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-80:] or "model"
 
 
 def file_stamp(path: Path | None) -> dict[str, Any] | None:

@@ -66,6 +66,19 @@ def tiny_weights_path(name: str = "tiny") -> Path:
     return BUNDLED_DIR / name.replace("-", "_") / "tiny.safetensors"
 
 
+def local_weights_file(spec: ModelSpec) -> Path | None:
+    """The local file a model's weights come from (bundled, a checkpoint, a model folder's),
+    known without building it; None for downloads and random weights."""
+    if spec.kind == "tiny":
+        path = spec.path or tiny_weights_path(spec.name)
+        return path if path.is_file() else None
+    if spec.kind == "local-file" and spec.path is not None and spec.path.is_file():
+        return spec.path
+    if spec.kind == "local-dir" and spec.path is not None:
+        return _find_weights(spec.path)
+    return None
+
+
 def model_cache_dir() -> Path:
     """Download cache for OpenCLIP weights: a subfolder of mmsearch's model cache."""
     return paths.cache_dir() / "open_clip"

@@ -134,7 +134,9 @@ def export_text_tower(encoder: Encoder, weights_file: Path | None = None) -> Onn
     found = open_text_tower(name, weights_id)
     if found is not None or not rt.available():
         return found
-    weights_file = weights_file or _weights_file(encoder)
+    from mmsearch.models.openclip_loader import local_weights_file
+
+    weights_file = weights_file or local_weights_file(encoder.spec)
     folder = rt.export_dir(KIND, name, weights_id)
     meta = rt.read_meta(folder)
     if meta and (meta.get("model"), meta.get("weights_id")) == (name, weights_id) and weights_file:
@@ -154,18 +156,6 @@ def export_text_tower(encoder: Encoder, weights_file: Path | None = None) -> Onn
 
 class _NotExportable(Exception):
     pass
-
-
-def _weights_file(encoder: Encoder) -> Path | None:
-    """The checkpoint file whose replacement must retire the export (downloads never change)."""
-    spec = encoder.spec
-    if spec.kind in ("tiny", "local-file") and spec.path is not None and spec.path.is_file():
-        return spec.path
-    if spec.kind == "local-dir" and spec.path is not None:
-        from mmsearch.models.openclip_loader import _find_weights
-
-        return _find_weights(spec.path)
-    return None
 
 
 def _export(loaded: LoadedModel, weights_file: Path | None) -> None:
