@@ -21,3 +21,8 @@ def content_hash(path: Path | str, chunk_size: int = _CHUNK) -> str:
         while n := fh.readinto(buf):
             digest.update(view[:n])
     return digest.hexdigest()
+
+
+def bytes_hash(data: bytes) -> str:
+    """`content_hash` of bytes already read: the same digest as of the file holding them."""
+    return hashlib.blake2b(data, digest_size=32).hexdigest()

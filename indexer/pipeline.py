@@ -74,8 +74,10 @@ from indexer.workers import (
 )
 from mmsearch.catalog import AssetInfo, Catalog, ItemData
 from mmsearch.errors import ConfigError
+from mmsearch.models.preprocess import stack_uint8
 
 if TYPE_CHECKING:
+    from indexer.jpeg_batch import BatchJpegDecoder
     from indexer.ray_ingest import RayDecoder
     from mmsearch.models import Encoder
     from mmsearch.models.preprocess import ImagePreprocess
@@ -85,6 +87,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ASSET_KINDS = (ASSET_IMAGE, ASSET_VIDEO, ASSET_AUDIO, ASSET_TEXT)
+JPEG_DECODERS = ("auto", "device", "pillow")
 MAX_HOLD_S = 5.0  # decoded files wait at most this long for a full batch before being committed
 DECODER_NICENESS = 10
 """Nice value added to the decoding processes when the encoder runs on the CPU: they then run
@@ -124,6 +127,8 @@ class IndexOptions:
     patches: bool | None = None  # store patch features for the ITM reranker; None = when the
     # encoder has a patch-reading companion; True also re-encodes pictures stored without them
     ray: str | None = None  # decode and encode on a Ray cluster: "auto", "local" or an address
+    jpeg_decoder: str = "auto"  # "device": JPEGs in batches on the encoder's device (nvjpeg on a
+    # GPU; `indexer.jpeg_batch`); "pillow": in the worker processes; "auto": device on a GPU
 
     def __post_init__(self) -> None:
         if self.batch_size < 0:
@@ -143,6 +148,10 @@ class IndexOptions:
         if self.follow_symlinks not in LINK_POLICIES:
             raise ConfigError(
                 f"follow_symlinks must be one of {', '.join(LINK_POLICIES)}, not {self.follow_symlinks!r}."
+            )
+        if self.jpeg_decoder not in JPEG_DECODERS:
+            raise ConfigError(
+                f"jpeg_decoder must be one of {', '.join(JPEG_DECODERS)}, not {self.jpeg_decoder!r}."
             )
         unknown = sorted(set(self.kinds or ()) - set(ASSET_KINDS))
         if unknown:
@@ -185,11 +194,28 @@ class ExpectedEncoder:
     spec: ModelSpec
     precision: str = "auto"  # as asked ("auto" is resolved where the model runs)
     preprocess: ImagePreprocess | None = None  # None: known only once the model is built
+    device: str = "auto"  # as asked
 
     @classmethod
     def of(cls, encoder: Encoder) -> ExpectedEncoder:
         """What a loaded encoder is (tests, and callers holding a model already)."""
-        return cls(encoder.spec, encoder.requested_precision, encoder.preprocess)
+        return cls(encoder.spec, encoder.requested_precision, encoder.preprocess, encoder.device)
+
+
+def decodes_jpegs_on_device(choice: str, device: str) -> bool:
+    """Whether JPEGs are decoded in batches on the encoder's `device` (`IndexOptions.jpeg_decoder`):
+    when asked, and by default on a GPU, where Pillow in worker processes cannot keep up."""
+    return choice == "device" or (choice == "auto" and device.split(":")[0] == "cuda")
+
+
+def may_decode_jpegs_on_device(choice: str, device: str) -> bool:
+    """`decodes_jpegs_on_device` before the model has loaded (and torch is imported): "auto" on a
+    machine with an NVIDIA device node may turn out to use the GPU."""
+    if choice != "auto" or device != "auto":
+        return decodes_jpegs_on_device(choice, device)
+    import glob
+
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
 
 
 def encoder_batch(device: str, asked: int = 0) -> int:
@@ -292,7 +318,7 @@ def encode_files(
     texts = [it.text or "" for d in files for it in d.items if it.kind not in PICTURE_KINDS]
     picture_out: list[Encoded] = []
     for start in range(0, len(pictures), batch_size):
-        batch = encoder.preprocess.normalise(np.stack(pictures[start : start + batch_size]))
+        batch = encoder.preprocess.normalise(stack_uint8(pictures[start : start + batch_size]))
         if store_patches:
             from mmsearch.models.patches import encode_with_patches
 
@@ -531,6 +557,7 @@ class _Ingest:
                 self._flush()
         finally:
             progress.finish()
+        self.summary.device_decoded = getattr(decoder, "on_device", 0)
 
     def _load_in_background(self) -> Future[Encoder]:
         """The driver's model, loading in a thread while Ray starts (and its actors load theirs)."""
@@ -558,6 +585,10 @@ class _Ingest:
             return None
         if expected is None or expected.preprocess is None or self.options.in_process:
             return None
+        if not self.options.ray and may_decode_jpegs_on_device(
+            self.options.jpeg_decoder, expected.device
+        ):
+            return None  # the JPEGs wait for the device rather than go to Pillow
         if self.options.ray:
             decoder = self._ray_decoder(expected.spec, expected.precision, expected.preprocess)
             try:
@@ -578,7 +609,7 @@ class _Ingest:
 
     def _decoder(
         self, early: ProcessDecoder | RayDecoder | None = None
-    ) -> InlineDecoder | ProcessDecoder | RayDecoder:
+    ) -> InlineDecoder | ProcessDecoder | RayDecoder | BatchJpegDecoder:
         """The early decoder (a local one now with every worker and, beside a CPU encoder, lower
         priority) if it decodes for the model that loaded; else a new one."""
         on_cpu = self.encoder.device == "cpu"
@@ -603,12 +634,19 @@ class _Ingest:
         config = self.options.worker_config(
             self.encoder.preprocess, DECODER_NICENESS if on_cpu else 0
         )
-        if self.options.in_process:
-            return InlineDecoder(config)
-        self.summary.stage("decode").workers = workers
         max_ahead = self.options.lookahead_items
-        log.debug("decoding %d files in %d worker processes", len(self.jobs), workers)
-        return ProcessDecoder(config, workers, max_ahead)
+        fallback: InlineDecoder | ProcessDecoder
+        if self.options.in_process:
+            fallback = InlineDecoder(config)
+        else:
+            self.summary.stage("decode").workers = workers
+            log.debug("decoding %d files in %d worker processes", len(self.jobs), workers)
+            fallback = ProcessDecoder(config, workers, max_ahead)
+        if not decodes_jpegs_on_device(self.options.jpeg_decoder, self.encoder.device):
+            return fallback
+        from indexer.jpeg_batch import BatchJpegDecoder
+
+        return BatchJpegDecoder(config, self.encoder.device, fallback, max_ahead)
 
     def _ray_decoder(
         self, spec: ModelSpec, precision: str, preprocess: ImagePreprocess

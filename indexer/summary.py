@@ -65,6 +65,7 @@ class IndexSummary:
     ocr_pictures: int = 0  # pictures and videos whose words were read (index --ocr)
     ocr_seconds: float = 0.0  # worker time spent reading them (spread over the workers)
     stages: dict[str, StageTiming] = field(default_factory=dict)  # scan, decode, encode, commit
+    device_decoded: int = 0  # JPEGs decoded in batches on the encoder's device (`jpeg_decoder`)
 
     @property
     def indexed(self) -> int:

@@ -295,7 +295,7 @@ def handed_over(get: Callable[[float], Any]) -> Iterator[Any]:
 READY = "ready"  # a worker's first message: it started and is taking jobs
 
 
-class _Outbox:
+class Outbox:
     """Outcomes waiting for the consumer, bounded by the items they hold: a video's keyframes
     each count, so a few long videos cannot fill memory the way a count of files would let them.
     One outcome is always let in, however large."""
@@ -356,7 +356,7 @@ class ProcessDecoder:
         self.size = max(1, workers)
         self.ctx = context or start_context()
         # queued + in flight <= max_ahead: the workers' share is PREFETCH files each
-        self._out = _Outbox(max_ahead - PREFETCH * self.size)
+        self._out = Outbox(max_ahead - PREFETCH * self.size)
         self._stop = threading.Event()
         self._pause = threading.Event()
         self._wake_reader, self._wake_writer = self.ctx.Pipe(duplex=False)  # ends a pause's wait

@@ -106,6 +106,7 @@ def index(
     ocr: Annotated[bool | None, typer.Option("--ocr/--no-ocr", help="Read the words in pictures (Tesseract, English and Chinese; costs time) so text searches find them. Remembered by the collection; --ocr also reads pictures indexed without it.", show_default=False)] = None,
     ray: Annotated[str | None, typer.Option("--ray", help="Decode and encode on a Ray cluster: auto (the running one: $RAY_ADDRESS or `ray start`; else one started here), local (start one here for the run) or its address (ray://HOST:10001). This machine commits. Needs mmsearch[ray].", show_default=False)] = None,
     patches: Annotated[bool | None, typer.Option("--patches/--no-patches", help="Store each picture's patch features (4 KB) for the itm reranker. Default: when the model has an ITM companion. --patches also adds them to pictures indexed without them.", show_default=False)] = None,
+    jpeg_decoder: Annotated[str, typer.Option("--jpeg-decoder", help="Where JPEGs are decoded: auto (device on a GPU, else pillow), device (in batches on the encoder's device: nvjpeg on a GPU) or pillow (in the worker processes).")] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Index folders: new files are added, changed ones re-encoded, moved ones kept, deleted ones removed."""
@@ -115,7 +116,7 @@ def index(
     def body():
         with _engine(home, model, device, precision=precision, index_kind=index_kind, catalog_url=catalog, vector_store=vectors) as engine:
             progress = None if as_json else RichProgress(err)
-            summary = engine.index(paths, options=IndexOptions(workers=workers, batch_size=batch_size, follow_symlinks=follow_links, patches=patches, ocr=ocr, ray=ray), progress=progress)
+            summary = engine.index(paths, options=IndexOptions(workers=workers, batch_size=batch_size, follow_symlinks=follow_links, patches=patches, ocr=ocr, ray=ray, jpeg_decoder=jpeg_decoder), progress=progress)
         if as_json:
             out.print_json(json.dumps(_summary_dict(summary)))
             return

@@ -226,7 +226,7 @@ class Engine:
         from mmsearch.models.openclip_loader import expected_preprocess
 
         spec = resolve(self.model_name)
-        return ExpectedEncoder(spec, self.precision, expected_preprocess(spec))
+        return ExpectedEncoder(spec, self.precision, expected_preprocess(spec), self.device)
 
     def _export_for_queries(self) -> None:
         """Export what a text search runs (the text tower, the ITM reranker) once per checkpoint,

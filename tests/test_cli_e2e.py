@@ -131,6 +131,18 @@ def test_incremental_add_move_delete_through_the_cli(tmp_path):
     assert not any(p.endswith("shapes_004_00002.jpg") for p in paths)
 
 
+def test_index_decodes_jpegs_on_the_device_when_asked(tmp_path):
+    photos = write_photo_folder(tmp_path / "photos", 6, seed=6)
+    home = tmp_path / "home"
+    args = ("index", photos, "--home", home, "--model", "tiny", "--workers", "1", "--json")
+    result = cli(*args, "--jpeg-decoder", "device")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["new"] == 6 and summary["device_decoded"] == len(list(photos.glob("*.jpg"))) > 0
+    result = cli(*args, "--jpeg-decoder", "gpu")
+    assert result.exit_code == 2 and "jpeg_decoder must be one of auto, device, pillow" in result.output
+
+
 def test_the_console_script_exits_quickly_without_losing_output_or_exit_codes(indexed, tmp_path):
     """`mmsearch.cli.run` (the installed script) skips the interpreter's teardown: every line of
     a long JSON answer still arrives, a library error still exits with its code and one line,

@@ -42,7 +42,7 @@ class ImageLimits:
 DEFAULT_LIMITS = ImageLimits()
 
 # EXIF tags (numbers from the EXIF 2.3 spec; names kept here so the code reads plainly).
-_TAG_MAKE, _TAG_MODEL, _TAG_DATETIME = 0x010F, 0x0110, 0x0132
+_TAG_MAKE, _TAG_MODEL, _TAG_DATETIME, _TAG_ORIENTATION = 0x010F, 0x0110, 0x0132, 0x0112
 _IFD_EXIF, _IFD_GPS = 0x8769, 0x8825
 _TAG_DATETIME_ORIGINAL, _TAG_DATETIME_DIGITIZED = 0x9003, 0x9004
 _GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON = 1, 2, 3, 4
@@ -87,6 +87,65 @@ def decode_image_bytes(
             f"{name}: too large: {len(data) / 2**20:.0f} MB > limit {limits.max_bytes / 2**20:.0f} MB"
         )
     return _decode(io.BytesIO(data), Path(name), target_size, limits)
+
+
+@dataclass(frozen=True)
+class JpegHeader:
+    """What a JPEG's header tells before its pixels are decoded elsewhere (a batch decoder)."""
+
+    meta: dict[str, Any]  # as `read_image` gives it: EXIF date, camera, GPS, oriented width/height
+    orientation: int  # the EXIF orientation (1-8; 1 = as stored), for the decoder to apply
+    mode: str  # Pillow's mode of the stored pixels: "RGB", "L", "CMYK", ...
+
+
+def read_jpeg_file(
+    path: Path | str, limits: ImageLimits = DEFAULT_LIMITS
+) -> tuple[bytearray, JpegHeader | None]:
+    """A file's bytes (writable, for a zero-copy tensor) and `read_jpeg_header` of them, with
+    `read_image`'s checks and reasons; the header is None when the file is not a JPEG."""
+    path = Path(path)
+    _check_file(path, limits)
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            data = bytearray(fh.readall())
+    except PermissionError as exc:
+        raise DecodeError(f"{path}: permission denied") from exc
+    except FileNotFoundError as exc:
+        raise DecodeError(f"{path}: file vanished while reading") from exc
+    except IsADirectoryError as exc:
+        raise DecodeError(f"{path}: is a folder, not an image") from exc
+    if not data:
+        raise DecodeError(f"{path}: empty file")
+    return data, read_jpeg_header(data, path, limits)
+
+
+def read_jpeg_header(
+    data: bytes | bytearray, path: Path | str, limits: ImageLimits = DEFAULT_LIMITS
+) -> JpegHeader | None:
+    """A JPEG's metadata, orientation and colour mode, checked against `limits` as `read_image`
+    checks them (raising the same DecodeError); None when the bytes are not a JPEG after all."""
+    import io
+
+    path = Path(path)
+    if len(data) > limits.max_bytes:
+        raise DecodeError(
+            f"{path}: file too large: {len(data) / 2**20:.0f} MB > limit {limits.max_bytes / 2**20:.0f} MB"
+        )
+    img = _open(io.BytesIO(data), path)
+    if img.format != "JPEG":
+        return None
+    _check_pixels(path, *img.size, limits)
+    exif = _read_exif(img, path)
+    meta = _metadata(exif, path)
+    try:
+        orientation = int(exif.get(_TAG_ORIENTATION, 1)) if exif is not None else 1
+    except (TypeError, ValueError):
+        orientation = 1
+    if orientation not in range(1, 9):
+        orientation = 1  # a malformed tag leaves the picture as stored, as `_transpose` does
+    swapped = orientation >= 5  # 5-8 turn the picture a quarter
+    meta["width"], meta["height"] = img.size[::-1] if swapped else img.size
+    return JpegHeader(meta, orientation, img.mode)
 
 
 def _check_file(path: Path, limits: ImageLimits) -> None:

@@ -41,6 +41,15 @@ _RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 
+_TORCH_RESAMPLE = {  # Pillow's filter -> torch's interpolate mode and antialias (no lanczos there)
+    "bicubic": ("bicubic", True),
+    "bilinear": ("bilinear", True),
+    "nearest": ("nearest-exact", False),
+    "lanczos": ("bicubic", True),
+}
+_RESIZE_PIXELS = 64_000_000
+"""Source pixels per resize call on a device at most: their float copy is 768 MB."""
+
 # Pillow reduces by an integer factor first when the image is this many times larger than the
 # target: much faster on big photos, visually the same as a full-quality resize.
 _REDUCING_GAP = 3.0
@@ -91,22 +100,82 @@ class ImagePreprocess:
         """Letterboxed RGB pixels (H, W, 3) before normalisation: a compact form to cache."""
         return np.asarray(self.fit(to_rgb(image, background=self.fill)), dtype=np.uint8)
 
+    def fit_tensors(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """`to_uint8` for decoded (3, h, w) uint8 tensors, on their device (a GPU batch decoder's
+        output): (n, H, W, 3) uint8, the same letterbox with torch's antialiased resize (within a
+        few grey levels of Pillow's). Pictures of one size are resized together."""
+        import torch
+        from torch.nn import functional
+
+        height, width = self.size
+        device = images[0].device
+        out = torch.empty((len(images), height, width, 3), dtype=torch.uint8, device=device)
+        out[:] = torch.tensor(self.fill, dtype=torch.uint8, device=device)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault((int(image.shape[-2]), int(image.shape[-1])), []).append(i)
+        mode, antialias = _TORCH_RESAMPLE[self.interpolation]
+        for (h, w), members in groups.items():
+            inner = (height, width) if self.mode == "squash" else _inner_size(h, w, height, width)
+            top, left = (height - inner[0]) // 2, (width - inner[1]) // 2
+            step = max(1, _RESIZE_PIXELS // (h * w))  # bounds the float copy of a group of photos
+            for start in range(0, len(members), step):
+                chosen = members[start : start + step]
+                batch = torch.stack([images[i] for i in chosen])
+                if (h, w) != inner:
+                    resized = functional.interpolate(
+                        batch.float(), size=inner, mode=mode, antialias=antialias
+                    )
+                    batch = resized.round_().clamp_(0, 255).to(torch.uint8)
+                rows = torch.tensor(chosen, device=device)
+                out[rows, top : top + inner[0], left : left + inner[1]] = batch.permute(0, 2, 3, 1)
+        return out
+
     def fit(self, image: Image.Image) -> Image.Image:
         """Resize an RGB image to the model's input size without cropping anything."""
         height, width = self.size
         resample = _RESAMPLE[self.interpolation]
         if self.mode == "squash":
             return _resize(image, (width, height), resample)
-        scale = min(width / image.width, height / image.height)
-        inner = (
-            max(1, min(width, round(image.width * scale))),
-            max(1, min(height, round(image.height * scale))),
-        )
+        inner_h, inner_w = _inner_size(image.height, image.width, height, width)
+        inner = (inner_w, inner_h)
         canvas = Image.new("RGB", (width, height), self.fill)
         canvas.paste(
             _resize(image, inner, resample), ((width - inner[0]) // 2, (height - inner[1]) // 2)
         )
         return canvas
+
+
+def _inner_size(h: int, w: int, height: int, width: int) -> tuple[int, int]:
+    """(h, w) of a picture letterboxed into (height, width): the longer side fills it."""
+    scale = min(width / w, height / h)
+    return max(1, min(height, round(h * scale))), max(1, min(width, round(w * scale)))
+
+
+def stack_uint8(pixels: Sequence[np.ndarray | torch.Tensor]) -> np.ndarray | torch.Tensor:
+    """`to_uint8` pictures (numpy, or tensors on a device from `fit_tensors`) as one (n, H, W, 3)
+    batch: numpy when all are, else a tensor on the tensors' device, the numpy ones copied there
+    from pinned memory in one transfer."""
+    on_device = [i for i, p in enumerate(pixels) if not isinstance(p, np.ndarray)]
+    if not on_device:
+        return np.stack(pixels)  # type: ignore[arg-type]
+    import torch
+
+    first: torch.Tensor = pixels[on_device[0]]  # type: ignore[assignment]
+    device = first.device
+    out = torch.empty((len(pixels), *first.shape), dtype=torch.uint8, device=device)
+    if device.type == "cuda":  # made on the decoder's stream, read on this one
+        stream = torch.cuda.current_stream(device)
+        for i in on_device:
+            pixels[i].record_stream(stream)  # type: ignore[union-attr]
+    out[on_device] = torch.stack([pixels[i] for i in on_device])  # type: ignore[misc]
+    in_host = [i for i in range(len(pixels)) if isinstance(pixels[i], np.ndarray)]
+    if in_host:
+        host = torch.from_numpy(np.stack([pixels[i] for i in in_host]))
+        if device.type == "cuda":
+            host = host.pin_memory()
+        out[in_host] = host.to(device, non_blocking=True)
+    return out
 
 
 def normalise_uint8(
@@ -118,9 +187,11 @@ def normalise_uint8(
 
     x = torch.as_tensor(pixels).permute(0, 3, 1, 2)
     x = x.to(torch.float32, memory_format=torch.contiguous_format)
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(1, 3, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], dtype=torch.float32)
-    return x.mul_(scale).add_(shift.view(1, 3, 1, 1))
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32, device=x.device)
+    shift = torch.tensor(
+        [-m / s for m, s in zip(mean, std, strict=True)], dtype=torch.float32, device=x.device
+    )
+    return x.mul_(scale.view(1, 3, 1, 1)).add_(shift.view(1, 3, 1, 1))
 
 
 def _resize(image: Image.Image, size: tuple[int, int], resample: int) -> Image.Image:
