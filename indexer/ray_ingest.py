@@ -13,7 +13,9 @@ alone commits, through the collection's one writer, exactly as for a plain run: 
 crash safe, bad files skipped and reported.
 
 `RayDecoder.start` begins the dataset at once, so the actors load their model while the driver
-loads its own copy (which binds the collection and embeds the tag vocabulary).
+loads its own copy (which binds the collection and embeds the tag vocabulary). Where an earlier
+run traced the image tower on this CPU, the driver loads nothing: it binds the collection and
+tags from the trace's record and the cached tag vectors (`pipeline.KnownEncoder`).
 
 Ray Data restarts an actor that dies and runs its batch again (its defaults for actor pools:
 ``max_restarts=-1``, ``max_task_retries=-1``); a file that comes back twice is committed once.
@@ -136,6 +138,7 @@ class DecodeActor:
 
     def __init__(self, config: WorkerConfig, batch_size: int) -> None:
         self.decoder = ProcessDecoder(config, workers=1, max_ahead=4 * batch_size)
+        self.decoder.prestart()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
         return _rows([decode_all(self.decoder, jobs) for jobs in _batches(batch)])
@@ -194,6 +197,7 @@ class IngestActor(EncodeActor):
         batch_size: int, store_patches: bool,
     ) -> None:  # fmt: skip
         self.decoder = ProcessDecoder(config, workers=threads, max_ahead=batch_size + 2 * threads)
+        self.decoder.prestart()  # its processes import while the model loads
         super().__init__(model, device, precision, threads, batch_size, store_patches)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:

@@ -391,6 +391,14 @@ class ProcessDecoder:
         """What `start`ed decoding gives, as files finish; None while waiting."""
         return handed_over(self._out.get)
 
+    def prestart(self) -> None:
+        """Start every worker process now, before there are jobs (they import while the caller
+        loads a model), instead of as the first jobs need them. Call before `start`."""
+        if self._thread is not None:
+            raise MmsearchError("prestart() comes before start()")
+        while len(self._workers) < self.size:
+            self._start_worker()
+
     def grow_to(self, workers: int) -> None:
         """Use up to `workers` processes from now on (they start as jobs need them)."""
         self.size = max(self.size, workers)

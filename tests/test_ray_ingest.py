@@ -225,3 +225,36 @@ def test_an_actor_killed_mid_run_is_replaced_and_nothing_is_lost_or_doubled(
     with Collection(tmp_path / "home", create=False) as collection:
         assert len(collection.catalog.item_ids()) == len(indexed)
     assert progress.advanced == len(indexed)
+
+
+@pytest.mark.slow
+def test_a_driver_with_a_traced_tower_on_record_loads_no_model(tmp_path: Path, local_cluster, monkeypatch):
+    """After a run that traced the image tower, a Ray run's driver binds the collection and tags
+    from the trace's record and the cached tag vectors: its own model is never loaded."""
+    from mmsearch.engine import Engine
+    from mmsearch.models import resolve
+    from mmsearch.models.openclip_loader import expected_preprocess
+
+    monkeypatch.setenv("MMSEARCH_CACHE", str(tmp_path / "cache"))
+    photos = write_photo_folder(tmp_path / "photos", 8, seed=25)
+    with Engine(tmp_path / "first", "tiny", device="cpu") as engine:  # traces, caches tag vectors
+        engine.index([photos], options=IndexOptions(in_process=True, patches=False))
+        weights_id = engine.encoder.weights_id
+
+    def never():
+        raise AssertionError("the driver loaded its model")
+
+    spec = resolve("tiny")
+    expected = ExpectedEncoder(spec, "auto", expected_preprocess(spec), "cpu")
+    options = IndexOptions(batch_size=4, patches=False, ray="auto")
+    with Collection(tmp_path / "ray") as collection, collection.writer() as writer:
+        summary = run_index(writer, never, [photos], options, expected=expected)
+        assert collection.catalog.encoder_weights() == weights_id
+    assert (summary.new, summary.tagged) == (8, 8)
+    assert_index_matches_catalog(tmp_path / "ray")
+    a, b = vectors_by_path(tmp_path / "first"), vectors_by_path(tmp_path / "ray")
+    assert a.keys() == b.keys()
+    for path in a:
+        np.testing.assert_allclose(a[path], b[path], atol=1e-5)
+    with Collection(tmp_path / "first", create=False) as one, Collection(tmp_path / "ray", create=False) as two:
+        assert one.catalog.tag_counts() == two.catalog.tag_counts()

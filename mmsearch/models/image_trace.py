@@ -81,9 +81,25 @@ def trace_dir(spec: ModelSpec, weights_id: str, requested_precision: str) -> Pat
     return paths.cache_dir() / "traced" / f"v{FORMAT}" / leaf
 
 
-def open_traced(spec: ModelSpec, requested_precision: str) -> TracedImageTower | None:
-    """The trace made for this model's current weights at this precision, or None (why at
-    debug level): none made yet, traces turned off, or it does not load."""
+@dataclass(frozen=True)
+class TracedIdentity:
+    """What a trace's record says of the encoder it was made from: enough to bind a collection
+    and to find its cached tag matrix without importing torch (a Ray run's driver)."""
+
+    name: str
+    weights_id: str
+    precision: str  # as the CPU encoder resolved it ("bf16", "fp32")
+    dim: int
+    preprocess: ImagePreprocess
+    dtype: str  # the tower's input dtype, as torch names it
+    folder: Path
+
+    device = "cpu"  # traces are made and run on the CPU
+
+
+def traced_identity(spec: ModelSpec, requested_precision: str) -> TracedIdentity | None:
+    """The record of the trace made for this model's current weights at this precision, read
+    without torch; None (why at debug level) when none was made yet or traces are turned off."""
     if os.environ.get(TOWER_ENV, "").strip().lower() == "eager":
         return None
     source = weights_file(spec)
@@ -98,21 +114,37 @@ def open_traced(spec: ModelSpec, requested_precision: str) -> TracedImageTower |
         log.debug("no traced image tower of %s in %s yet", spec.name, folder)
         return None
     try:
+        return TracedIdentity(
+            spec.name, weights_id, str(meta["precision"]), int(meta["dim"]),
+            _preprocess(meta["preprocess"]), str(meta["dtype"]), folder,
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        log.debug("the trace record in %s is unusable (%s)", folder, exc)
+        return None
+
+
+def open_traced(spec: ModelSpec, requested_precision: str) -> TracedImageTower | None:
+    """The trace made for this model's current weights at this precision, or None (why at
+    debug level): none made yet, traces turned off, or it does not load."""
+    identity = traced_identity(spec, requested_precision)
+    if identity is None:
+        return None
+    try:
         import torch
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript's deprecation notice
-            module = torch.jit.load(str(folder / MODULE_FILE), map_location="cpu")
+            module = torch.jit.load(str(identity.folder / MODULE_FILE), map_location="cpu")
         return TracedImageTower(
             module=module.eval(),
-            weights_id=weights_id,
-            precision=meta["precision"],
-            dim=int(meta["dim"]),
-            preprocess=_preprocess(meta["preprocess"]),
-            dtype=getattr(torch, meta["dtype"]),
+            weights_id=identity.weights_id,
+            precision=identity.precision,
+            dim=identity.dim,
+            preprocess=identity.preprocess,
+            dtype=getattr(torch, identity.dtype),
         )
     except Exception as exc:  # a damaged file, a torch without TorchScript: the eager model
-        log.debug("the traced image tower in %s does not load (%s)", folder, exc)
+        log.debug("the traced image tower in %s does not load (%s)", identity.folder, exc)
         return None
 
 

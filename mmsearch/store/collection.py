@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from mmsearch.models import Encoder
     from mmsearch.models.sentence import TextEncoder
     from mmsearch.tags.vocabulary import Vocabulary
+    from mmsearch.tags.zero_shot import ModelRecord
 
 log = logging.getLogger(__name__)
 
@@ -569,11 +570,12 @@ class CollectionWriter:
         """A file's time changed but not its bytes."""
         self.catalog.move_asset(path, path, size=size, mtime_ns=mtime_ns)
 
-    def tag_pending(self, load_encoder: Callable[[], Encoder]) -> int:
-        """Zero-shot tags for pictures not tagged yet (`mmsearch.tags.tagger`)."""
+    def tag_pending(self, load_encoder: Callable[[], Encoder], known: ModelRecord | None = None) -> int:
+        """Zero-shot tags for pictures not tagged yet (`mmsearch.tags.tagger`); `known`, a record
+        of the model, spares loading it when the tag vectors are cached."""
         from mmsearch.tags.tagger import tag_pending
 
-        return tag_pending(self.catalog, load_encoder)
+        return tag_pending(self.catalog, load_encoder, known)
 
     def set_tag_vocabulary(self, vocabulary: Vocabulary, load_encoder: Callable[[], Encoder]) -> int:
         """Tag every picture again against a new vocabulary, from stored vectors."""

@@ -19,6 +19,7 @@ from mmsearch.tags.zero_shot import cached_tag_matrix, choose_tags
 if TYPE_CHECKING:
     from mmsearch.catalog import Catalog
     from mmsearch.models import Encoder
+    from mmsearch.tags.zero_shot import ModelRecord
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +35,22 @@ def active_vocabulary(catalog: Catalog, model_name: str) -> Vocabulary:
     return default_vocabulary(model_name)
 
 
-def tag_pending(catalog: Catalog, load_encoder: Callable[[], Encoder]) -> int:
-    """Tag the pictures not tagged yet; returns how many were looked at."""
+def tag_pending(
+    catalog: Catalog, load_encoder: Callable[[], Encoder], known: ModelRecord | None = None
+) -> int:
+    """Tag the pictures not tagged yet; returns how many were looked at. `known`, a record of
+    the model (name, weights_id, precision, device, dim), spares loading it when the tag
+    vectors are cached."""
     through = catalog.tags_through()
     waiting, _ = catalog.picture_vectors_after(through, 1)
     if not len(waiting):
         return 0
-    encoder = load_encoder()
+    encoder = known if known is not None else load_encoder()
     vocabulary = active_vocabulary(catalog, encoder.name)
     if catalog.tag_vocabulary() is None:  # first run: record the default it was tagged with
         catalog.reset_tags(vocabulary.to_text())
         through = 0
-    matrix = cached_tag_matrix(encoder, vocabulary)
+    matrix = cached_tag_matrix(encoder, vocabulary, load=load_encoder)
     names, done = vocabulary.names, 0
     while True:
         ids, vectors = catalog.picture_vectors_after(through, TAG_BATCH)

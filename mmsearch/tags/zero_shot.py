@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from mmsearch.models import Encoder
     from mmsearch.tags.vocabulary import Vocabulary
 
@@ -38,6 +40,26 @@ MIN_SHARE = 0.1
 """Share of its group a tag needs to be kept."""
 BACKGROUND_PROMPTS = ("a photo.", "a picture.", "an image.", "a photo of something.")
 """The "none of these" alternative each group's tags compete with."""
+
+
+class ModelRecord(Protocol):
+    """What keys a model's cached tag vectors, known without loading the model
+    (`pipeline.KnownEncoder`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def weights_id(self) -> str: ...
+
+    @property
+    def precision(self) -> str: ...
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
 
 
 def tag_matrix(encoder: Encoder, vocabulary: Vocabulary) -> np.ndarray:
@@ -57,25 +79,37 @@ MATRIX_FORMAT = 1
 """Part of every cached matrix's key: bump it when `tag_matrix` computes rows differently."""
 
 
-def cached_tag_matrix(encoder: Encoder, vocabulary: Vocabulary) -> np.ndarray:
+def cached_tag_matrix(
+    encoder: Encoder | ModelRecord, vocabulary: Vocabulary, load: Callable[[], Encoder] | None = None
+) -> np.ndarray:
     """`tag_matrix`, kept in the model cache (`$MMSEARCH_CACHE/tags/`) under a key made of the
     checkpoint's digest, the precision and device kind the text tower ran at, and every prompt:
     each `index` run that adds pictures tags them, and embedding a few hundred prompts costs
     seconds with a ViT-B-32 text tower on a CPU. A model without a weights digest (random init)
-    is never cached."""
+    is never cached. `encoder` may be only a record of the model (a Ray run's driver does not
+    load it): `load` then gives the model, called only when the matrix is not cached."""
     weights = getattr(encoder, "weights_id", "") or ""
     if weights in ("", "random"):
-        return tag_matrix(encoder, vocabulary)
-    path = _cache_path(encoder, weights, vocabulary)
+        return tag_matrix(_model(encoder, load), vocabulary)
     try:
-        cached = np.load(path, allow_pickle=False)
+        cached = np.load(_cache_path(encoder, weights, vocabulary), allow_pickle=False)
         if cached.ndim == 2 and cached.shape == (len(vocabulary) + 1, encoder.dim):
             return cached.astype(np.float32, copy=False)
     except (OSError, ValueError, EOFError):  # not there yet, or a torn file: compute it again
         pass
-    matrix = tag_matrix(encoder, vocabulary)
-    _save_quietly(path, matrix)
+    model = _model(encoder, load)
+    matrix = tag_matrix(model, vocabulary)
+    _save_quietly(_cache_path(model, model.weights_id, vocabulary), matrix)
     return matrix
+
+
+def _model(encoder: Encoder | ModelRecord, load: Callable[[], Encoder] | None) -> Encoder:
+    """The model itself: `encoder` when it is one, else what `load` gives."""
+    if hasattr(encoder, "encode_texts"):
+        return encoder  # type: ignore[return-value]
+    if load is None:
+        raise TypeError(f"{encoder!r} is not a model and nothing was given to load one")
+    return load()
 
 
 def _cache_path(encoder: Encoder, weights: str, vocabulary: Vocabulary) -> Path:
