@@ -231,6 +231,9 @@ class BatchJpegDecoder:
             return Failed(job, short_reason(exc, path))
         except OSError as exc:
             return Failed(job, f"cannot read: {exc.strerror or exc}")
+        except Exception as exc:  # an unforeseen header: Pillow's path decides, with its reasons
+            log.debug("%s: header not read for the device (%s)", path, exc)
+            return job
         return _Read(job, data, header, digest, time.perf_counter() - started)
 
     def _decode_batch(self, batch: list[_Read], stream: torch.cuda.Stream | None) -> None:
