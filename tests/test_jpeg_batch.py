@@ -254,3 +254,22 @@ def test_io_bytes_header_is_none_for_other_formats():
     assert read_jpeg_header(buf.getvalue(), "x.jpg") is None
     header = read_jpeg_header(jpeg_bytes((30, 20)), "y.jpg")
     assert header is not None and header.mode == "RGB" and header.orientation == 1
+
+
+def test_an_unforeseen_header_error_hands_the_file_to_pillow(tmp_path, monkeypatch):
+    import indexer.jpeg_batch as jpeg_batch
+
+    good, odd = tmp_path / "good.jpg", tmp_path / "odd.jpg"
+    good.write_bytes(jpeg_bytes((64, 48)))
+    odd.write_bytes(jpeg_bytes((48, 64)))
+    real = jpeg_batch.read_jpeg_file
+
+    def flaky(path, limits):
+        if Path(path).name == "odd.jpg":
+            raise RuntimeError("a library bug")
+        return real(path, limits)
+
+    monkeypatch.setattr(jpeg_batch, "read_jpeg_file", flaky)
+    outcomes, decoder = decode_all([good, odd])
+    assert all(isinstance(o, Decoded) for o in outcomes.values())
+    assert (decoder.on_device, decoder.by_pillow) == (1, 1)
