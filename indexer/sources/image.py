@@ -7,10 +7,12 @@ refused before their pixels are read.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -63,9 +65,15 @@ def read_image(
     _check_file(path, limits)
     if path.suffix.lower() in HEIF_EXTENSIONS and not _register_heif_opener():
         raise DecodeError(f"{path}: HEIC/HEIF support needs pillow-heif: {HEIF_INSTALL_HINT}")
+    with _read_errors(path), open(path, "rb") as fh:
+        return _decode(fh, path, target_size, limits)
+
+
+@contextlib.contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    """The OS's errors while a picture file is read, as DecodeErrors in the user's words."""
     try:
-        with open(path, "rb") as fh:
-            return _decode(fh, path, target_size, limits)
+        yield
     except PermissionError as exc:
         raise DecodeError(f"{path}: permission denied") from exc
     except FileNotFoundError as exc:
@@ -105,15 +113,8 @@ def read_jpeg_file(
     `read_image`'s checks and reasons; the header is None when the file is not a JPEG."""
     path = Path(path)
     _check_file(path, limits)
-    try:
-        with open(path, "rb", buffering=0) as fh:
-            data = bytearray(fh.readall())
-    except PermissionError as exc:
-        raise DecodeError(f"{path}: permission denied") from exc
-    except FileNotFoundError as exc:
-        raise DecodeError(f"{path}: file vanished while reading") from exc
-    except IsADirectoryError as exc:
-        raise DecodeError(f"{path}: is a folder, not an image") from exc
+    with _read_errors(path), open(path, "rb", buffering=0) as fh:
+        data = bytearray(fh.readall())
     if not data:
         raise DecodeError(f"{path}: empty file")
     return data, read_jpeg_header(data, path, limits)
