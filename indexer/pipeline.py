@@ -761,6 +761,11 @@ class _Ingest:
         here = sum(len(d.items) for d in files if not is_encoded(d))  # not by a Ray actor
         if here:
             self._time("encode", committing - encoding, here)
+        remote = [d for d in files if is_encoded(d)]
+        if remote:  # the actors' own time, summed over them
+            self._time(
+                "encode", sum(d.encode_seconds for d in remote), sum(len(d.items) for d in remote)
+            )
         self._time("commit", time.monotonic() - committing, sum(len(d.items) for d in files))
 
     def _time(self, stage: str, seconds: float, items: int) -> None:

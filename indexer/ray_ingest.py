@@ -28,6 +28,7 @@ import logging
 import pickle
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 
 CPUS_PER_ACTOR = 4
 """CPUs an actor asks for on a CPU-only cluster (its decoding processes, then its torch threads)."""
+
+LOST = "no result came back from the Ray cluster (indexed by the next run)"
+"""The reason given for a file the cluster's results never mentioned."""
 
 LOCAL = "local"
 """`--ray local`: start a Ray instance on this machine for the run (and stop it after)."""
@@ -178,11 +182,11 @@ class EncodeActor:
         from indexer.pipeline import encode_files
 
         decoded = [o for o in outcomes if isinstance(o, Decoded)]
-        for d, encoded in zip(
-            decoded,
-            encode_files(self.encoder, decoded, self.batch_size, self.store_patches),
-            strict=True,
-        ):
+        started = time.perf_counter()
+        vectors = encode_files(self.encoder, decoded, self.batch_size, self.store_patches)
+        per_item = (time.perf_counter() - started) / max(1, sum(len(d.items) for d in decoded))
+        for d, encoded in zip(decoded, vectors, strict=True):
+            d.encode_seconds = per_item * len(d.items)  # the run's "encode" stage
             for item, (vector, patches) in zip(d.items, encoded, strict=True):
                 item.vector, item.patches, item.pixels = vector, patches, None
         return outcomes
@@ -279,7 +283,8 @@ class RayDecoder:
             (failed if isinstance(job, Failed) else todo).append(job)
         dataset = self._dataset(todo) if todo else None
         self._thread = threading.Thread(
-            target=self._collect, args=(failed, dataset), name="mmsearch-ray-collector", daemon=True
+            target=self._collect, args=(failed, todo, dataset), name="mmsearch-ray-collector",
+            daemon=True,
         )
         self._thread.start()
 
@@ -345,7 +350,7 @@ class RayDecoder:
             num_gpus=plan.gpus_per_actor,
         )
 
-    def _collect(self, failed: list[Failed], dataset: Any) -> None:
+    def _collect(self, failed: list[Failed], todo: list[DecodeJob], dataset: Any) -> None:
         """The collector thread: the files that failed already, then Ray's results, into the
         queue (bounded: it waits for the consumer), then the end (or the error)."""
         try:
@@ -353,10 +358,16 @@ class RayDecoder:
                 if not self._put(job):
                     return
             if dataset is not None:
+                waiting = {job.path: job for job in todo}
                 for row in dataset.iter_rows():
                     for outcome in pickle.loads(row["batch"]):
+                        waiting.pop(outcome.job.path, None)
                         if not self._put(outcome):
                             return  # closed: leaving the loop ends Ray Data's run
+                for job in waiting.values():  # never silently: the next run would take it again
+                    log.warning("no result came back from the Ray cluster for %s", job.path)
+                    if not self._put(Failed(job, LOST)):
+                        return
             self._put(Done())
         except BaseException as exc:  # handed to the consumer, which raises it
             self._put(exc)

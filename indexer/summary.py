@@ -31,7 +31,8 @@ class StageTiming:
     """Where an index run's time went, for one stage: how long, over how many items.
 
     `seconds` is wall time in the main process, except for "decode", where it is the time the
-    worker processes spent, summed over them (`workers` ran at once)."""
+    worker processes spent, summed over them (`workers` ran at once), and for "encode" in a Ray
+    run, the actors' forward passes summed over them."""
 
     seconds: float = 0.0
     items: int = 0  # files for "scan", pictures and passages for the others

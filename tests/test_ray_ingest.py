@@ -69,6 +69,7 @@ def test_a_ray_run_gives_the_same_collection_as_a_plain_run(tmp_path: Path, loca
     plain = _index(tmp_path / "plain", [photos], IndexOptions(batch_size=8, patches=True))
     on_ray = _index(tmp_path / "ray", [photos], IndexOptions(batch_size=8, patches=True, ray="auto"))
     assert (on_ray.new, on_ray.items_added) == (plain.new, plain.items_added) == (16, 16)
+    assert on_ray.stages["encode"].items == 16 and on_ray.stages["encode"].seconds > 0  # actors'
     assert [s.path for s in on_ray.skipped] == [str(photos / "broken.jpg")]
     assert on_ray.skipped[0].reason == plain.skipped[0].reason
     a, b = vectors_by_path(tmp_path / "plain"), vectors_by_path(tmp_path / "ray")
@@ -258,3 +259,27 @@ def test_a_driver_with_a_traced_tower_on_record_loads_no_model(tmp_path: Path, l
         np.testing.assert_allclose(a[path], b[path], atol=1e-5)
     with Collection(tmp_path / "first", create=False) as one, Collection(tmp_path / "ray", create=False) as two:
         assert one.catalog.tag_counts() == two.catalog.tag_counts()
+
+
+def test_a_file_the_cluster_never_answers_for_is_reported_not_dropped(tmp_path: Path, monkeypatch):
+    """Unit level, no Ray: results that never mention a file make it a skipped file with a
+    reason (the next run indexes it), never a silent gap."""
+    import pickle
+
+    from indexer import ray_ingest
+
+    jobs = [DecodeJob(str(tmp_path / f"{i}.jpg"), ASSET_IMAGE, "r:r") for i in range(3)]
+    answered = [Decoded(jobs[0], "h0", {}, []), Failed(jobs[2], "broken")]
+
+    class Rows:  # what Ray Data's dataset gives back: rows of pickled outcomes
+        def iter_rows(self):
+            yield {"batch": pickle.dumps(answered)}
+
+    monkeypatch.setattr(RayDecoder, "_dataset", lambda self, todo: Rows())
+    decoder = RayDecoder(
+        "auto", model=tiny_encoder().spec, precision="auto", batch_size=2, store_patches=False,
+        config=WorkerConfig(tiny_encoder().preprocess, 64), plan=RayPlan(1, 2, 0, "cpu"),
+    )  # fmt: skip
+    outcomes = [o for o in decoder.run(jobs) if o is not None]
+    assert [o.job.path for o in outcomes] == [j.path for j in jobs[:3:2]] + [jobs[1].path]
+    assert isinstance(outcomes[-1], Failed) and outcomes[-1].reason == ray_ingest.LOST
