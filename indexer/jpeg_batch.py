@@ -250,8 +250,9 @@ class BatchJpegDecoder:
         for i, (read, _img) in enumerate(done):
             item = DecodedItem(IMAGE, pixels=fitted[i])
             meta = dict(read.header.meta)
+            seconds = read.seconds + share
             self._deliver(
-                Decoded(read.job, read.digest, meta, [item], seconds=read.seconds + share)
+                Decoded(read.job, read.digest, meta, [item], seconds=seconds, on_device=True)
             )
         self.on_device += len(done)
         for read, img in zip(batch, images, strict=True):

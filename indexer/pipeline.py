@@ -601,7 +601,6 @@ class _Ingest:
                 self._flush()
         finally:
             progress.finish()
-        self.summary.device_decoded = getattr(decoder, "on_device", 0)
 
     def _load_in_background(self) -> Future[Encoder]:
         """The driver's model, loading in a thread while Ray starts (and its actors load theirs)."""
@@ -708,6 +707,7 @@ class _Ingest:
             store_patches=self._stores_patches(spec.name),
             max_ahead=self.options.lookahead_items,
             started_here=self.started_ray,
+            jpeg_decoder=self.options.jpeg_decoder,
         )
 
     def _pending_jobs(self) -> Iterator[DecodeJob | Failed]:
@@ -854,6 +854,7 @@ class _Ingest:
             self.summary.truncated.append(TruncatedFile(key, str(decoded.meta["truncated"])))
         kind = decoded.job.asset_kind
         self.summary.per_kind[kind] = self.summary.per_kind.get(kind, 0) + 1
+        self.summary.device_decoded += decoded.on_device
 
 
 __all__ = [

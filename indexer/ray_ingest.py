@@ -5,7 +5,9 @@ of actors, as the plain pipeline's decoding processes feed its encoder: `DecodeA
 each batch in a worker process of their own (`ProcessDecoder`, so a decoder that crashes costs
 that file, as in a plain run) on the CPUs, and `EncodeActor`s, one per GPU, encode the pictures
 and passages; Ray Data streams batches between them, so the next batch is decoded while this one
-is encoded. On a CPU-only cluster one pool of `IngestActor`s does both in turn, as a plain run
+is encoded. JPEGs (unless `jpeg_decoder` is "pillow") skip the decoding actors: the encoding
+actors decode them on their GPU (`indexer.jpeg_batch`), as a plain run on a GPU does. On a
+CPU-only cluster one pool of `IngestActor`s does both in turn, as a plain run
 does: each decodes a batch in worker processes on all of its CPUs, then encodes it on all of
 them (a decoder beside a CPU encoder slows its matrix products more than taking turns costs).
 Either way each file comes back as a `Decoded` whose items carry their vectors, and the driver
@@ -165,6 +167,7 @@ class EncodeActor:
         threads: int,
         batch_size: int,
         store_patches: bool,
+        jpeg_config: WorkerConfig | None = None,
     ) -> None:
         import torch
 
@@ -173,9 +176,25 @@ class EncodeActor:
         torch.set_num_threads(max(1, threads))
         self.encoder = Encoder(model, device=device, precision=precision).load_image_tower()
         self.batch_size, self.store_patches = batch_size, store_patches
+        self.jpeg_config = jpeg_config  # set: rows of JPEG jobs come here to decode on the device
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[bytes]]:
-        return _rows([self.encode(outcomes) for outcomes in _batches(batch)])
+        return _rows([self.encode(self._decoded(row)) for row in _batches(batch)])
+
+    def _decoded(self, row: list[Any]) -> list[Outcome]:
+        """A row of outcomes from a decoding actor as it is; a row of JPEG jobs decoded here, on
+        the encoder's device (`BatchJpegDecoder`: nvjpeg on a GPU, Pillow for what it refuses)."""
+        if not row or not isinstance(row[0], DecodeJob):
+            return row
+        from indexer.jpeg_batch import BatchJpegDecoder
+        from indexer.workers import InlineDecoder
+
+        config = self.jpeg_config
+        if config is None:
+            raise ConfigError("this encoding actor was given files but decodes none itself")
+        with BatchJpegDecoder(config, self.encoder.device, InlineDecoder(config), len(row)) as d:
+            outcomes = {o.job.path: o for o in d.run(row) if o is not None}
+        return [outcomes[job.path] for job in row]
 
     def encode(self, outcomes: list[Outcome]) -> list[Outcome]:
         """The outcomes, each decoded file's items with their vectors (and patches)."""
@@ -235,8 +254,10 @@ class RayDecoder:
         max_ahead: int = 1024,
         started_here: bool = False,
         plan: RayPlan | None = None,
+        jpeg_decoder: str = "auto",
     ) -> None:
         self.address, self.model, self.device, self.precision = address, model, device, precision
+        self.jpeg_decoder = jpeg_decoder  # as `IndexOptions.jpeg_decoder`, for the encoding actors
         self.config, self.batch_size, self.store_patches = config, batch_size, store_patches
         self.plan = plan  # None: `plan_for` the cluster's resources
         self._started_here = started_here  # the caller connected (`connect`), starting Ray
@@ -313,12 +334,7 @@ class RayDecoder:
     def _dataset(self, todo: list[DecodeJob]) -> Any:
         ray, plan = import_ray(), self.plan
         assert plan is not None
-        # one row per encoder batch, one block per row: each task is exactly one batch, and the
-        # driver hears of its files as soon as it is done
-        batches = [todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)]
-        dataset = ray.data.from_items(
-            [{"batch": pickle.dumps(jobs)} for jobs in batches], override_num_blocks=len(batches)
-        )
+        dataset = self._rows_of(todo)
         encoder_kwargs = {
             "model": self.model,
             "device": plan.device,
@@ -335,19 +351,43 @@ class RayDecoder:
                 compute=ray.data.ActorPoolStrategy(size=plan.actors),
                 num_cpus=plan.cpus_per_actor,
             )
-        return dataset.map_batches(
-            DecodeActor,
-            fn_constructor_kwargs={"config": self.config, "batch_size": self.batch_size},
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=plan.decoders),
-            num_cpus=plan.cpus_per_decoder,
-        ).map_batches(
+        from indexer.jpeg_batch import takes
+        from indexer.pipeline import decodes_jpegs_on_device
+
+        direct = None  # rows of JPEG jobs, decoded by the encoding actors on their device
+        if decodes_jpegs_on_device(self.jpeg_decoder, plan.device):
+            mine = [job for job in todo if takes(job, self.config)]
+            if mine:
+                others = [job for job in todo if not takes(job, self.config)]
+                direct = self._rows_of(mine)
+                encoder_kwargs["jpeg_config"] = self.config
+                dataset = self._rows_of(others) if others else None
+        decoded = None
+        if dataset is not None:
+            decoded = dataset.map_batches(
+                DecodeActor,
+                fn_constructor_kwargs={"config": self.config, "batch_size": self.batch_size},
+                batch_size=1,
+                compute=ray.data.ActorPoolStrategy(size=plan.decoders),
+                num_cpus=plan.cpus_per_decoder,
+            )
+        if direct is not None:
+            decoded = direct if decoded is None else direct.union(decoded)
+        return decoded.map_batches(
             EncodeActor,
             fn_constructor_kwargs=encoder_kwargs,
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=plan.actors),
             num_cpus=plan.cpus_per_actor,
             num_gpus=plan.gpus_per_actor,
+        )
+
+    def _rows_of(self, jobs: list[DecodeJob]) -> Any:
+        """A dataset of one row per encoder batch, one block per row: each task is exactly one
+        batch, and the driver hears of its files as soon as it is done."""
+        batches = [jobs[i : i + self.batch_size] for i in range(0, len(jobs), self.batch_size)]
+        return import_ray().data.from_items(
+            [{"batch": pickle.dumps(one)} for one in batches], override_num_blocks=len(batches)
         )
 
     def _collect(self, failed: list[Failed], todo: list[DecodeJob], dataset: Any) -> None:

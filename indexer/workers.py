@@ -118,6 +118,7 @@ class Decoded:
     logs: list[tuple[str, int, str]] = field(default_factory=list)  # (logger, level, message)
     seconds: float = 0.0  # time the worker spent reading, hashing and preprocessing it
     encode_seconds: float = 0.0  # its share of a Ray actor's forward passes (encoded there)
+    on_device: bool = False  # decoded in a batch on the encoder's device (`indexer.jpeg_batch`)
 
 
 @dataclass

@@ -135,6 +135,42 @@ def test_two_pools_decode_then_encode_as_on_a_cluster_with_gpus(tmp_path: Path, 
 
 
 @pytest.mark.slow
+def test_encoding_actors_decode_jpegs_on_their_device(tmp_path: Path, local_cluster):
+    """The GPU plan with JPEGs decoded by the encoding actors themselves (`--jpeg-decoder`; on a
+    GPU, nvjpeg), run here on CPUs: JPEG rows skip the decoding actors, other files go through
+    them, every file comes back once, and the vectors are the encoder's own within what the two
+    JPEG decoders differ by."""
+    photos = write_photo_folder(tmp_path / "photos", 10, seed=26)  # JPEGs and PNGs
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    encoder = tiny_encoder()
+    jobs = [
+        DecodeJob(str(p), ASSET_IMAGE, sources.SOURCES[p.suffix].reader)
+        for p in sorted(photos.iterdir())
+        if p.suffix in (".jpg", ".png")
+    ]
+    assert {Path(j.path).suffix for j in jobs} == {".jpg", ".png"}
+    decoder = RayDecoder(
+        "auto", model=encoder.spec, precision=encoder.requested_precision, batch_size=4,
+        config=WorkerConfig(encoder.preprocess, max(encoder.preprocess.size)),
+        store_patches=False, plan=RayPlan(1, 1, 0, "cpu", decoders=1, cpus_per_decoder=1),
+        jpeg_decoder="device",
+    )  # fmt: skip
+    with decoder:
+        outcomes = [o for o in decoder.run(jobs) if o is not None]
+    assert sorted(o.job.path for o in outcomes) == sorted(j.path for j in jobs)
+    failed = [o for o in outcomes if isinstance(o, Failed)]
+    assert [f.job.path for f in failed] == [str(photos / "broken.jpg")]
+    assert "not really" not in failed[0].reason and failed[0].reason  # Pillow's own words
+    decoded = [o for o in outcomes if isinstance(o, Decoded)]
+    pillow = encode_files(encoder, [decode(d.job, decoder.config) for d in decoded], 4, False)
+    for d, want in zip(decoded, pillow, strict=True):
+        jpeg = d.job.path.endswith(".jpg")
+        assert d.on_device == jpeg, d.job.path  # JPEGs by the encoding actor, PNGs by a decoder
+        similarity = float(d.items[0].vector @ want[0][0])
+        assert similarity > (0.98 if jpeg else 0.99999), d.job.path
+
+
+@pytest.mark.slow
 def test_files_that_failed_beforehand_never_block_the_start(tmp_path: Path, local_cluster):
     """More failed files than the driver's queue holds: `start` returns at once and every file
     comes back (they used to be queued by the caller, which waited for itself)."""
