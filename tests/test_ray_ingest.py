@@ -29,11 +29,11 @@ TESTS = Path(__file__).resolve().parent
 SLOW_S = 0.25  # per file in the slow reader: a run long enough to kill an actor in the middle
 
 
-def test_the_plan_takes_one_actor_per_gpu_else_one_per_few_cpus():
-    two = plan_for({"CPU": 2})  # one actor decodes and encodes in turn on both CPUs
-    assert two == RayPlan(1, 2, 0, "cpu", decoders=0) and two.threads == 2
+def test_the_plan_takes_one_actor_per_gpu_else_one_per_cpu():
+    two = plan_for({"CPU": 2})  # two actors, each decoding and encoding in turn on its own CPU
+    assert two == RayPlan(2, 1, 0, "cpu", decoders=0) and two.threads == 1
     wide = plan_for({"CPU": 64})
-    assert wide == RayPlan(16, 4, 0, "cpu", decoders=0) and wide.threads == 4
+    assert wide == RayPlan(64, 1, 0, "cpu", decoders=0) and wide.threads == 1
     gpus = plan_for({"CPU": 16, "GPU": 2})  # the CPUs the encoders leave all decode
     assert gpus == RayPlan(2, 1, 1, "cuda", decoders=14, cpus_per_decoder=1) and gpus.threads == 1
     assert plan_for({"CPU": 16, "GPU": 2}, device="cpu").decoders == 0
