@@ -107,6 +107,19 @@ def test_the_actors_load_their_model_while_the_driver_loads_its_own(tmp_path: Pa
     assert_index_matches_catalog(tmp_path / "home")
 
 
+def _run_two_pools(encoder, jobs: list[DecodeJob], jpeg_decoder: str = "auto"):
+    """The GPU plan's shape (a decoding pool feeding an encoding pool) on CPUs: the decoder and
+    every outcome it gave."""
+    decoder = RayDecoder(
+        "auto", model=encoder.spec, precision=encoder.requested_precision, batch_size=4,
+        config=WorkerConfig(encoder.preprocess, max(encoder.preprocess.size)),
+        store_patches=False, plan=RayPlan(1, 1, 0, "cpu", decoders=1, cpus_per_decoder=1),
+        jpeg_decoder=jpeg_decoder,
+    )  # fmt: skip
+    with decoder:
+        return decoder, [o for o in decoder.run(jobs) if o is not None]
+
+
 @pytest.mark.slow
 def test_two_pools_decode_then_encode_as_on_a_cluster_with_gpus(tmp_path: Path, local_cluster):
     """The GPU plan's shape (decoding actors feeding encoding actors), run on CPUs: every file
@@ -116,14 +129,7 @@ def test_two_pools_decode_then_encode_as_on_a_cluster_with_gpus(tmp_path: Path, 
     encoder = tiny_encoder()
     reader = sources.SOURCES[".jpg"].reader
     jobs = [DecodeJob(str(p), ASSET_IMAGE, reader) for p in sorted(photos.glob("*.jpg"))]
-    two_pools = RayPlan(1, 1, 0, "cpu", decoders=1, cpus_per_decoder=1)
-    decoder = RayDecoder(
-        "auto", model=encoder.spec, precision=encoder.requested_precision, batch_size=4,
-        config=WorkerConfig(encoder.preprocess, max(encoder.preprocess.size)),
-        store_patches=False, plan=two_pools,
-    )  # fmt: skip
-    with decoder:
-        outcomes = [o for o in decoder.run(jobs) if o is not None]
+    decoder, outcomes = _run_two_pools(encoder, jobs)
     assert sorted(o.job.path for o in outcomes) == sorted(j.path for j in jobs)
     failed = [o for o in outcomes if isinstance(o, Failed)]
     assert [f.job.path for f in failed] == [str(photos / "broken.jpg")]
@@ -149,14 +155,7 @@ def test_encoding_actors_decode_jpegs_on_their_device(tmp_path: Path, local_clus
         if p.suffix in (".jpg", ".png")
     ]
     assert {Path(j.path).suffix for j in jobs} == {".jpg", ".png"}
-    decoder = RayDecoder(
-        "auto", model=encoder.spec, precision=encoder.requested_precision, batch_size=4,
-        config=WorkerConfig(encoder.preprocess, max(encoder.preprocess.size)),
-        store_patches=False, plan=RayPlan(1, 1, 0, "cpu", decoders=1, cpus_per_decoder=1),
-        jpeg_decoder="device",
-    )  # fmt: skip
-    with decoder:
-        outcomes = [o for o in decoder.run(jobs) if o is not None]
+    decoder, outcomes = _run_two_pools(encoder, jobs, jpeg_decoder="device")
     assert sorted(o.job.path for o in outcomes) == sorted(j.path for j in jobs)
     failed = [o for o in outcomes if isinstance(o, Failed)]
     assert [f.job.path for f in failed] == [str(photos / "broken.jpg")]
