@@ -62,6 +62,12 @@ the model (ViT-B-32 in bf16: ~180 MB of weights)."""
 LOST = "no result came back from the Ray cluster (indexed by the next run)"
 """The reason given for a file the cluster's results never mentioned."""
 
+QUIET_LOGGERS = (
+    "ray._private.authentication.authentication_token_setup",
+    "ray.data._internal.progress",
+)
+"""Ray's loggers that `connect` sets to ERROR unless the run logs at INFO (`mmsearch -v`)."""
+
 LOCAL = "local"
 """`--ray local`: start a Ray instance on this machine for the run (and stop it after)."""
 
@@ -118,15 +124,24 @@ def import_ray() -> Any:
 
 
 def connect(address: str) -> bool:
-    """Join (or, for "local", start) the Ray cluster; True when this call started Ray here."""
+    """Join (or, for "local", start) the Ray cluster; True when this call started Ray here.
+
+    Unless this process logs at INFO (`mmsearch -v`), Ray's Python chatter stays off the
+    terminal: its INFO lines, its notice that the cluster uses token authentication, and Ray
+    Data's that progress bars are off (the run has its own). Errors reach the user as exceptions."""
     ray = import_ray()
     if ray.is_initialized():
         return False
+    verbose = log.isEnabledFor(logging.INFO)
+    if not verbose:
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+    options = {"log_to_driver": False, "logging_level": logging.INFO if verbose else logging.WARNING}
     try:
-        if address == LOCAL:
-            ray.init(include_dashboard=False, log_to_driver=False)
+        if address == LOCAL:  # a new instance even where one runs (`ray start`, RAY_ADDRESS)
+            ray.init(address="local", include_dashboard=False, **options)
         else:
-            ray.init(address=None if address == "auto" else address, log_to_driver=False)
+            ray.init(address=None if address == "auto" else address, **options)
     except ConnectionError as exc:
         raise ConfigError(
             f"Cannot reach a Ray cluster at {address!r}: {exc}. Start one with "
@@ -337,7 +352,7 @@ class RayDecoder:
             import_ray().shutdown()
 
     def _dataset(self, todo: list[DecodeJob]) -> Any:
-        ray, plan = import_ray(), self.plan
+        plan = self.plan
         assert plan is not None
         dataset = self._rows_of(todo)
         encoder_kwargs = {
@@ -353,13 +368,14 @@ class RayDecoder:
                 IngestActor,
                 fn_constructor_kwargs={"config": self.config, **encoder_kwargs},
                 batch_size=1,
-                compute=ray.data.ActorPoolStrategy(size=plan.actors),
+                compute=self._pool(plan.actors, len(todo)),
                 num_cpus=plan.cpus_per_actor,
             )
         from indexer.jpeg_batch import takes
         from indexer.pipeline import decodes_jpegs_on_device
 
         direct = None  # rows of JPEG jobs, decoded by the encoding actors on their device
+        undecoded = len(todo)  # files for the decoding actors
         if decodes_jpegs_on_device(self.jpeg_decoder, plan.device):
             mine = [job for job in todo if takes(job, self.config)]
             if mine:
@@ -367,13 +383,14 @@ class RayDecoder:
                 direct = self._rows_of(mine)
                 encoder_kwargs["jpeg_config"] = self.config
                 dataset = self._rows_of(others) if others else None
+                undecoded = len(others)
         decoded = None
         if dataset is not None:
             decoded = dataset.map_batches(
                 DecodeActor,
                 fn_constructor_kwargs={"config": self.config, "batch_size": self.batch_size},
                 batch_size=1,
-                compute=ray.data.ActorPoolStrategy(size=plan.decoders),
+                compute=self._pool(plan.decoders, undecoded),
                 num_cpus=plan.cpus_per_decoder,
             )
         if direct is not None:
@@ -382,10 +399,16 @@ class RayDecoder:
             EncodeActor,
             fn_constructor_kwargs=encoder_kwargs,
             batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=plan.actors),
+            compute=self._pool(plan.actors, len(todo)),
             num_cpus=plan.cpus_per_actor,
             num_gpus=plan.gpus_per_actor,
         )
+
+    def _pool(self, actors: int, files: int) -> Any:
+        """A pool of `actors`, or of one per row where the files fill fewer rows: an actor
+        without a row would only load a model (and Ray Data warns of it)."""
+        rows = -(-files // self.batch_size)
+        return import_ray().data.ActorPoolStrategy(size=max(1, min(actors, rows)))
 
     def _rows_of(self, jobs: list[DecodeJob]) -> Any:
         """A dataset of one row per encoder batch, one block per row: each task is exactly one

@@ -46,6 +46,7 @@ def local_cluster():
     """A real two-CPU Ray instance on this machine; workers can import the test readers."""
     path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
     ray.init(
+        address="local",  # its own, even beside a developer's `ray start` cluster
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
@@ -191,6 +192,31 @@ def test_files_that_failed_beforehand_never_block_the_start(tmp_path: Path, loca
         outcomes = [o for o in decoder.outcomes() if o is not None]
     assert sorted(o.job.path for o in outcomes) == sorted([f.job.path for f in failed] + [j.path for j in good])
     assert sum(isinstance(o, Failed) for o in outcomes) == len(failed)
+
+
+@pytest.mark.slow
+def test_the_cli_with_ray_local_starts_its_own_ray_and_keeps_ray_chatter_off_the_terminal(tmp_path: Path):
+    """`mmsearch index --ray local` starts a Ray instance of its own even where RAY_ADDRESS names
+    another cluster (here one nobody runs: it used to connect there, and fail); a run of one batch
+    starts one actor (Ray Data used to warn that the second had nothing to do); Ray's INFO lines
+    and notices stay off stderr."""
+    import json
+    import subprocess
+    import sys
+
+    photos = write_photo_folder(tmp_path / "photos", 3, seed=31)
+    command = [sys.executable, "-m", "mmsearch.cli", "index", str(photos), "--home", str(tmp_path / "home")]
+    command += ["--model", "tiny", "--ray", "local", "--json"]
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
+    assert summary["skipped"] == [] and summary["items_added"] >= 3
+    for chatter in ("Connecting to", "Started a local Ray instance", "Progress bars", "Token authentication", "concurrent actors"):
+        assert chatter not in done.stderr, done.stderr
+    with Collection(tmp_path / "home", create=False) as collection:
+        assert sum(collection.catalog.item_counts().values()) == summary["items_added"]
+        assert collection.vectors.count == summary["items_added"]
 
 
 def _slow_picture(path: Path, *args, **kwargs) -> SourceResult:
