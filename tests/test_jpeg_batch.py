@@ -1,10 +1,15 @@
 """JPEGs decoded in batches on the encoder's device (`indexer.jpeg_batch`), run here on the CPU:
 the same pixels, metadata, vectors and skip reasons as the Pillow path, and every other file still
-through the worker processes."""
+through the worker processes.
+
+`MMSEARCH_TEST_DEVICE=cuda` runs the same tests with nvjpeg on a GPU (`benchmarks/gpu/device_run.sh`
+does, on a lent device machine); CI has none and runs them on the CPU, where the same code decodes
+with libjpeg."""
 
 from __future__ import annotations
 
 import io
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -28,6 +33,7 @@ from mmsearch.synth.media import write_photo_folder
 PRE = ImagePreprocess((64, 64), (0.5, 0.4, 0.3), (0.2, 0.2, 0.2))
 CONFIG = WorkerConfig(preprocess=PRE, image_size=64)
 READER = "indexer.sources.image:read_image"
+DEVICE = os.environ.get("MMSEARCH_TEST_DEVICE", "cpu")
 
 
 def four_corners(size: tuple[int, int] = (96, 64)) -> Image.Image:
@@ -48,7 +54,7 @@ def pillow_pixels(path: Path, pre: ImagePreprocess = PRE) -> np.ndarray:
 def decode_all(paths: list[Path], decoder_fallback=None, config: WorkerConfig = CONFIG):
     jobs = [DecodeJob(str(p), "image", READER) for p in paths]
     fallback = decoder_fallback or InlineDecoder(config)
-    with BatchJpegDecoder(config, "cpu", fallback, max_ahead=64, batch_files=4) as decoder:
+    with BatchJpegDecoder(config, DEVICE, fallback, max_ahead=64, batch_files=4) as decoder:
         outcomes = [o for o in decoder.run(jobs) if o is not None]
     return {o.job.path: o for o in outcomes}, decoder
 
@@ -64,7 +70,7 @@ def test_every_exif_orientation_is_applied_as_pillow_does(tmp_path, orientation)
     outcomes, decoder = decode_all([path])
     got = outcomes[str(path)]
     assert isinstance(got, Decoded) and decoder.on_device == 1
-    pixels = got.items[0].pixels.numpy()
+    pixels = got.items[0].pixels.cpu().numpy()
     want = pillow_pixels(path)
     # JPEG's blocks at the colour edges differ between decoders; the corners must not
     assert np.abs(pixels.astype(int) - want.astype(int)).mean() < 3
@@ -72,6 +78,23 @@ def test_every_exif_orientation_is_applied_as_pillow_does(tmp_path, orientation)
         read_image(path).meta["width"],
         read_image(path).meta["height"],
     )
+
+
+def test_progressive_and_restart_interval_jpegs_decode_on_the_device_as_pillow_does(tmp_path):
+    """Progressive scans and restart markers, as phones and web exports write them: decoded on
+    the device (where nvjpeg takes them) with Pillow's pixels, never refused or half-decoded."""
+    scene = Image.effect_noise((320, 240), 50).convert("RGB").filter(ImageFilter.GaussianBlur(2))
+    scene.paste(four_corners((160, 120)), (80, 60))
+    progressive = write_image(tmp_path / "progressive.jpg", scene, quality=90, progressive=True)
+    restarts = write_image(tmp_path / "restarts.jpg", scene, quality=90, restart_marker_blocks=4)
+    subsampled = write_image(tmp_path / "420.jpg", scene, quality=75, subsampling=2)
+    paths = [progressive, restarts, subsampled]
+    assert Image.open(progressive).info.get("progressive") and b"\xff\xdd" in restarts.read_bytes()
+    outcomes, decoder = decode_all(paths)
+    assert decoder.on_device == 3 and decoder.by_pillow == 0
+    for p in paths:
+        pixels = outcomes[str(p)].items[0].pixels.cpu().numpy().astype(int)
+        assert np.abs(pixels - pillow_pixels(p).astype(int)).mean() < 3, p.name
 
 
 def test_orient_matches_pillow_transpose_exactly():
@@ -106,7 +129,7 @@ def test_metadata_hash_and_letterbox_match_the_pillow_path(tmp_path):
         assert outcome.content_hash == reference.content_hash
         assert outcome.meta == reference.meta
         diff = np.abs(
-            outcome.items[0].pixels.numpy().astype(int) - reference.items[0].pixels.astype(int)
+            outcome.items[0].pixels.cpu().numpy().astype(int) - reference.items[0].pixels.astype(int)
         )
         assert diff.mean() < 3, key
     assert (
@@ -196,7 +219,7 @@ def test_an_index_run_with_jpegs_on_the_device_stores_what_pillow_would(tmp_path
     stored, hits = {}, {}
     for choice in ("device", "pillow"):
         home = tmp_path / choice
-        with Engine(home=home, model="tiny", device="cpu") as engine:
+        with Engine(home=home, model="tiny", device=DEVICE) as engine:
             summary = engine.index([photos], options=IndexOptions(workers=1, jpeg_decoder=choice))
             hits[choice] = [
                 Path(h.path).name for h in engine.search("a red circle", 5, group=False)
@@ -237,7 +260,7 @@ def test_a_closed_decoder_stops_its_thread(tmp_path):
         p.write_bytes(jpeg_bytes((64, 48)))
         paths.append(p)
     jobs = [DecodeJob(str(p), "image", READER) for p in paths]
-    decoder = BatchJpegDecoder(CONFIG, "cpu", InlineDecoder(CONFIG), max_ahead=2, batch_files=4)
+    decoder = BatchJpegDecoder(CONFIG, DEVICE, InlineDecoder(CONFIG), max_ahead=2, batch_files=4)
     outcomes = decoder.run(jobs)
     first = next(o for o in outcomes if o is not None)
     assert isinstance(first, Decoded)

@@ -1,0 +1,89 @@
+"""One GPU encoding actor's images/s: `indexer.ray_ingest.EncodeActor` as a Ray cluster with GPUs
+runs it, called here directly, one row (one encoder batch of JPEG jobs) after another.
+
+    python benchmarks/gpu/gpu_actor.py --images /tmp/jpegs --n 5000 --model ViT-B-32/random
+
+Ray Data calls the actor with one row at a time (`batch_size=1`, one call in flight on the actor
+at once); each call decodes its JPEGs on the actor's device (`BatchJpegDecoder`: nvjpeg, the EXIF
+turn and the letterbox on the GPU) and then encodes them. What this leaves out is Ray's own
+transport (pickled rows through the object store), because Ray's wheel does not fit what a device
+machine can be sent: the figure is the actor's ceiling. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=Path, required=True)
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--model", default="ViT-B-32/random")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument(
+        "--batch-size", type=int, default=0, help="files per row (0: the device's default)"
+    )
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from indexer.pipeline import IndexOptions, encoder_batch
+    from indexer.ray_ingest import EncodeActor
+    from indexer.workers import Decoded, DecodeJob
+    from mmsearch.models import registry
+
+    batch = encoder_batch(args.device, args.batch_size)
+    started = time.perf_counter()
+    actor = EncodeActor(
+        registry.resolve(args.model), args.device, args.precision, threads=1, batch_size=batch,
+        store_patches=False,
+    )  # fmt: skip
+    actor.jpeg_config = IndexOptions().worker_config(actor.encoder.preprocess)
+    load_s = time.perf_counter() - started
+    files = sorted(args.images.glob("*.jpg"))[: args.n]
+    reader = "indexer.sources.image:read_image"
+    jobs = [DecodeJob(str(p), "image", reader) for p in files]
+    rows = [jobs[i : i + batch] for i in range(0, len(jobs), batch)]
+
+    def call(row: list[DecodeJob]) -> list:
+        answer = actor({"batch": [pickle.dumps(row)]})
+        return pickle.loads(answer["batch"][0])
+
+    call(rows[0])  # warm-up: CUDA context, nvjpeg handles, the first forward pass at this size
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    encoded = 0
+    for row in rows:
+        encoded += sum(isinstance(o, Decoded) and o.items[0].vector is not None for o in call(row))
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    result = {
+        "what": "one EncodeActor (decode JPEGs on its device, then encode), called without Ray",
+        "model": args.model,
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "precision": actor.encoder.precision,
+        "files": len(jobs),
+        "encoded": encoded,
+        "rows_of": batch,
+        "actor_start_s": round(load_s, 2),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(len(jobs) / seconds, 1),
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
