@@ -32,7 +32,7 @@ from decode_draft import _jpegs  # noqa: E402
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
-    from indexer.jpeg_batch import BatchJpegDecoder
+    from indexer.jpeg_batch import BatchJpegDecoder, jpeg_backend
     from indexer.workers import Decoded, DecodeJob, InlineDecoder, WorkerConfig, decode
     from mmsearch.models.device import resolve_device
     from mmsearch.models.preprocess import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, ImagePreprocess
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     row = {
         "pictures": len(files),
         "device_used": device,
+        "jpeg_backend": jpeg_backend().name,
         "torch_threads": torch.get_num_threads(),
         "pillow_one_process_images_per_s": round(len(files) / pillow_s, 1),
         "device_batches_images_per_s": round(len(files) / device_s, 1),

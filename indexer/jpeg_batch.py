@@ -1,5 +1,5 @@
-"""JPEGs decoded in batches by torchvision on the encoder's device (nvjpeg on a GPU), letterboxed
-there, and handed to the encoder without leaving the device.
+"""JPEGs decoded in batches on the encoder's device (nvjpeg on a GPU), letterboxed there, and
+handed to the encoder without leaving the device.
 
     with BatchJpegDecoder(config, "cuda", fallback=ProcessDecoder(config, 8, 1024)) as decoder:
         for outcome in decoder.run(jobs): ...
@@ -10,8 +10,9 @@ could take thousands of pictures a second; nvjpeg decodes them on the card. The 
 1. a reader thread reads the file, checks it against the limits, hashes its bytes and reads its
    EXIF metadata and orientation from the header (`read_jpeg_file`); a few files ahead;
 2. this module's thread decodes a batch of them in one `decode_jpeg` call, on its own CUDA
-   stream so it overlaps the encoder's forward pass, turns each by its EXIF orientation (nvjpeg
-   does not) and letterboxes them (`ImagePreprocess.fit_tensors`);
+   stream so it overlaps the encoder's forward pass, turns each by its EXIF orientation (unless
+   the decoder did: `JpegBackend.turns_by_exif`) and letterboxes them
+   (`ImagePreprocess.fit_tensors`);
 3. the pictures, (H, W, 3) uint8 views of one device tensor, wait in the outbox for the encoder
    (`stack_uint8` makes its batch of them there).
 
@@ -20,17 +21,22 @@ A batch the device refuses is decoded again file by file, and a file the device 
 a bad file. Every other file (PNG, video, text, a picture named .jpg that is not one) goes to the
 `fallback` decoder, the worker processes, at the same time. With `device="cpu"` the same code runs
 on libjpeg: that is how CI tests it; it is not faster than Pillow's draft decoding on a CPU.
+
+The decoding itself is TorchCodec's `decode_jpeg` (`jpeg_backend`), the successor of
+torchvision's, which torchvision 0.29 deprecates; where TorchCodec is missing or cannot load,
+torchvision's, the same call (same pixels, same errors on the CPU; measured 2026-12-03).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -242,7 +248,10 @@ class BatchJpegDecoder:
             images = self._decode_on_device(batch)
             done = [(read, img) for read, img in zip(batch, images, strict=True) if img is not None]
             if done:
-                oriented = [_orient(img, read.header.orientation) for read, img in done]
+                if jpeg_backend().turns_by_exif(self.device):  # TorchCodec: done already
+                    oriented = [img for _read, img in done]
+                else:
+                    oriented = [_orient(img, read.header.orientation) for read, img in done]
                 fitted = self.config.preprocess.fit_tensors(oriented)
         if stream is not None:
             stream.synchronize()  # the encoder's stream reads them next
@@ -263,25 +272,23 @@ class BatchJpegDecoder:
         """One call for the batch; file by file if it fails (nvjpeg gives no partial results),
         None for each file the device cannot decode."""
         import torch
-        from torchvision.io import ImageReadMode, decode_jpeg
 
+        decode_jpeg = jpeg_backend().decode
         encoded = [torch.frombuffer(read.data, dtype=torch.uint8) for read in batch]
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec
-            warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return list(decode_jpeg(encoded, self.device))
+        except RuntimeError as exc:
+            if len(batch) == 1:
+                log.debug("%s: not decoded on %s: %s", batch[0].job.path, self.device, exc)
+                return [None]
+        out: list[torch.Tensor | None] = []
+        for read, one in zip(batch, encoded, strict=True):
             try:
-                return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device))
+                out.append(decode_jpeg([one], self.device)[0])
             except RuntimeError as exc:
-                if len(batch) == 1:
-                    log.debug("%s: not decoded on %s: %s", batch[0].job.path, self.device, exc)
-                    return [None]
-            out: list[torch.Tensor | None] = []
-            for read, one in zip(batch, encoded, strict=True):
-                try:
-                    out.append(decode_jpeg(one, mode=ImageReadMode.RGB, device=self.device))
-                except RuntimeError as exc:
-                    log.debug("%s: not decoded on %s: %s", read.job.path, self.device, exc)
-                    out.append(None)
-            return out
+                log.debug("%s: not decoded on %s: %s", read.job.path, self.device, exc)
+                out.append(None)
+        return out
 
     def _by_pillow(self, job: DecodeJob) -> Outcome:
         self.by_pillow += 1
@@ -290,6 +297,65 @@ class BatchJpegDecoder:
     def _deliver(self, outcome: Outcome) -> None:
         if not self._put(outcome):
             raise _Closing
+
+
+@dataclass(frozen=True)
+class JpegBackend:
+    """Who decodes: `decode(encoded, device)` takes a list of 1-D uint8 CPU tensors and gives
+    (3, H, W) uint8 RGB tensors on `device`, raising RuntimeError for what it cannot decode."""
+
+    name: str  # "torchcodec" or "torchvision"
+    decode: Callable[[list[torch.Tensor], str], list[torch.Tensor]]
+
+    def turns_by_exif(self, device: str) -> bool:
+        """Whether this backend's pictures come out turned by their EXIF orientation on
+        `device` (TorchCodec's do on the CPU, torchvision's never): found out once per device by
+        decoding a 16x8 JPEG that says "turn 90 degrees", not assumed for a GPU untried."""
+        return _turns_by_exif(self, device)
+
+
+@functools.cache
+def jpeg_backend() -> JpegBackend:
+    """TorchCodec's decoder where it imports (it loads native libraries, so any failure counts
+    as missing), else torchvision's."""
+    try:
+        from torchcodec.decoders import decode_jpeg as torchcodec_decode
+    except Exception as exc:  # ImportError, or OSError/RuntimeError from its native libraries
+        log.debug("TorchCodec unavailable (%s); JPEGs are decoded by torchvision", exc)
+        return JpegBackend("torchvision", _torchvision_decode)
+    return JpegBackend("torchcodec", lambda encoded, device: torchcodec_decode(encoded, mode="RGB", device=device))
+
+
+@functools.cache
+def _turns_by_exif(backend: JpegBackend, device: str) -> bool:
+    import torch
+
+    probe = torch.frombuffer(bytearray(_turned_probe()), dtype=torch.uint8)
+    turned = tuple(backend.decode([probe], device)[0].shape[1:]) == (16, 8)
+    log.debug("%s on %s turns JPEGs by their EXIF orientation: %s", backend.name, device, turned)
+    return turned
+
+
+def _turned_probe() -> bytes:
+    """A 16x8 JPEG whose EXIF orientation (6) turns it to 8x16."""
+    import io
+
+    from PIL import Image
+
+    picture = Image.new("RGB", (16, 8), (200, 30, 30))
+    exif = picture.getexif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    picture.save(out, "JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
+def _torchvision_decode(encoded: list[torch.Tensor], device: str) -> list[torch.Tensor]:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
 
 
 class _Closing(Exception):

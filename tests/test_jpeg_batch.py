@@ -97,6 +97,42 @@ def test_progressive_and_restart_interval_jpegs_decode_on_the_device_as_pillow_d
         assert np.abs(pixels - pillow_pixels(p).astype(int)).mean() < 3, p.name
 
 
+def test_torchcodec_decodes_and_torchvision_takes_over_where_it_is_missing(tmp_path, monkeypatch):
+    """TorchCodec's decoder where it is installed (setup installs it), torchvision's deprecated
+    one where it is not or cannot load: the same pixels and the same refusals either way."""
+    import sys
+
+    from indexer import jpeg_batch
+
+    scene = Image.effect_noise((200, 150), 40).convert("RGB").filter(ImageFilter.GaussianBlur(2))
+    paths = [
+        write_image(tmp_path / "scene.jpg", scene, quality=90),
+        write_image(tmp_path / "grey.jpg", four_corners().convert("L"), quality=95),
+        write_image(tmp_path / "turned.jpg", four_corners(), exif=make_exif(orientation=6), quality=95),
+        write_image(tmp_path / "upside.jpg", four_corners(), exif=make_exif(orientation=3), quality=95),
+        write_truncated_jpeg(tmp_path / "truncated.jpg"),
+    ]
+    backend = jpeg_batch.jpeg_backend()
+    assert backend.name == "torchcodec"
+    by_backend = {"torchcodec": decode_all(paths)}
+    jpeg_batch.jpeg_backend.cache_clear()
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)  # its import now fails
+    try:
+        fallback = jpeg_batch.jpeg_backend()
+        assert fallback.name == "torchvision" and not fallback.turns_by_exif(DEVICE)
+        by_backend["torchvision"] = decode_all(paths)
+    finally:
+        jpeg_batch.jpeg_backend.cache_clear()
+    (codec, codec_decoder), (vision, vision_decoder) = by_backend.values()
+    assert codec_decoder.on_device == vision_decoder.on_device == 4
+    assert codec_decoder.by_pillow == vision_decoder.by_pillow == 1  # the truncated one, refused
+    for p in paths[:4]:  # turned once, by whichever does it, as Pillow turns them
+        a, b = (o[str(p)].items[0].pixels.cpu().numpy().astype(int) for o in (codec, vision))
+        assert np.abs(a - b).max() <= 1, p.name
+        assert np.abs(a - pillow_pixels(p).astype(int)).mean() < 3, p.name
+    assert codec[str(paths[4])].reason == vision[str(paths[4])].reason
+
+
 def test_orient_matches_pillow_transpose_exactly():
     img = four_corners((6, 4))
     tensor = torch.from_numpy(np.array(img)).permute(2, 0, 1)

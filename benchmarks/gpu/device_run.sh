@@ -73,6 +73,8 @@ import torch, torchvision, numpy, PIL, faiss, open_clip, sqlalchemy
 print('python', __import__('sys').version.split()[0], '| torch', torch.__version__, '| torchvision', torchvision.__version__,
       '| faiss', faiss.__version__, '| open_clip', open_clip.__version__, '| cuda', torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else '')
+from indexer.jpeg_batch import jpeg_backend
+print('JPEGs decoded by', jpeg_backend().name)
 " || { echo "the environment is not ready; stopping"; exit 1; }
 nproc
 
