@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     row = {
         "pictures": len(files),
         "device_used": device,
-        "jpeg_backend": jpeg_backend().name,
+        "jpeg_backend": getattr(jpeg_backend(device), "name", "none: Pillow"),
         "torch_threads": torch.get_num_threads(),
         "pillow_one_process_images_per_s": round(len(files) / pillow_s, 1),
         "device_batches_images_per_s": round(len(files) / device_s, 1),

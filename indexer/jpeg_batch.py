@@ -23,8 +23,9 @@ a bad file. Every other file (PNG, video, text, a picture named .jpg that is not
 on libjpeg: that is how CI tests it; it is not faster than Pillow's draft decoding on a CPU.
 
 The decoding itself is TorchCodec's `decode_jpeg` (`jpeg_backend`), the successor of
-torchvision's, which torchvision 0.29 deprecates; where TorchCodec is missing or cannot load,
-torchvision's, the same call (same pixels, same errors on the CPU; measured 2026-12-03).
+torchvision's, which torchvision 0.29 deprecates; where TorchCodec cannot decode on the device
+(missing, not loading, a CPU-only build), torchvision's, the same call (same pixels, same errors
+on the CPU; measured 2026-12-03); where neither can, the JPEGs go to `fallback` with the rest.
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ class BatchJpegDecoder:
         self._thread: threading.Thread | None = None
         self.on_device = 0  # JPEGs the device decoded
         self.by_pillow = 0  # JPEGs it refused, decoded by Pillow here
+        self.backend = jpeg_backend(str(device))
+        if self.backend is None:
+            log.warning("no JPEG decoder works on %s here; JPEGs are decoded by Pillow", device)
 
     def __enter__(self) -> BatchJpegDecoder:
         return self
@@ -133,7 +137,7 @@ class BatchJpegDecoder:
         The jobs are listed at once (they are small) to split them between the two decoders."""
         mine, others = [], []
         for job in jobs:
-            (mine if takes(job, self.config) else others).append(job)
+            (mine if self.backend and takes(job, self.config) else others).append(job)
         log.debug(
             "%d JPEGs decoded on %s, %d other files in workers", len(mine), self.device, len(others)
         )
@@ -248,7 +252,7 @@ class BatchJpegDecoder:
             images = self._decode_on_device(batch)
             done = [(read, img) for read, img in zip(batch, images, strict=True) if img is not None]
             if done:
-                if jpeg_backend().turns_by_exif(self.device):  # TorchCodec: done already
+                if self.backend is not None and self.backend.turns_by_exif:  # done already
                     oriented = [img for _read, img in done]
                 else:
                     oriented = [_orient(img, read.header.orientation) for read, img in done]
@@ -273,7 +277,8 @@ class BatchJpegDecoder:
         None for each file the device cannot decode."""
         import torch
 
-        decode_jpeg = jpeg_backend().decode
+        assert self.backend is not None, "no JPEG goes to the device without a backend"
+        decode_jpeg = self.backend.decode
         encoded = [torch.frombuffer(read.data, dtype=torch.uint8) for read in batch]
         try:
             return list(decode_jpeg(encoded, self.device))
@@ -301,39 +306,40 @@ class BatchJpegDecoder:
 
 @dataclass(frozen=True)
 class JpegBackend:
-    """Who decodes: `decode(encoded, device)` takes a list of 1-D uint8 CPU tensors and gives
-    (3, H, W) uint8 RGB tensors on `device`, raising RuntimeError for what it cannot decode."""
+    """Who decodes on a device: `decode(encoded, device)` takes a list of 1-D uint8 CPU tensors
+    and gives (3, H, W) uint8 RGB tensors on it, raising RuntimeError for what it cannot decode.
+    `turns_by_exif`: its pictures come out turned by their EXIF orientation (TorchCodec's do on
+    the CPU, torchvision's never), found out on the device, not assumed for a GPU untried."""
 
     name: str  # "torchcodec" or "torchvision"
     decode: Callable[[list[torch.Tensor], str], list[torch.Tensor]]
-
-    def turns_by_exif(self, device: str) -> bool:
-        """Whether this backend's pictures come out turned by their EXIF orientation on
-        `device` (TorchCodec's do on the CPU, torchvision's never): found out once per device by
-        decoding a 16x8 JPEG that says "turn 90 degrees", not assumed for a GPU untried."""
-        return _turns_by_exif(self, device)
+    turns_by_exif: bool
 
 
 @functools.cache
-def jpeg_backend() -> JpegBackend:
-    """TorchCodec's decoder where it imports (it loads native libraries, so any failure counts
-    as missing), else torchvision's."""
-    try:
-        from torchcodec.decoders import decode_jpeg as torchcodec_decode
-    except Exception as exc:  # ImportError, or OSError/RuntimeError from its native libraries
-        log.debug("TorchCodec unavailable (%s); JPEGs are decoded by torchvision", exc)
-        return JpegBackend("torchvision", _torchvision_decode)
-    return JpegBackend("torchcodec", lambda encoded, device: torchcodec_decode(encoded, mode="RGB", device=device))
-
-
-@functools.cache
-def _turns_by_exif(backend: JpegBackend, device: str) -> bool:
+def jpeg_backend(device: str) -> JpegBackend | None:
+    """The first decoder that decodes a probe on `device` (a 16x8 JPEG whose EXIF says "turn 90
+    degrees"): TorchCodec's, else torchvision's; None when neither can (a CPU-only build on a
+    GPU, a library that does not load): then JPEGs go to Pillow like other pictures."""
     import torch
 
     probe = torch.frombuffer(bytearray(_turned_probe()), dtype=torch.uint8)
-    turned = tuple(backend.decode([probe], device)[0].shape[1:]) == (16, 8)
-    log.debug("%s on %s turns JPEGs by their EXIF orientation: %s", backend.name, device, turned)
-    return turned
+    for name, load in (("torchcodec", _torchcodec_decode), ("torchvision", lambda: _torchvision_decode)):
+        try:
+            decode = load()
+            shape = tuple(decode([probe], device)[0].shape)
+        except Exception as exc:  # ImportError, or RuntimeError/OSError from native libraries
+            log.info("%s does not decode JPEGs on %s here: %s", name, device, exc)
+            continue
+        log.debug("JPEGs on %s are decoded by %s (turned by it: %s)", device, name, shape == (3, 16, 8))
+        return JpegBackend(name, decode, turns_by_exif=shape == (3, 16, 8))
+    return None
+
+
+def _torchcodec_decode() -> Callable[[list[torch.Tensor], str], list[torch.Tensor]]:
+    from torchcodec.decoders import decode_jpeg
+
+    return lambda encoded, device: decode_jpeg(encoded, mode="RGB", device=device)
 
 
 def _turned_probe() -> bytes:

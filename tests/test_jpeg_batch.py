@@ -112,14 +112,16 @@ def test_torchcodec_decodes_and_torchvision_takes_over_where_it_is_missing(tmp_p
         write_image(tmp_path / "upside.jpg", four_corners(), exif=make_exif(orientation=3), quality=95),
         write_truncated_jpeg(tmp_path / "truncated.jpg"),
     ]
-    backend = jpeg_batch.jpeg_backend()
-    assert backend.name == "torchcodec"
+    backend = jpeg_batch.jpeg_backend(DEVICE)
+    if DEVICE != "cpu" and backend.name != "torchcodec":  # e.g. a device machine it was not sent to
+        pytest.skip(f"TorchCodec does not decode on {DEVICE} here; torchvision's runs every other test")
+    assert backend.name == "torchcodec" and backend.turns_by_exif  # setup installs it
     by_backend = {"torchcodec": decode_all(paths)}
     jpeg_batch.jpeg_backend.cache_clear()
     monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)  # its import now fails
     try:
-        fallback = jpeg_batch.jpeg_backend()
-        assert fallback.name == "torchvision" and not fallback.turns_by_exif(DEVICE)
+        fallback = jpeg_batch.jpeg_backend(DEVICE)
+        assert fallback.name == "torchvision" and not fallback.turns_by_exif
         by_backend["torchvision"] = decode_all(paths)
     finally:
         jpeg_batch.jpeg_backend.cache_clear()
@@ -131,6 +133,32 @@ def test_torchcodec_decodes_and_torchvision_takes_over_where_it_is_missing(tmp_p
         assert np.abs(a - b).max() <= 1, p.name
         assert np.abs(a - pillow_pixels(p).astype(int)).mean() < 3, p.name
     assert codec[str(paths[4])].reason == vision[str(paths[4])].reason
+
+
+def test_jpegs_go_to_the_fallback_when_no_decoder_works_on_the_device(tmp_path, monkeypatch, caplog):
+    """A device where neither TorchCodec nor torchvision decodes (a CPU-only build beside a GPU):
+    one warning, and every JPEG decoded by the fallback, none lost."""
+    import sys
+
+    from indexer import jpeg_batch
+
+    def refuses(encoded, device):
+        raise RuntimeError("not compiled with nvJPEG support")
+
+    paths = [tmp_path / f"{i}.jpg" for i in range(3)]
+    for p in paths:
+        p.write_bytes(jpeg_bytes((64, 48)))
+    jpeg_batch.jpeg_backend.cache_clear()
+    monkeypatch.setitem(sys.modules, "torchcodec.decoders", None)
+    monkeypatch.setattr(jpeg_batch, "_torchvision_decode", refuses)
+    try:
+        with caplog.at_level("WARNING", logger="indexer.jpeg_batch"):
+            outcomes, decoder = decode_all(paths)
+    finally:
+        jpeg_batch.jpeg_backend.cache_clear()
+    assert decoder.backend is None and decoder.on_device == 0 and decoder.by_pillow == 0
+    assert all(isinstance(outcomes[str(p)], Decoded) for p in paths)
+    assert "no JPEG decoder works" in caplog.text
 
 
 def test_orient_matches_pillow_transpose_exactly():

@@ -36,16 +36,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from indexer.pipeline import IndexOptions, encoder_batch
+    from indexer.pipeline import IndexOptions, encoder_batch, stores_patches_by_default
     from indexer.ray_ingest import EncodeActor
     from indexer.workers import Decoded, DecodeJob
     from mmsearch.models import registry
 
     batch = encoder_batch(args.device, args.batch_size)
     started = time.perf_counter()
+    spec = registry.resolve(args.model)
     actor = EncodeActor(
-        registry.resolve(args.model), args.device, args.precision, threads=1, batch_size=batch,
-        store_patches=False,
+        spec, args.device, args.precision, threads=1, batch_size=batch,
+        store_patches=stores_patches_by_default(spec.name),  # as an index run decides
     )  # fmt: skip
     actor.jpeg_config = IndexOptions().worker_config(actor.encoder.preprocess)
     load_s = time.perf_counter() - started
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
         "rows_of": batch,
         "actor_start_s": round(load_s, 2),
         "seconds": round(seconds, 3),
-        "images_per_s": round(len(jobs) / seconds, 1),
+        "store_patches": actor.store_patches,
+        "images_per_s": round(encoded / seconds, 1),
     }
     print(json.dumps(result, indent=2))
     return result

@@ -4,7 +4,7 @@
 
 The same recipe as the peers harness's pictures (a smooth colour field, a few soft-edged shapes,
 Gaussian grain), so decode costs compare with the CPU figures; written here because the device
-machine gets only this repository. Files already there with the right name are kept.
+machine gets only this repository. Files already there are kept (each is written whole or not at all).
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ def write_range(out: str, seed: int, start: int, stop: int) -> int:
     written = 0
     for index in range(start, stop):
         path = Path(out) / f"img_{index:06d}.jpg"
-        if not (path.exists() and path.stat().st_size):
-            render(index, seed).save(path, quality=90)
+        if not path.exists():  # written whole or not at all, so a killed run leaves no half file
+            partial = path.with_suffix(".part")
+            render(index, seed).save(partial, "JPEG", quality=90)
+            os.replace(partial, path)
             written += 1
     return written
 
