@@ -32,8 +32,9 @@ mkdir -p "$OUT" "$WORK/results"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 tee_pid=$!
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 MMSEARCH_CACHE="$WORK/cache"
-if [ -f .gpu/site.tar.xz ]; then
-  mkdir -p "$WORK/site" && tar -xJf .gpu/site.tar.xz -C "$WORK/site"
+SITE_ARCHIVE=${SITE_ARCHIVE:-.gpu/site.tar.xz}  # made by pack.sh
+if [ -f "$SITE_ARCHIVE" ]; then
+  mkdir -p "$WORK/site" && tar -xJf "$SITE_ARCHIVE" -C "$WORK/site"
   export PYTHONPATH="$WORK/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

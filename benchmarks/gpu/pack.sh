@@ -3,6 +3,7 @@
 # carried there by the device tool (`carry: [".gpu"]`) and unpacked by device_run.sh.
 #
 #     bash benchmarks/gpu/pack.sh
+#     PYVER=3.11 ARCHIVE=/tmp/site311.tar.xz bash benchmarks/gpu/pack.sh   # the same set for a dry run here
 #
 # The device image (see ../.library/device/KINDS.md) is Python 3.12 with torch, torchvision, numpy,
 # Pillow, timm, huggingface_hub, safetensors, regex, onnx, onnxruntime, rich and typer, but not
@@ -13,6 +14,8 @@
 # GPU actor's code without it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+PYVER=${PYVER:-3.12}
+ARCHIVE=${ARCHIVE:-.gpu/site.tar.xz}
 WHEELS=(
   open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4
   faiss-cpu==1.15.1
@@ -21,16 +24,16 @@ WHEELS=(
 )
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
   -d "$work/wheels" "${WHEELS[@]}" 2>&1 | grep -v "^WARNING: Location" || true
 [ "$(ls "$work/wheels" | wc -l)" -eq "${#WHEELS[@]}" ] || { echo "missing wheels: $(ls "$work/wheels")" >&2; exit 1; }
-mkdir -p "$work/site" .gpu
+mkdir -p "$work/site" "$(dirname "$ARCHIVE")"
 for wheel in "$work"/wheels/*.whl; do
   python3 -m zipfile -e "$wheel" "$work/site"
 done
-tar -C "$work/site" -cf - . | xz -9 -T0 > .gpu/site.tar.xz
+tar -C "$work/site" -cf - . | xz -9 -T0 > "$ARCHIVE"
 tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
-packed=$(stat -c %s .gpu/site.tar.xz)
-echo "packed ${#WHEELS[@]} wheels into .gpu/site.tar.xz: $((packed / 1000000)) MB; with the tracked tree $(((packed + tree) / 1000000)) MB of the 67 MB (64 MiB) a call may send"
+packed=$(stat -c %s "$ARCHIVE")
+echo "packed ${#WHEELS[@]} wheels for Python $PYVER into $ARCHIVE: $((packed / 1000000)) MB; with the tracked tree $(((packed + tree) / 1000000)) MB of the 67 MB (64 MiB) a call may send"
