@@ -14,7 +14,8 @@
 #              builds the model, caches its tag vectors and exports its text tower
 #   tests      tests/test_jpeg_batch.py with nvjpeg (truncated, progressive, EXIF turns; CMYK to Pillow)
 #   jpeg       benchmarks/jpeg_batch.py: nvjpeg decode+letterbox alone, and overlapped with encoding
-#   actor      benchmarks/gpu/gpu_actor.py: one Ray encoding actor's images/s (without Ray)
+#   actor      benchmarks/gpu/gpu_actor.py: one Ray encoding actor's images/s (without Ray), with one
+#              call at once (as Ray Data runs it) and two (what a threaded actor would give)
 #   search     benchmarks/search_latency.py at 1M x 512: torch on the GPU against FAISS flat
 #   pillow     the same index run with --jpeg-decoder pillow (CPU decoding), for comparison
 # Writes $OUT/log.txt and $OUT/results.json (every step's JSON, with the device and the date).
@@ -67,11 +68,14 @@ index_json() {  # index_json NAME ARGS...: an index run whose --json summary is 
   cat "$WORK/results/index_$name.json" "$WORK/results/index_${name}_command.json"
 }
 
-actor_json() {  # one GPU encoding actor's images/s, kept
-  timeout -k 10 "$STEP_LIMIT" "$PYTHON" benchmarks/gpu/gpu_actor.py --images "$WORK/jpegs" --n 4000 --device "$DEVICE" \
-    --model "$MODEL" > "$WORK/gpu_actor.out" || return $?
-  cp "$WORK/gpu_actor.out" "$WORK/results/gpu_actor.json"
-  cat "$WORK/results/gpu_actor.json"
+actor_json() {  # one GPU encoding actor's images/s, as Ray Data calls it and with two calls at once
+  local calls
+  for calls in 1 2; do
+    timeout -k 10 "$STEP_LIMIT" "$PYTHON" benchmarks/gpu/gpu_actor.py --images "$WORK/jpegs" --n 4000 \
+      --device "$DEVICE" --model "$MODEL" --calls "$calls" > "$WORK/gpu_actor.out" || return $?
+    cp "$WORK/gpu_actor.out" "$WORK/results/gpu_actor_calls$calls.json"
+    cat "$WORK/results/gpu_actor_calls$calls.json"
+  done
 }
 
 echo "== $(date -u '+%Y-%m-%d %H:%M:%S') UTC, commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), N=$N, model $MODEL, device $DEVICE"
