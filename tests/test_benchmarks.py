@@ -199,3 +199,28 @@ def test_int8_benchmarks_compare_with_fp32(tmp_path):
     vit = int8_trained_vit.main(["--scenes", "200", "--epochs", "1", "--eval", "30", "--out", str(tmp_path / "v.json")])
     assert set(vit["held_out"]["augmented_scenes"]) == {"fp32", "int8"}
     assert 0 < vit["int8_vs_fp32"]["top10_mean_overlap"] <= 1 and vit["int8_vs_fp32"]["picture_cosine_min"] > 0.99
+
+
+def test_the_device_runs_scripts_work_on_the_cpu(tmp_path):
+    """benchmarks/gpu: the JPEG renderer (whole files, kept on a rerun) and one encoding actor's
+    rate, here on the CPU with `tiny`; the device run calls them with CUDA and ViT-B-32."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "gpu"))
+    import gpu_actor
+    import make_jpegs
+    from PIL import Image
+
+    folder = tmp_path / "jpegs"
+    assert make_jpegs.main(["--out", str(folder), "--n", "6"]) == 0
+    files = sorted(folder.glob("*.jpg"))
+    assert len(files) == 6 and not list(folder.glob("*.part"))
+    assert all(Image.open(f).size == (640, 480) for f in files)
+    first, stamp = files[0].read_bytes(), files[1].stat().st_mtime_ns
+    files[0].unlink()
+    make_jpegs.main(["--out", str(folder), "--n", "6"])
+    assert files[0].read_bytes() == first  # the same seed draws the same picture again
+    assert files[1].stat().st_mtime_ns == stamp  # a file already there is kept
+    result = gpu_actor.main(
+        ["--images", str(folder), "--n", "6", "--device", "cpu", "--model", "tiny", "--batch-size", "4", "--calls", "2"]
+    )
+    assert result["files"] == result["encoded"] == 6 and result["calls_at_once"] == 2
+    assert result["images_per_s"] > 0 and result["rows_of"] == 4
