@@ -224,3 +224,11 @@ def test_the_device_runs_scripts_work_on_the_cpu(tmp_path):
     )
     assert result["files"] == result["encoded"] == 6 and result["calls_at_once"] == 2
     assert result["images_per_s"] > 0 and result["rows_of"] == 4
+
+
+def test_commit_rate_benchmark_commits_every_picture(tmp_path):
+    import commit_rate
+
+    row = commit_rate.main(["--n", "40", "--batches", "8", "32", "--repeat", "1", "--patches", "--out", str(tmp_path / "c.json")])
+    assert set(row["pictures_per_s_by_batch"]) == {"8", "32"} and row["best_pictures_per_s"] > 0
+    assert json.loads((tmp_path / "c.json").read_text())[-1]["pictures"] == 40

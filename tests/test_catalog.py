@@ -371,6 +371,40 @@ def test_reader_sees_committed_data_only(db_path, tmp_path):
         assert reader_cat.asset_counts() == {"image": 2}
 
 
+def test_a_batch_upsert_puts_each_vector_patch_grid_and_thumbnail_on_its_own_item(cat, tmp_path):
+    """A batch mixing new files and a changed one, with one to three items each: every returned
+    item id holds its own vector, patch grid and thumbnail, under its own file, in the order
+    given (the rows are inserted in bulk and their ids come back in order)."""
+    from mmsearch.catalog import AssetInfo, ItemData
+
+    cat.bind_encoder("test", 4)
+    rng = np.random.default_rng(7)
+
+    def picture():
+        vector = rng.normal(size=4).astype(np.float32)
+        grid = rng.normal(size=(3, 4)).astype(np.float16)
+        return ItemData("image", None, None, None, vector, rng.bytes(8), patches=grid)
+
+    def asset(name):
+        return AssetInfo(path=str(tmp_path / name), kind="image", size=1, mtime_ns=1, content_hash=name)
+
+    (before,) = cat.upsert_assets([(asset("b.jpg"), [picture()])])  # b changes in the batch
+    batch = [(asset(name), [picture() for _ in range(k)]) for name, k in (("a.jpg", 2), ("b.jpg", 3), ("c.jpg", 1), ("d.jpg", 2))]
+    results = cat.upsert_assets(batch)
+    assert results[1].asset_id == before.asset_id and results[1].replaced_ids == before.item_ids
+    for (info, items), result in zip(batch, results, strict=True):
+        assert len(result.item_ids) == len(items)
+        records = cat.items_by_ids(result.item_ids, with_thumbnails=True)
+        assert [Path(r.path) for r in records] == [Path(info.path)] * len(items)
+        assert [r.thumbnail for r in records] == [it.thumbnail for it in items]
+        ids, vectors = cat.vectors_for(result.item_ids)
+        assert ids.tolist() == result.item_ids
+        assert np.array_equal(vectors, np.stack([it.vector for it in items]))
+        ids, grids = cat.patches_for(result.item_ids)
+        assert ids.tolist() == result.item_ids
+        assert np.array_equal(grids, np.stack([it.patches for it in items]))
+
+
 def test_a_batch_of_upserts_is_one_transaction(tmp_path):
     """`upsert_assets` stores many files at once, reports each file's new and replaced ids,
     and stores nothing of a batch that fails."""

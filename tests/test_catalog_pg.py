@@ -22,6 +22,7 @@ from sqlalchemy import MetaData, inspect, text
 # The store and keyword tests of the SQLite suite, collected again here, where `cat` and
 # `db_path` are a catalog on PostgreSQL and its URL.
 from test_catalog import (  # noqa: F401
+    test_a_batch_upsert_puts_each_vector_patch_grid_and_thumbnail_on_its_own_item,
     test_delete_assets_returns_item_ids,
     test_encoder_binding,
     test_folders_and_asset_states,

