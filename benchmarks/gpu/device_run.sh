@@ -18,6 +18,8 @@
 #              call at once (as Ray Data runs it) and two (what a threaded actor would give)
 #   search     benchmarks/search_latency.py at 1M x 512: torch on the GPU against FAISS flat
 #   pillow     the same index run with --jpeg-decoder pillow (CPU decoding), for comparison
+#   commit     benchmarks/commit_rate.py: the one writer's pictures/s on this machine's CPU (every
+#              run commits on one thread, so it bounds the end-to-end rate)
 # Writes $OUT/log.txt and $OUT/results.json (every step's JSON, with the device and the date).
 set -u
 cd "$(dirname "$0")/../.."
@@ -103,6 +105,7 @@ step actor 100 actor_json
 step search 150 "$PYTHON" benchmarks/search_latency.py --n "${SEARCH_N:-1000000}" --kinds torch flat --queries 200 --batch 1024 \
   --out "$WORK/results/search_latency.json"
 step pillow 100 index_json pillow "$WORK/jpegs" --jpeg-decoder pillow
+step commit 60 "$PYTHON" benchmarks/commit_rate.py --out "$WORK/results/commit_rate.json"
 
 "$PYTHON" - "$WORK/results" "$OUT/results.json" <<'EOF'
 import json, sys, time
