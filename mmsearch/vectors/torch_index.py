@@ -1,8 +1,9 @@
 """Exact search as one matrix multiply + top-k in torch: on CUDA (fp16) when present, else CPU.
 
 This is how GPU search is served and measured, since faiss-gpu is not installable from PyPI.
-On an H100, 1 M x 512 fp16 vectors take about 1 GiB and a batch of 1,024 queries is a few
-milliseconds. Scores are computed in the storage dtype (fp16 on GPU, fp32 on CPU) and returned
+1 M x 512 fp16 vectors take 1 GiB of the card (arithmetic); single-query latency and batched
+queries/s on a GPU are not measured yet (`benchmarks/gpu/device_run.sh` measures them where a
+device is lent). Scores are computed in the storage dtype (fp16 on GPU, fp32 on CPU) and returned
 as float32; fp16 rounding (~1e-3 on cosine scores) can swap near-ties relative to FAISS.
 """
 
