@@ -92,6 +92,20 @@ def takes(job: DecodeJob | Failed, config: WorkerConfig) -> bool:
     )
 
 
+def split_jobs(
+    jobs: Iterable[DecodeJob | Failed], config: WorkerConfig
+) -> tuple[list[DecodeJob], list[DecodeJob | Failed]]:
+    """(the jobs this decoder `takes`, the others), each in the order given."""
+    mine: list[DecodeJob] = []
+    others: list[DecodeJob | Failed] = []
+    for job in jobs:
+        if takes(job, config):
+            mine.append(job)  # type: ignore[arg-type]
+        else:
+            others.append(job)
+    return mine, others
+
+
 @dataclass
 class _Read:
     """A JPEG read and checked, waiting for its batch."""
@@ -135,9 +149,7 @@ class BatchJpegDecoder:
     def run(self, jobs: Iterable[DecodeJob | Failed]) -> Iterator[Outcome | None]:
         """Outcomes as files finish (any order); None while waiting, as `ProcessDecoder.run`.
         The jobs are listed at once (they are small) to split them between the two decoders."""
-        mine, others = [], []
-        for job in jobs:
-            (mine if self.backend and takes(job, self.config) else others).append(job)
+        mine, others = split_jobs(jobs, self.config) if self.backend else ([], list(jobs))
         log.debug(
             "%d JPEGs decoded on %s, %d other files in workers", len(mine), self.device, len(others)
         )
@@ -327,12 +339,12 @@ def jpeg_backend(device: str) -> JpegBackend | None:
     for name, load in (("torchcodec", _torchcodec_decode), ("torchvision", lambda: _torchvision_decode)):
         try:
             decode = load()
-            shape = tuple(decode([probe], device)[0].shape)
+            turned = tuple(decode([probe], device)[0].shape) == (3, 16, 8)
         except Exception as exc:  # ImportError, or RuntimeError/OSError from native libraries
             log.info("%s does not decode JPEGs on %s here: %s", name, device, exc)
             continue
-        log.debug("JPEGs on %s are decoded by %s (turned by it: %s)", device, name, shape == (3, 16, 8))
-        return JpegBackend(name, decode, turns_by_exif=shape == (3, 16, 8))
+        log.debug("JPEGs on %s are decoded by %s (turned by it: %s)", device, name, turned)
+        return JpegBackend(name, decode, turns_by_exif=turned)
     return None
 
 

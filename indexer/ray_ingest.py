@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from indexer.workers import (
     TICK_S,
@@ -48,6 +48,9 @@ from indexer.workers import (
 )
 from mmsearch.errors import ConfigError, MissingDependencyError
 from mmsearch.models.registry import ModelSpec
+
+if TYPE_CHECKING:
+    from indexer.jpeg_batch import BatchJpegDecoder
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +173,7 @@ class DecodeActor:
         return _rows([decode_all(self.decoder, jobs) for jobs in _batches(batch)])
 
 
-def decode_all(decoder: ProcessDecoder, jobs: list[DecodeJob]) -> list[Outcome]:
+def decode_all(decoder: ProcessDecoder | BatchJpegDecoder, jobs: list[DecodeJob]) -> list[Outcome]:
     """Each job's outcome, in order; the decoder's workers stay up from one call to the next."""
     outcomes = {o.job.path: o for o in decoder.run(jobs) if o is not None}
     return [outcomes[job.path] for job in jobs]
@@ -213,8 +216,7 @@ class EncodeActor:
         if config is None:
             raise ConfigError("this encoding actor was given files but decodes none itself")
         with BatchJpegDecoder(config, self.encoder.device, InlineDecoder(config), len(row)) as d:
-            outcomes = {o.job.path: o for o in d.run(row) if o is not None}
-        return [outcomes[job.path] for job in row]
+            return decode_all(d, row)
 
     def encode(self, outcomes: list[Outcome]) -> list[Outcome]:
         """The outcomes, each decoded file's items with their vectors (and patches)."""
@@ -371,15 +373,14 @@ class RayDecoder:
                 compute=self._pool(plan.actors, len(todo)),
                 num_cpus=plan.cpus_per_actor,
             )
-        from indexer.jpeg_batch import takes
+        from indexer.jpeg_batch import split_jobs
         from indexer.pipeline import decodes_jpegs_on_device
 
         direct = None  # rows of JPEG jobs, decoded by the encoding actors on their device
         undecoded = len(todo)  # files for the decoding actors
         if decodes_jpegs_on_device(self.jpeg_decoder, plan.device):
-            mine = [job for job in todo if takes(job, self.config)]
+            mine, others = split_jobs(todo, self.config)
             if mine:
-                others = [job for job in todo if not takes(job, self.config)]
                 direct = self._rows_of(mine)
                 encoder_kwargs["jpeg_config"] = self.config
                 dataset = self._rows_of(others) if others else None
