@@ -220,7 +220,7 @@ class EncodeActor:
 
     def encode(self, outcomes: list[Outcome]) -> list[Outcome]:
         """The outcomes, each decoded file's items with their vectors (and patches)."""
-        from indexer.pipeline import encode_files
+        from indexer.encoding import encode_files
 
         decoded = [o for o in outcomes if isinstance(o, Decoded)]
         started = time.perf_counter()
