@@ -309,6 +309,30 @@ def test_connection_errors_are_explained(pg_cluster, tmp_path):
         location.without_password("postgresql://u@h:notaport/db")
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("mysql://u@h/db", "PostgreSQL or SQLite, not mysql"),
+        ("mongodb://h/db", "PostgreSQL or SQLite, not mongodb"),
+        ("postgresql:/u@h/db", "a scheme is followed by '://'"),  # a typo, not a file path
+    ],
+)
+def test_a_catalog_url_of_another_database_or_mistyped_is_one_line(
+    tmp_path, monkeypatch, url, says
+):
+    """Not a traceback (no driver for it), nor a SQLite file named after the typo."""
+    from typer.testing import CliRunner
+
+    from mmsearch.cli import app
+
+    monkeypatch.chdir(tmp_path)  # where a relative path would be created
+    result = CliRunner().invoke(app, ["status", "--home", "h", "--catalog", url])
+    assert result.exit_code == 2, result.output  # a usage error, as the CLI gives them
+    assert says in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["h"])
+    assert not (tmp_path / "h" / "catalog_url").exists()
+
+
 # ------------------------------------------------------------- the home and the writer lock
 def test_catalog_url_is_recorded_without_password(pg_url, tmp_path, monkeypatch):
     from mmsearch.store import Collection

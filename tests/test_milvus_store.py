@@ -124,3 +124,34 @@ def test_bad_specs_and_a_lite_store_held_by_another_process(tmp_path):
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+def test_a_store_that_does_not_open_is_not_recorded_and_readers_keep_the_recorded_one(
+    tmp_path, monkeypatch
+):
+    """A spec is recorded only once its store opened (a bad one would break every later
+    command); a reader asked for another store than the recorded one (a flag, or
+    $MMSEARCH_VECTORS left set) refuses, instead of searching it empty or creating it."""
+    photos = write_photo_folder(tmp_path / "photos", 4, seed=72)
+    opts = IndexOptions(in_process=True)
+    home = tmp_path / "home"
+    with Engine(home, "tiny") as e:
+        e.index([photos], options=opts)
+        hits = _paths(e.search("a red circle", k=3, **FAST))
+    with pytest.raises(ConfigError, match="Unknown vector store 'bogus:x'"):
+        Engine(home, vector_store="bogus:x").index([photos], options=opts)
+    with Engine(home, vector_store="milvus-lite:vectors") as e, pytest.raises(ConfigError, match=r"\.db"):
+        e.index([photos], options=opts)  # a known scheme that does not open
+    with Engine(home) as e:
+        assert e.collection.vector_store_spec is None  # still the file store
+        assert _paths(e.search("a red circle", k=3, **FAST)) == hits
+    monkeypatch.setenv("MMSEARCH_VECTORS", SPEC)
+    with Engine(home) as e, pytest.raises(ConfigError, match="keeps its vectors in faiss, not milvus-lite"):
+        e.search("a red circle", k=3, **FAST)
+    assert not (home / "vectors.db").exists()  # the reader created nothing
+    with Engine(home) as e:  # `index` with the variable set moves the collection there
+        e.index([photos], options=opts)
+        assert e.collection.vector_store_spec == SPEC and (home / "vectors.db").is_dir()
+    monkeypatch.delenv("MMSEARCH_VECTORS")
+    with Engine(home) as e:
+        assert _paths(e.search("a red circle", k=3, **FAST)) == hits

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +54,31 @@ def _parsed(url: str) -> Any:
     return make_url(to_url(url))
 
 
+BACKENDS = ("postgresql", "sqlite")
+"""The databases a catalog lives in (its schema, keyword search and single-writer lock)."""
+
+_SCHEME_WITHOUT_SLASHES = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:(?!//)")
+"""``postgresql:/db`` and the like: a URL mistyped, not a file path (a drive letter is one
+character)."""
+
+
 def without_password(url: str) -> str:
-    """The URL in the form it is recorded: normalised driver, no password."""
+    """The URL in the form it is recorded: normalised driver, no password. ConfigError for a
+    mistyped URL or a database other than PostgreSQL and SQLite."""
     from sqlalchemy.exc import ArgumentError
 
+    example = "postgresql://USER@HOST:5432/DBNAME, or a path for a SQLite file"
+    if "://" not in url and _SCHEME_WITHOUT_SLASHES.match(url):
+        raise ConfigError(f"Not a database URL: {url!r} (a scheme is followed by '://'). Example: {example}.")
     try:
         parsed = _parsed(url)
     except (ArgumentError, ValueError) as exc:
+        raise ConfigError(f"Not a database URL: {url!r} ({exc}). Example: {example}.") from None
+    if parsed.get_backend_name() not in BACKENDS:
         raise ConfigError(
-            f"Not a database URL: {url!r} ({exc}). Example: postgresql://USER@HOST:5432/DBNAME"
-        ) from None
+            f"A catalog lives in PostgreSQL or SQLite, not {parsed.get_backend_name()} "
+            f"({url!r}). Example: {example}."
+        )
     return parsed._replace(password=None).render_as_string(hide_password=False)
 
 

@@ -43,7 +43,7 @@ from mmsearch.errors import (
     MissingDependencyError,
 )
 from mmsearch.store.protocols import VectorStore
-from mmsearch.store.registry import open_vector_store
+from mmsearch.store.registry import DEFAULT_VECTOR_STORE, checked_scheme, open_vector_store
 from mmsearch.store.rwlock import ReadWriteLock
 from mmsearch.vectors import INDEX_KINDS
 
@@ -112,6 +112,12 @@ class Collection:
         self.catalog_url = catalog_url  # None: the SQLite file in the home
         self._requested_kind = index_kind
         self._requested_store = vector_store or os.environ.get(VECTOR_STORE_ENV) or None
+        if self._requested_store is not None:
+            try:
+                checked_scheme(self._requested_store)
+            except BaseException:
+                self.catalog.close()
+                raise
         self._vectors: VectorStore | None = None
         self._passages: VectorStore | None = None
         self._seen_generation: int | None = None  # the catalog generation the stores mirror
@@ -141,6 +147,19 @@ class Collection:
     @property
     def vector_store_spec(self) -> str | None:
         return self._requested_store or self.catalog.get_meta(VECTOR_STORE_KEY)
+
+    def _check_store_to_read(self) -> None:
+        """Readers search the store the collection's writer recorded. Another one asked for (a
+        flag, or ``$MMSEARCH_VECTORS`` left set from another collection) is refused: it would be
+        searched empty, or created on a shared server. ``index --vectors`` moves a collection."""
+        requested = self._requested_store
+        recorded = self.catalog.get_meta(VECTOR_STORE_KEY) or DEFAULT_VECTOR_STORE
+        if requested is not None and requested != recorded:
+            raise ConfigError(
+                f"The collection at {self.home} keeps its vectors in {recorded}, not "
+                f"{requested} (from --vectors or ${VECTOR_STORE_ENV}). Search without it, or move "
+                f"the vectors there first: mmsearch index PATH --vectors {requested}."
+            )
 
     def text_model_name(self) -> str | None:
         """The sentence model the passages were embedded with, or None (none yet, or off)."""
@@ -212,6 +231,7 @@ class Collection:
                 f"The collection at {self.home} is empty: index a folder first (mmsearch index PATH)."
             )
         if self._vectors is None:
+            self._check_store_to_read()
             self._vectors = self._open_store(CLIP_STORE, info.dim, info.name)
         if not is_shared(self._vectors) and not _saved_level_with(self._vectors, generation):
             sync_store(self._vectors, self.catalog.item_ids(), self.catalog.vectors_for)
@@ -397,6 +417,7 @@ class Collection:
             if info is None:
                 return None
             if self._vectors is None:
+                self._check_store_to_read()
                 self._vectors = self._open_store(CLIP_STORE, info.dim, info.name)
             describe = getattr(self._vectors, "info", None)
             return describe() if describe else None
@@ -456,8 +477,6 @@ class CollectionWriter:
         sweep_temporaries(c.home / "index")
         if c._requested_kind and c._requested_kind != self.catalog.get_meta(INDEX_KIND_KEY):
             self.catalog.set_meta(INDEX_KIND_KEY, c._requested_kind)
-        if c._requested_store and c._requested_store != self.catalog.get_meta(VECTOR_STORE_KEY):
-            self.catalog.set_meta(VECTOR_STORE_KEY, c._requested_store)
         if self.text_encoder is not None:
             recorded = c.text_model_name()
             if recorded != self.text_encoder.name:
@@ -483,10 +502,18 @@ class CollectionWriter:
     def _open_stores(self, dim: int, name: str) -> None:
         c = self.collection
         self.vectors = c._open_store(CLIP_STORE, dim, name)
+        self._record_store()
         report = sync_store(self.vectors, self.catalog.item_ids(), self.catalog.vectors_for)
         self.behind = bool(report.added or report.removed) or getattr(self.vectors, "dirty", False)
         self.passages = c._refresh_passages(None)
         self.backfill_passages()
+
+    def _record_store(self) -> None:
+        """Record the store asked for, once it has opened: later commands use it without the
+        flag, and a spec that does not open is never recorded (it would break them)."""
+        requested = self.collection._requested_store
+        if requested and requested != self.catalog.get_meta(VECTOR_STORE_KEY):
+            self.catalog.set_meta(VECTOR_STORE_KEY, requested)
 
     def finish(self) -> None:
         self.flush()
@@ -593,6 +620,7 @@ class CollectionWriter:
         _remove_store_file(self.collection.home, CLIP_STORE)
         _close_store(self.vectors)
         self.vectors = self.collection._open_store(CLIP_STORE, info.dim, info.name)
+        self._record_store()
         clear = getattr(self.vectors, "clear", None)  # a server-side store is emptied instead
         if clear is not None:
             clear()

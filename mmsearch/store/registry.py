@@ -47,6 +47,18 @@ def vector_store_schemes() -> list[str]:
     return sorted(_OPENERS)
 
 
+def checked_scheme(spec: str) -> str:
+    """The scheme of a store spec (``milvus`` of ``milvus://HOST:PORT/NAME``); ConfigError for
+    one no module registered, before anything is opened or recorded."""
+    scheme = spec.split("://", 1)[0].split(":", 1)[0]
+    if scheme not in _OPENERS:
+        raise ConfigError(
+            f"Unknown vector store {spec!r}; known: {', '.join(vector_store_schemes())} "
+            "(e.g. faiss, milvus-lite:PATH.db, milvus://HOST:19530/COLLECTION)."
+        )
+    return scheme
+
+
 def open_vector_store(
     spec: str | None,
     *,
@@ -62,12 +74,7 @@ def open_vector_store(
     ``owner`` is the catalog's id: a store that mirrors another catalog is not trusted.
     """
     spec = spec or DEFAULT_VECTOR_STORE
-    scheme = spec.split("://", 1)[0].split(":", 1)[0]
-    opener = _OPENERS.get(scheme)
-    if opener is None:
-        raise ConfigError(
-            f"Unknown vector store {spec!r}; known: {', '.join(vector_store_schemes())}."
-        )
+    opener = _OPENERS[checked_scheme(spec)]
     return opener(
         spec, home=home, name=name, dim=dim, encoder=encoder, preference=preference, owner=owner
     )
