@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pickle
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -70,6 +72,10 @@ QUIET_LOGGERS = (
     "ray.data._internal.progress",
 )
 """Ray's loggers that `connect` sets to ERROR unless the run logs at INFO (`mmsearch -v`)."""
+
+PROBE_TIMEOUT_S = 5.0
+"""How long `connect` waits for a cluster's port to answer before saying it cannot be reached."""
+GCS_PORT, CLIENT_PORT = 6379, 10001  # Ray's defaults for `HOST` and `ray://HOST`
 
 LOCAL = "local"
 """`--ray local`: start a Ray instance on this machine for the run (and stop it after)."""
@@ -140,6 +146,8 @@ def connect(address: str) -> bool:
         for name in QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
     options = {"log_to_driver": False, "logging_level": logging.INFO if verbose else logging.WARNING}
+    if address != LOCAL:
+        _check_reachable(os.environ.get("RAY_ADDRESS", "") if address == "auto" else address)
     try:
         if address == LOCAL:  # a new instance even where one runs (`ray start`, RAY_ADDRESS)
             ray.init(address="local", include_dashboard=False, **options)
@@ -151,6 +159,25 @@ def connect(address: str) -> bool:
             "`ray start --head`, give its address, or use --ray local."
         ) from exc
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """ConfigError at once for a cluster address nothing answers at: Ray itself retries such an
+    address for minutes (`HOST:PORT`) or half a minute (`ray://`), printing its retries."""
+    if address in ("", "auto", LOCAL):  # "auto" with no $RAY_ADDRESS: Ray looks on this machine
+        return
+    client = address.startswith("ray://")
+    where = address.removeprefix("ray://").split("/", 1)[0]
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        host, port = where, str(CLIENT_PORT if client else GCS_PORT)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"Cannot reach a Ray cluster at {address!r} ({host}:{port}: {exc}). Start one with "
+            "`ray start --head`, give its address, or use --ray local."
+        ) from None
 
 
 def _batches(batch: dict[str, Any]) -> list[list[Any]]:

@@ -64,6 +64,29 @@ def test_an_actor_imports_neither_the_pipeline_nor_the_catalog(tmp_path: Path):
     assert done.stdout.split("\n")[:2] == [str(len(photos)), "[]"]
 
 
+def test_a_cluster_address_nothing_answers_at_is_refused_at_once(monkeypatch):
+    """Ray retries such an address for minutes, printing its retries; a port that answers (or
+    no address at all: Ray looks on this machine) goes on to Ray."""
+    import socket
+
+    from indexer.ray_ingest import _check_reachable, connect
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # a test's cluster may be up
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        _check_reachable(f"127.0.0.1:{port}")
+        _check_reachable(f"ray://127.0.0.1:{port}")
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}", "nosuchhost.invalid:6379"):
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match="Cannot reach a Ray cluster"):
+            connect(address)
+        assert time.monotonic() - started < 10
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # `--ray auto` goes where it says
+    with pytest.raises(ConfigError, match=f"127.0.0.1:{port}"):
+        connect("auto")
+    _check_reachable("")  # auto without $RAY_ADDRESS
+
+
 def test_the_plan_takes_one_actor_per_gpu_else_one_per_cpu():
     two = plan_for({"CPU": 2})  # two actors, each decoding and encoding in turn on its own CPU
     assert two == RayPlan(2, 1, 0, "cpu", decoders=0) and two.threads == 1
