@@ -52,8 +52,8 @@ VectorsOpt = Annotated[
     str | None,
     typer.Option("--vectors", help="Vector store: faiss (the default, a file in the home), milvus-lite:PATH.db (Milvus Lite, "
                  "a relative PATH is in the home) or milvus://HOST:PORT/COLLECTION (a Milvus server; token in "
-                 "$MMSEARCH_MILVUS_TOKEN). Default: $MMSEARCH_VECTORS, else the one recorded in the home; an index run "
-                 "records it.", show_default=False),
+                 "$MMSEARCH_MILVUS_TOKEN). Default: $MMSEARCH_VECTORS, else the one recorded in the collection's catalog; "
+                 "an index run records it (moving the vectors there); other commands refuse one that differs.", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
