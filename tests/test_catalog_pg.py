@@ -127,6 +127,33 @@ def test_v1_database_migrates_on_postgresql_like_a_fresh_one(pg_url, pg_cluster)
         assert tc.schema_shape(fresh.engine) == migrated
 
 
+def test_a_v9_catalog_gets_its_stored_tsvector_column_and_keeps_finding_words(pg_url):
+    """v9 indexed the expression to_tsvector(text), and ranking parsed every matching passage
+    again; v10 replaces it with a stored, generated tsvector column and a GIN index on it."""
+    with Catalog.open(pg_url) as c:  # a v10 catalog, turned back into what v9 made
+        old = c.upsert_asset_with_items(*tk.note(Path("/notes/old.txt"), "zanzibar spices")).item_ids[0]
+        with c.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE items DROP COLUMN text_tsv")  # its index goes with it
+            conn.exec_driver_sql(
+                f"CREATE INDEX {PG_KEYWORD_INDEX} ON items USING GIN "
+                "((to_tsvector('english'::regconfig, text))) WHERE text IS NOT NULL"
+            )
+            conn.exec_driver_sql("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
+    with Catalog.open(pg_url) as c:
+        assert c.schema_version == SCHEMA_VERSION == 10 and c.has_keyword_index
+        with c.engine.connect() as conn:
+            (definition,) = conn.exec_driver_sql(
+                f"SELECT indexdef FROM pg_indexes WHERE indexname = '{PG_KEYWORD_INDEX}'"
+            ).scalars()
+            stored = conn.exec_driver_sql(
+                "SELECT text_tsv::text FROM items WHERE id = %(i)s", {"i": old}
+            ).scalar()
+        assert "(text_tsv)" in definition and "to_tsvector" not in definition
+        assert stored == "'spice':2 'zanzibar':1"  # filled for the rows already there, stemmed
+        new = c.upsert_asset_with_items(*tk.note(Path("/notes/new.txt"), "more zanzibar")).item_ids[0]
+        assert sorted(i for i, _ in c.keyword_search("zanzibar")) == [old, new]
+
+
 def test_failed_migration_step_rolls_back_on_postgresql(pg_url, monkeypatch):
     engine = make_engine(pg_url)
     create_v1_schema(engine)
@@ -287,7 +314,7 @@ def test_gin_indexes_serve_keyword_queries(cat, tmp_path):
         conn.exec_driver_sql("SET enable_seqscan = off")
         words = conn.exec_driver_sql(
             "EXPLAIN SELECT id FROM items WHERE text IS NOT NULL AND "
-            "to_tsvector('english'::regconfig, items.text) @@ plainto_tsquery('english'::regconfig, 'zanzibar')"
+            "items.text_tsv @@ plainto_tsquery('english'::regconfig, 'zanzibar')"
         ).scalars().all()
         cjk = conn.execute(
             text("EXPLAIN SELECT id FROM items WHERE text LIKE :p"), {"p": "%会议室%"}

@@ -13,7 +13,7 @@ from mmsearch.catalog import MIGRATIONS, SCHEMA_VERSION, AssetInfo, Catalog, Ite
 from mmsearch.catalog.db import make_engine, writer
 from mmsearch.catalog.keyword import fts_match_expression
 from mmsearch.catalog.migrations import create_v1_schema
-from mmsearch.catalog.schema import Item, keyword_index_supported
+from mmsearch.catalog.schema import Item, sqlite_has_fts5
 
 DIM = 4
 
@@ -214,11 +214,12 @@ def test_failed_v3_step_leaves_version_2(tmp_path, monkeypatch):
         assert c.schema_version == SCHEMA_VERSION and c.has_keyword_index
 
 
-def test_non_sqlite_databases_skip_keyword_search(cat, tmp_path):
+def test_a_catalog_without_a_keyword_index_finds_nothing_by_keyword(cat, tmp_path):
     fake = SimpleNamespace(dialect=SimpleNamespace(name="postgresql"))
-    assert keyword_index_supported(fake) is False
+    assert sqlite_has_fts5(fake) is False  # PostgreSQL has its own (tests/test_catalog_pg.py)
     cat.upsert_asset_with_items(*note(tmp_path / "n.txt", "zanzibar"))
-    cat.has_keyword_index = False  # what a catalog on PostgreSQL reports
+    assert [i for i, _ in cat.keyword_search("zanzibar", 5)]
+    cat.has_keyword_index = False  # what a SQLite built without FTS5 reports
     assert cat.keyword_search("zanzibar", 5) == []
 
 

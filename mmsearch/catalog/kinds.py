@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 """Bump with a step in ``migrations.MIGRATIONS`` whenever the tables in ``schema`` change."""
 
 ASSET_KINDS = ("image", "video", "audio", "text")

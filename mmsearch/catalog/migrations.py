@@ -112,6 +112,17 @@ def _v8_to_v9(conn: Connection) -> None:
     create_cjk_keyword_index(conn, backfill=True)
 
 
+def _v9_to_v10(conn: Connection) -> None:
+    """v10: on PostgreSQL, keyword search reads a stored ``tsvector`` column with its GIN index
+    instead of an index over the expression (adding the column rewrites ``items`` once, the
+    vectors with it). SQLite is unchanged."""
+    if conn.dialect.name == "postgresql":
+        from mmsearch.catalog.schema import PG_KEYWORD_INDEX
+
+        conn.exec_driver_sql(f"DROP INDEX IF EXISTS {PG_KEYWORD_INDEX}")
+        create_keyword_index(conn, backfill=True)
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     2: _v1_to_v2,
     3: _v2_to_v3,
@@ -121,6 +132,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     7: _v6_to_v7,
     8: _v7_to_v8,
     9: _v8_to_v9,
+    10: _v9_to_v10,
 }
 """``MIGRATIONS[v]`` upgrades a database from version ``v - 1`` to ``v``."""
 

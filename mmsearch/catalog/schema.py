@@ -7,8 +7,9 @@ time zone. Vectors are
 stored as little-endian float32 bytes so the ANN index can be rebuilt without re-encoding.
 
 v3 adds ``items_fts``, an SQLite FTS5 index over ``items.text`` for keyword search (see
-`create_keyword_index`); PostgreSQL gets a tsvector GIN index instead (below). Other databases
-get no keyword index, and keyword search there returns nothing (semantic search is unaffected).
+`create_keyword_index`); PostgreSQL gets a tsvector column and its GIN index instead (below). A
+SQLite built without FTS5 gets no keyword index, and keyword search there finds nothing
+(semantic search is unaffected).
 
 v4 stores each passage's sentence-model vector (``items.text_vector``) beside its CLIP vector,
 so the passage index is rebuilt from the catalog like the CLIP index, and gives every asset a
@@ -28,10 +29,12 @@ unicode61 keeps a run of Chinese characters as one token, so "会议室" never m
 saying "会议室在三楼"; trigrams match any three characters inside it (`keyword_search`).
 
 On PostgreSQL the same two indexes are GIN indexes on ``items`` itself (`create_keyword_index`,
-`create_cjk_keyword_index`): one over the expression ``to_tsvector('english', text)`` (words,
-stemmed; searched with ``@@`` and ranked with ``ts_rank``), one over ``text`` with pg_trgm's
-``gin_trgm_ops`` (which serves ``LIKE '%会议室%'`` for Chinese and Japanese runs). PostgreSQL keeps
-them in step with the rows itself, so no triggers are needed.
+`create_cjk_keyword_index`): one over ``items.text_tsv``, a stored column PostgreSQL generates as
+``to_tsvector('english', text)`` (words, stemmed; searched with ``@@`` and ranked with
+``ts_rank``; until v10 the index was over that expression, and ranking parsed each matching
+passage again), one over ``text`` with pg_trgm's ``gin_trgm_ops`` (which serves
+``LIKE '%会议室%'`` for Chinese and Japanese runs). PostgreSQL keeps them in step with the rows
+itself, so no triggers are needed.
 
 v8 adds ``assets.ocr_engine``: which OCR engine read the words of a picture (NULL: not read), so
 turning OCR on reads the pictures indexed without it. The words are ``ocr`` passage items.
@@ -214,7 +217,7 @@ _CJK_KEYWORD_DDL = _fts_ddl(CJK_KEYWORD_TABLE, "items_cjk", "trigram")
 
 
 PG_KEYWORD_INDEX = "ix_items_text_tsv"
-"""PostgreSQL: the GIN index over `PG_TSVECTOR` (partial: passages with text)."""
+"""PostgreSQL: the GIN index over `PG_TSVECTOR_COLUMN` (partial: passages with text)."""
 
 PG_CJK_INDEX = "ix_items_text_trgm"
 """PostgreSQL: the pg_trgm GIN index over ``items.text`` (LIKE for Chinese and Japanese runs)."""
@@ -222,8 +225,13 @@ PG_CJK_INDEX = "ix_items_text_trgm"
 PG_TS_CONFIG = "english"
 """The text search configuration: the Snowball English stemmer, like FTS5's porter tokenizer."""
 
-PG_TSVECTOR = f"to_tsvector('{PG_TS_CONFIG}'::regconfig, items.text)"
-"""The indexed expression; a query must spell it the same way for the index to serve it."""
+PG_TSVECTOR_COLUMN = "text_tsv"
+"""PostgreSQL: ``items.text_tsv`` (v10), a passage's stemmed words as a ``tsvector`` column that
+PostgreSQL generates from ``text`` and stores, so ranking a match reads it instead of parsing
+the passage again (as the expression index of v3-v9 made it do for every matching row)."""
+
+PG_TSVECTOR = f"items.{PG_TSVECTOR_COLUMN}"
+"""What keyword queries match (``@@``) and rank (``ts_rank``) on PostgreSQL."""
 
 
 def _is_pg(conn: Connection) -> bool:
@@ -231,9 +239,15 @@ def _is_pg(conn: Connection) -> bool:
 
 
 def _create_pg_keyword_index(conn: Connection) -> bool:
+    """The generated tsvector column (filled for every existing row as it is added) and its GIN
+    index. The ORM does not map the column: PostgreSQL writes it, and only keyword search reads it."""
+    conn.exec_driver_sql(
+        f"ALTER TABLE items ADD COLUMN IF NOT EXISTS {PG_TSVECTOR_COLUMN} tsvector GENERATED "
+        f"ALWAYS AS (to_tsvector('{PG_TS_CONFIG}'::regconfig, text)) STORED"
+    )
     conn.exec_driver_sql(
         f"CREATE INDEX IF NOT EXISTS {PG_KEYWORD_INDEX} ON items "
-        f"USING GIN ((to_tsvector('{PG_TS_CONFIG}'::regconfig, text))) WHERE text IS NOT NULL"
+        f"USING GIN ({PG_TSVECTOR_COLUMN}) WHERE text IS NOT NULL"
     )
     return True
 
@@ -277,7 +291,7 @@ def create_cjk_keyword_index(conn: Connection, *, backfill: bool) -> bool:
     PostgreSQL; False where unsupported."""
     if _is_pg(conn):
         return _create_pg_cjk_index(conn)
-    if not keyword_index_supported(conn):
+    if not sqlite_has_fts5(conn):
         return False
     major, minor, *_ = (int(p) for p in conn.exec_driver_sql("SELECT sqlite_version()").scalar().split("."))
     if (major, minor) < (3, 34):
@@ -290,8 +304,9 @@ def create_cjk_keyword_index(conn: Connection, *, backfill: bool) -> bool:
     return True
 
 
-def keyword_index_supported(conn: Connection) -> bool:
-    """FTS5 needs SQLite built with it (every CPython build we know of is); other databases skip."""
+def sqlite_has_fts5(conn: Connection) -> bool:
+    """Whether this SQLite was built with FTS5 (every CPython build we know of is); without it a
+    SQLite catalog has no keyword index, and keyword search finds nothing."""
     if conn.dialect.name != "sqlite":
         return False
     return bool(conn.exec_driver_sql("SELECT sqlite_compileoption_used('ENABLE_FTS5')").scalar())
@@ -302,7 +317,7 @@ def create_keyword_index(conn: Connection, *, backfill: bool) -> bool:
     index on PostgreSQL; False where unsupported."""
     if _is_pg(conn):
         return _create_pg_keyword_index(conn)
-    if not keyword_index_supported(conn):
+    if not sqlite_has_fts5(conn):
         log.info("no keyword index on %s: it needs SQLite with FTS5", conn.dialect.name)
         return False
     for statement in _KEYWORD_DDL:
