@@ -488,3 +488,45 @@ def test_index_and_query_end_to_end_on_postgresql(pg_url, tmp_path, monkeypatch)
     result = runner.invoke(app, ["status", "--home", str(home), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["assets_by_kind"] == {"image": 6, "text": 3}
+
+
+@pytest.mark.slow
+def test_the_cli_names_all_three_backends_by_url_and_later_commands_find_them(pg_url, tmp_path):
+    """`index --catalog postgresql://... --vectors milvus-lite:... --ray local`, as a user types
+    it; then `query` and `status` with the home alone (the catalog URL from the home, the store
+    from the catalog); and a query asked for another store is refused, not searched empty."""
+    import subprocess
+    import sys
+
+    from mmsearch.synth.media import write_photo_folder
+
+    photos = write_photo_folder(tmp_path / "photos", 6, seed=8)
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MMSEARCH_", "RAY_ADDRESS"))}
+    env["HF_HUB_OFFLINE"] = "1"
+
+    def cli(*words: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "mmsearch.cli", *words]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+    done = cli(
+        "index", str(photos), "--home", str(home), "--model", "tiny", "--catalog", pg_url,
+        "--vectors", "milvus-lite:vectors.db", "--ray", "local", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
+    assert summary["new"] == 6 and summary["skipped"] == []
+    assert (home / "catalog_url").exists() and (home / "vectors.db").is_dir()
+    assert not (home / "catalog.db").exists() and not (home / "index" / "vectors.idx").exists()
+
+    done = cli("query", "a red circle", "--home", str(home), "--type", "image", "-k", "3", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    hits = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(hits) == 3 and all(Path(h["path"]).parent == photos for h in hits)
+    done = cli("status", "--home", str(home), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    status = json.loads(done.stdout)
+    assert status["index_kind"].startswith("milvus") and status["index_count"] == 6
+
+    done = cli("query", "a red circle", "--home", str(home), "--vectors", "faiss", "--json")
+    assert done.returncode == 2 and "keeps its vectors in milvus-lite:vectors.db" in " ".join(done.stderr.split())
