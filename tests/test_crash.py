@@ -146,3 +146,41 @@ def test_kill_9_of_the_real_mmsearch_index_command(tmp_path: Path) -> None:
     cli(crashed)
     cli(clean)
     assert_same_collection(crashed, clean)
+
+
+def test_kill_9_of_an_index_run_onto_milvus_lite(tmp_path: Path) -> None:
+    """Crash safety on Milvus as on FAISS: `mmsearch index --vectors milvus-lite:...` killed
+    mid-run, then run again, leaves Milvus holding exactly the catalog's items with their
+    vectors, and the store is not left locked by the killed run."""
+    import os
+    import subprocess
+    import sys
+
+    n = 400
+    photos = write_photo_folder(tmp_path / "photos", n, seed=14, sizes=((320, 240),))
+    home = tmp_path / "home"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop("MMSEARCH_VECTORS", None)
+    args = [sys.executable, "-m", "mmsearch.cli", "index", str(photos), "--home", str(home),
+            "--model", "mmsearch-tiny/random", "--vectors", "milvus-lite:vectors.db",
+            "--workers", "2", "--batch-size", "4", "--json"]  # fmt: skip
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_assets(home, 20, proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = count_assets(home)
+    assert 20 <= killed_at < n, killed_at  # killed part-way
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with Collection(home, create=False) as collection:
+        catalog_ids = collection.catalog.item_ids()
+        store = collection.vectors
+        assert collection.vector_store_spec == "milvus-lite:vectors.db"
+        assert len(catalog_ids) == len(asset_table(home)) == n
+        np.testing.assert_array_equal(np.sort(store.ids()), catalog_ids)
+        _, stored = store.vectors(catalog_ids[:50])
+        _, truth = collection.catalog.vectors_for(catalog_ids[:50])
+        np.testing.assert_allclose(stored, truth, atol=1e-5)
