@@ -75,7 +75,12 @@ QUIET_LOGGERS = (
 
 PROBE_TIMEOUT_S = 5.0
 """How long `connect` waits for a cluster's port to answer before saying it cannot be reached."""
-GCS_PORT, CLIENT_PORT = 6379, 10001  # Ray's defaults for `HOST` and `ray://HOST`
+GCS_PORT = 6379  # Ray's default for an address without a port
+
+CLIENT_PREFIX = "ray://"
+"""Ray Client addresses: refused, since Ray Data's streaming executor needs the driver's own core
+worker, which a Ray Client connection does not have (Ray 2.60: ``AttributeError: 'Worker' object
+has no attribute 'core_worker'`` as the run starts; tried against `ray start --head`)."""
 
 LOCAL = "local"
 """`--ray local`: start a Ray instance on this machine for the run (and stop it after)."""
@@ -147,7 +152,15 @@ def connect(address: str) -> bool:
             logging.getLogger(name).setLevel(logging.ERROR)
     options = {"log_to_driver": False, "logging_level": logging.INFO if verbose else logging.WARNING}
     if address != LOCAL:
-        _check_reachable(os.environ.get("RAY_ADDRESS", "") if address == "auto" else address)
+        target = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
+        if target.startswith(CLIENT_PREFIX):
+            raise ConfigError(
+                f"--ray {target} is a Ray Client address, and Ray Data (Ray {ray.__version__}) does not "
+                "run over Ray Client. Run `mmsearch index` on a machine of the cluster: join it "
+                "with `ray start --address=HEAD:6379`, then use --ray auto (or submit the command "
+                "with `ray job submit`)."
+            )
+        _check_reachable(target)
     try:
         if address == LOCAL:  # a new instance even where one runs (`ray start`, RAY_ADDRESS)
             ray.init(address="local", include_dashboard=False, **options)
@@ -162,15 +175,13 @@ def connect(address: str) -> bool:
 
 
 def _check_reachable(address: str) -> None:
-    """ConfigError at once for a cluster address nothing answers at: Ray itself retries such an
-    address for minutes (`HOST:PORT`) or half a minute (`ray://`), printing its retries."""
+    """ConfigError at once for a cluster address (`HOST:PORT`) nothing answers at: Ray itself
+    retries it for minutes, printing its retries."""
     if address in ("", "auto", LOCAL):  # "auto" with no $RAY_ADDRESS: Ray looks on this machine
         return
-    client = address.startswith("ray://")
-    where = address.removeprefix("ray://").split("/", 1)[0]
-    host, _, port = where.rpartition(":")
+    host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        host, port = where, str(CLIENT_PORT if client else GCS_PORT)
+        host, port = address, str(GCS_PORT)
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
     except OSError as exc:
@@ -281,7 +292,8 @@ class RayDecoder:
 
     `address`: "auto" joins the running cluster (`RAY_ADDRESS`, or the one started on this
     machine with `ray start`) and starts one here when there is none, "local" always starts one
-    here for the run, anything else is a cluster address (`ray://HOST:10001`, `HOST:6379`).
+    here for the run, anything else is the address of a cluster this machine has joined
+    (`HOST:6379`); Ray Client addresses (`ray://`) are refused (`CLIENT_PREFIX`).
 
     Like `ProcessDecoder`: `start` begins the run in the background (a thread pulls Ray's
     results, so the actors start and load their model while the driver does other work),

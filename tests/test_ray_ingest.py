@@ -66,7 +66,8 @@ def test_an_actor_imports_neither_the_pipeline_nor_the_catalog(tmp_path: Path):
 
 def test_a_cluster_address_nothing_answers_at_is_refused_at_once(monkeypatch):
     """Ray retries such an address for minutes, printing its retries; a port that answers (or
-    no address at all: Ray looks on this machine) goes on to Ray."""
+    no address at all: Ray looks on this machine) goes on to Ray. A Ray Client address is
+    refused with what to do instead: Ray Data does not run over Ray Client."""
     import socket
 
     from indexer.ray_ingest import _check_reachable, connect
@@ -75,14 +76,18 @@ def test_a_cluster_address_nothing_answers_at_is_refused_at_once(monkeypatch):
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
         _check_reachable(f"127.0.0.1:{port}")
-        _check_reachable(f"ray://127.0.0.1:{port}")
-    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}", "nosuchhost.invalid:6379"):
+        with pytest.raises(ConfigError, match=r"Ray Client address.*ray start --address"):
+            connect(f"ray://127.0.0.1:{port}")  # even where something answers
+    for address in (f"127.0.0.1:{port}", "nosuchhost.invalid:6379"):
         started = time.monotonic()
         with pytest.raises(ConfigError, match="Cannot reach a Ray cluster"):
             connect(address)
         assert time.monotonic() - started < 10
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # `--ray auto` goes where it says
     with pytest.raises(ConfigError, match=f"127.0.0.1:{port}"):
+        connect("auto")
+    monkeypatch.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")
+    with pytest.raises(ConfigError, match="Ray Client"):
         connect("auto")
     _check_reachable("")  # auto without $RAY_ADDRESS
 
