@@ -167,11 +167,30 @@ def connect(address: str) -> bool:
         else:
             ray.init(address=None if address == "auto" else address, **options)
     except ConnectionError as exc:
+        if _refused_for_token(exc):
+            raise ConfigError(
+                f"The Ray cluster at {address!r} wants its authentication token: set "
+                "RAY_AUTH_MODE=token, with the token in ~/.ray/auth_token, $RAY_AUTH_TOKEN_PATH or "
+                "$RAY_AUTH_TOKEN (`ray get-auth-token` on the head prints it). --ray auto finds "
+                "it for a cluster started on this machine."
+            ) from exc
         raise ConfigError(
             f"Cannot reach a Ray cluster at {address!r}: {exc}. Start one with "
             "`ray start --head`, give its address, or use --ray local."
         ) from exc
     return True
+
+
+def _refused_for_token(exc: BaseException) -> bool:
+    """Whether Ray's connection error comes from the cluster's token authentication (Ray 2.59+
+    turns it on for clusters started with `ray start`; a driver given an explicit address does
+    not send the token unless RAY_AUTH_MODE=token, and Ray's message hides why)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _check_reachable(address: str) -> None:

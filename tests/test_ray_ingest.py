@@ -92,6 +92,22 @@ def test_a_cluster_address_nothing_answers_at_is_refused_at_once(monkeypatch):
     _check_reachable("")  # auto without $RAY_ADDRESS
 
 
+def test_a_cluster_that_wants_its_token_is_named_as_such():
+    """Ray 2.60 says only "Failed to connect" when a cluster with token authentication (on by
+    default for `ray start` since Ray 2.59) is given by address without RAY_AUTH_MODE=token; the
+    reason is in the text of the error it chains (as raised by ray.init there)."""
+    from indexer.ray_ingest import _refused_for_token
+
+    try:
+        try:
+            raise RuntimeError("Failed to connect to GCS. ... RPC error: InvalidAuthToken: ...")
+        except RuntimeError as inner:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from inner
+    except ConnectionError as exc:
+        assert _refused_for_token(exc)
+    assert not _refused_for_token(ConnectionError("Failed to connect to Ray cluster"))
+
+
 def test_the_plan_takes_one_actor_per_gpu_else_one_per_cpu():
     two = plan_for({"CPU": 2})  # two actors, each decoding and encoding in turn on its own CPU
     assert two == RayPlan(2, 1, 0, "cpu", decoders=0) and two.threads == 1
