@@ -6,8 +6,11 @@ once, and then run to completion; a second home indexed without interruption is 
 
 from __future__ import annotations
 
+import os
 import random
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -114,57 +117,22 @@ def test_a_lost_or_corrupt_index_file_is_rebuilt_from_the_catalog(tmp_path: Path
     assert_index_matches_catalog(home)  # the run re-saved an index level with the catalog
 
 
-def test_kill_9_of_the_real_mmsearch_index_command(tmp_path: Path) -> None:
-    """The same invariant through the CLI users run: `mmsearch index` killed mid-run, then run again."""
-    import os
-    import subprocess
-    import sys
-
-    n = 600
-    photos = write_photo_folder(tmp_path / "photos", n, seed=12, sizes=((320, 240),))
-    crashed, clean = tmp_path / "crashed", tmp_path / "clean"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-
-    def cli(home: Path, wait: bool = True) -> subprocess.Popen:
-        args = [sys.executable, "-m", "mmsearch.cli", "index", str(photos), "--home", str(home),
-                "--model", "mmsearch-tiny/random", "--workers", "2", "--batch-size", "4", "--json"]
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if wait:
-            proc.communicate()
-            assert proc.returncode == 0
-        return proc
-
-    proc = cli(crashed, wait=False)
-    try:
-        wait_for_assets(crashed, 20, proc)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
-    killed_at = count_assets(crashed)
-    assert 20 <= killed_at < n, killed_at  # killed part-way
-    cli(crashed)
-    cli(clean)
-    assert_same_collection(crashed, clean)
+def _index_command(photos: Path, home: Path, *extra: str) -> list[str]:
+    """`mmsearch index` as a user runs it, with the same random weights in every run."""
+    return [sys.executable, "-m", "mmsearch.cli", "index", str(photos), "--home", str(home),
+            "--model", "mmsearch-tiny/random", "--workers", "2", "--batch-size", "4", "--json",
+            *extra]  # fmt: skip
 
 
-def test_kill_9_of_an_index_run_onto_milvus_lite(tmp_path: Path) -> None:
-    """Crash safety on Milvus as on FAISS: `mmsearch index --vectors milvus-lite:...` killed
-    mid-run, then run again, leaves Milvus holding exactly the catalog's items with their
-    vectors, and the store is not left locked by the killed run."""
-    import os
-    import subprocess
-    import sys
-
-    n = 400
-    photos = write_photo_folder(tmp_path / "photos", n, seed=14, sizes=((320, 240),))
-    home = tmp_path / "home"
+def _cli_env() -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     env.pop("MMSEARCH_VECTORS", None)
-    args = [sys.executable, "-m", "mmsearch.cli", "index", str(photos), "--home", str(home),
-            "--model", "mmsearch-tiny/random", "--vectors", "milvus-lite:vectors.db",
-            "--workers", "2", "--batch-size", "4", "--json"]  # fmt: skip
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return env
+
+
+def _kill_part_way(command: list[str], home: Path, files: int) -> None:
+    """Run the command and SIGKILL it once 20 files are committed; it was killed part-way."""
+    proc = subprocess.Popen(command, env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_assets(home, 20, proc)
     finally:
@@ -172,9 +140,35 @@ def test_kill_9_of_an_index_run_onto_milvus_lite(tmp_path: Path) -> None:
         proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     killed_at = count_assets(home)
-    assert 20 <= killed_at < n, killed_at  # killed part-way
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert 20 <= killed_at < files, killed_at
+
+
+def _run(command: list[str]) -> None:
+    done = subprocess.run(command, env=_cli_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_kill_9_of_the_real_mmsearch_index_command(tmp_path: Path) -> None:
+    """The same invariant through the CLI users run: `mmsearch index` killed mid-run, then run again."""
+    n = 600
+    photos = write_photo_folder(tmp_path / "photos", n, seed=12, sizes=((320, 240),))
+    crashed, clean = tmp_path / "crashed", tmp_path / "clean"
+    _kill_part_way(_index_command(photos, crashed), crashed, n)
+    _run(_index_command(photos, crashed))
+    _run(_index_command(photos, clean))
+    assert_same_collection(crashed, clean)
+
+
+def test_kill_9_of_an_index_run_onto_milvus_lite(tmp_path: Path) -> None:
+    """Crash safety on Milvus as on FAISS: `mmsearch index --vectors milvus-lite:...` killed
+    mid-run, then run again, leaves Milvus holding exactly the catalog's items with their
+    vectors, and the store is not left locked by the killed run."""
+    n = 400
+    photos = write_photo_folder(tmp_path / "photos", n, seed=14, sizes=((320, 240),))
+    home = tmp_path / "home"
+    command = _index_command(photos, home, "--vectors", "milvus-lite:vectors.db")
+    _kill_part_way(command, home, n)
+    _run(command)
     with Collection(home, create=False) as collection:
         catalog_ids = collection.catalog.item_ids()
         store = collection.vectors
