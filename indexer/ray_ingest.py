@@ -181,6 +181,20 @@ def connect(address: str) -> bool:
     return True
 
 
+def _host_and_port(address: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPV6]:PORT``, or a host alone (a bare IPv6 address too: Ray's port)."""
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        port = rest.removeprefix(":") or str(GCS_PORT)
+    elif address.count(":") == 1:
+        host, port = address.split(":")
+    else:
+        host, port = address, str(GCS_PORT)
+    if not host or not port.isdigit():
+        raise ConfigError(f"Not a Ray cluster address: {address!r}; give HOST:PORT (e.g. head.example:6379).")
+    return host, int(port)
+
+
 def _refused_for_token(exc: BaseException) -> bool:
     """Whether Ray's connection error comes from the cluster's token authentication (Ray 2.59+
     turns it on for clusters started with `ray start`; a driver given an explicit address does
@@ -198,11 +212,9 @@ def _check_reachable(address: str) -> None:
     retries it for minutes, printing its retries."""
     if address in ("", "auto", LOCAL):  # "auto" with no $RAY_ADDRESS: Ray looks on this machine
         return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        host, port = address, str(GCS_PORT)
+    host, port = _host_and_port(address)
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
     except OSError as exc:
         raise ConfigError(
             f"Cannot reach a Ray cluster at {address!r} ({host}:{port}: {exc}). Start one with "

@@ -342,6 +342,7 @@ def test_connection_errors_are_explained(pg_cluster, tmp_path):
         ("mysql://u@h/db", "PostgreSQL or SQLite, not mysql"),
         ("mongodb://h/db", "PostgreSQL or SQLite, not mongodb"),
         ("postgresql:/u@h/db", "a scheme is followed by '://'"),  # a typo, not a file path
+        ("postgres:u@h/db", "a scheme is followed by '://'"),
     ],
 )
 def test_a_catalog_url_of_another_database_or_mistyped_is_one_line(
@@ -358,6 +359,16 @@ def test_a_catalog_url_of_another_database_or_mistyped_is_one_line(
     assert says in " ".join(result.output.split()) and "Traceback" not in result.output
     assert [p.name for p in tmp_path.iterdir()] in ([], ["h"])
     assert not (tmp_path / "h" / "catalog_url").exists()
+
+
+def test_a_relative_sqlite_path_with_a_colon_is_a_path(tmp_path, monkeypatch):
+    from mmsearch.catalog import location
+
+    monkeypatch.chdir(tmp_path)
+    location.without_password("backup:2024.db")  # not refused as a mistyped URL
+    with Catalog.open("backup:2024.db") as c:
+        c.set_meta("marker", "here")
+    assert (tmp_path / "backup:2024.db").is_file()
 
 
 # ------------------------------------------------------------- the home and the writer lock

@@ -140,6 +140,9 @@ def test_a_store_that_does_not_open_is_not_recorded_and_readers_keep_the_recorde
         hits = _paths(e.search("a red circle", k=3, **FAST))
     with pytest.raises(ConfigError, match="Unknown vector store 'bogus:x'"):
         Engine(home, vector_store="bogus:x").index([photos], options=opts)
+    with pytest.raises(ConfigError, match="Unknown vector store"):
+        Engine(tmp_path / "new", vector_store="bogus:x").index([photos], options=opts)
+    assert not (tmp_path / "new").exists()  # refused before a catalog was made there
     with Engine(home, vector_store="milvus-lite:vectors") as e, pytest.raises(ConfigError, match=r"\.db"):
         e.index([photos], options=opts)  # a known scheme that does not open
     with Engine(home) as e:
@@ -155,3 +158,19 @@ def test_a_store_that_does_not_open_is_not_recorded_and_readers_keep_the_recorde
     monkeypatch.delenv("MMSEARCH_VECTORS")
     with Engine(home) as e:
         assert _paths(e.search("a red circle", k=3, **FAST)) == hits
+    for spelling in ("milvus-lite:./vectors.db", f"milvus-lite:{home / 'vectors.db'}"):
+        with Engine(home, vector_store=spelling) as e:  # the same store, spelled otherwise
+            assert _paths(e.search("a red circle", k=3, **FAST)) == hits
+            assert e.collection.catalog.get_meta("vector_store") == SPEC
+    with Engine(home, vector_store="faiss") as e, pytest.raises(ConfigError, match="keeps its vectors in milvus-lite"):
+        e.status()  # status reads the store too
+
+
+def test_specs_naming_one_store_in_other_spellings_are_the_same_store(tmp_path):
+    from mmsearch.store.registry import same_store
+
+    assert same_store("milvus://h/c", "milvus://h:19530/c/", tmp_path)
+    assert not same_store("milvus://h/c", "milvus://h/d", tmp_path)
+    assert same_store("milvus-lite:v.db", f"milvus-lite:{tmp_path}/v.db", tmp_path)
+    assert not same_store("milvus-lite:v.db", "milvus-lite:w.db", tmp_path)
+    assert same_store("faiss", "faiss", tmp_path) and not same_store("faiss", SPEC, tmp_path)

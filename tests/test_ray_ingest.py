@@ -90,6 +90,13 @@ def test_a_cluster_address_nothing_answers_at_is_refused_at_once(monkeypatch):
     with pytest.raises(ConfigError, match="Ray Client"):
         connect("auto")
     _check_reachable("")  # auto without $RAY_ADDRESS
+    from indexer.ray_ingest import _host_and_port
+
+    assert _host_and_port("head:6380") == ("head", 6380) and _host_and_port("head") == ("head", 6379)
+    assert _host_and_port("[::1]:6380") == ("::1", 6380) and _host_and_port("[::1]") == ("::1", 6379)
+    assert _host_and_port("fe80::1") == ("fe80::1", 6379)
+    with pytest.raises(ConfigError, match="Not a Ray cluster address"):
+        _host_and_port(":6379")
 
 
 def test_a_cluster_that_wants_its_token_is_named_as_such():

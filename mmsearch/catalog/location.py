@@ -57,9 +57,12 @@ def _parsed(url: str) -> Any:
 BACKENDS = ("postgresql", "sqlite")
 """The databases a catalog lives in (its schema, keyword search and single-writer lock)."""
 
-_SCHEME_WITHOUT_SLASHES = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:(?!//)")
-"""``postgresql:/db`` and the like: a URL mistyped, not a file path (a drive letter is one
-character)."""
+_SCHEME_WITHOUT_SLASHES = re.compile(
+    r"^(?:[A-Za-z][A-Za-z0-9+.-]+:/(?!/)|(?:postgres|postgresql|sqlite|mysql|mariadb|mssql|oracle)(?:\+\w+)?:)",
+    re.IGNORECASE,
+)
+"""``postgresql:/db``, ``postgres:user@host/db`` and the like: a URL mistyped, not a file path
+(``backup:2024.db`` is a file; a drive letter is one character)."""
 
 
 def without_password(url: str) -> str:

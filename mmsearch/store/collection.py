@@ -43,7 +43,12 @@ from mmsearch.errors import (
     MissingDependencyError,
 )
 from mmsearch.store.protocols import VectorStore
-from mmsearch.store.registry import DEFAULT_VECTOR_STORE, checked_scheme, open_vector_store
+from mmsearch.store.registry import (
+    DEFAULT_VECTOR_STORE,
+    checked_scheme,
+    open_vector_store,
+    same_store,
+)
 from mmsearch.store.rwlock import ReadWriteLock
 from mmsearch.vectors import INDEX_KINDS
 
@@ -101,6 +106,9 @@ class Collection:
             raise ConfigError(
                 f"Unknown vector index kind {index_kind!r}; choose one of: {', '.join(INDEX_KINDS)}."
             )
+        self._requested_store = vector_store or os.environ.get(VECTOR_STORE_ENV) or None
+        if self._requested_store is not None:
+            checked_scheme(self._requested_store)  # before anything is created or recorded
         self.home.mkdir(parents=True, exist_ok=True)
         self.catalog = _open_catalog(self.home, catalog_url, create)
         if catalog_url is not None:
@@ -111,13 +119,6 @@ class Collection:
                 raise
         self.catalog_url = catalog_url  # None: the SQLite file in the home
         self._requested_kind = index_kind
-        self._requested_store = vector_store or os.environ.get(VECTOR_STORE_ENV) or None
-        if self._requested_store is not None:
-            try:
-                checked_scheme(self._requested_store)
-            except BaseException:
-                self.catalog.close()
-                raise
         self._vectors: VectorStore | None = None
         self._passages: VectorStore | None = None
         self._seen_generation: int | None = None  # the catalog generation the stores mirror
@@ -154,7 +155,7 @@ class Collection:
         searched empty, or created on a shared server. ``index --vectors`` moves a collection."""
         requested = self._requested_store
         recorded = self.catalog.get_meta(VECTOR_STORE_KEY) or DEFAULT_VECTOR_STORE
-        if requested is not None and requested != recorded:
+        if requested is not None and not same_store(requested, recorded, self.home):
             raise ConfigError(
                 f"The collection at {self.home} keeps its vectors in {recorded}, not "
                 f"{requested} (from --vectors or ${VECTOR_STORE_ENV}). Search without it, or move "
@@ -411,13 +412,13 @@ class Collection:
         from mmsearch.errors import VectorIndexError
         from mmsearch.vectors import read_sidecar
 
+        self._check_store_to_read()
         spec = self.vector_store_spec
-        if spec and spec != "faiss":
+        if spec and spec != DEFAULT_VECTOR_STORE:
             info = self.catalog.encoder()
             if info is None:
                 return None
             if self._vectors is None:
-                self._check_store_to_read()
                 self._vectors = self._open_store(CLIP_STORE, info.dim, info.name)
             describe = getattr(self._vectors, "info", None)
             return describe() if describe else None
@@ -502,8 +503,8 @@ class CollectionWriter:
     def _open_stores(self, dim: int, name: str) -> None:
         c = self.collection
         self.vectors = c._open_store(CLIP_STORE, dim, name)
-        self._record_store()
         report = sync_store(self.vectors, self.catalog.item_ids(), self.catalog.vectors_for)
+        self._record_store()  # level with the catalog now: readers of a server store never sync
         self.behind = bool(report.added or report.removed) or getattr(self.vectors, "dirty", False)
         self.passages = c._refresh_passages(None)
         self.backfill_passages()
@@ -511,8 +512,9 @@ class CollectionWriter:
     def _record_store(self) -> None:
         """Record the store asked for, once it has opened: later commands use it without the
         flag, and a spec that does not open is never recorded (it would break them)."""
-        requested = self.collection._requested_store
-        if requested and requested != self.catalog.get_meta(VECTOR_STORE_KEY):
+        c = self.collection
+        requested, recorded = c._requested_store, self.catalog.get_meta(VECTOR_STORE_KEY)
+        if requested and not same_store(requested, recorded or DEFAULT_VECTOR_STORE, c.home):
             self.catalog.set_meta(VECTOR_STORE_KEY, requested)
 
     def finish(self) -> None:
@@ -620,11 +622,11 @@ class CollectionWriter:
         _remove_store_file(self.collection.home, CLIP_STORE)
         _close_store(self.vectors)
         self.vectors = self.collection._open_store(CLIP_STORE, info.dim, info.name)
-        self._record_store()
         clear = getattr(self.vectors, "clear", None)  # a server-side store is emptied instead
         if clear is not None:
             clear()
         sync_store(self.vectors, self.catalog.item_ids(), self.catalog.vectors_for)
+        self._record_store()
 
     def backfill_passages(self) -> int:
         """Embed passages that have no sentence vector yet (older homes, a changed text model)."""

@@ -508,14 +508,28 @@ def parse_server(spec: str) -> tuple[str, str]:
     return f"http://{parts.hostname}:{parts.port or 19530}", prefix
 
 
-def open_milvus_lite(
-    spec: str, *, home: Path, name: str, dim: int, encoder: str, preference: str, owner: str
-) -> MilvusVectorStore:
+def lite_path(spec: str, home: Path) -> Path:
+    """The folder a ``milvus-lite:PATH.db`` spec names (a relative PATH is in the home)."""
     raw = spec.split(":", 1)[1] if ":" in spec else ""
     path = Path(os.path.expanduser(raw or DEFAULT_LITE_PATH))
     if not path.suffix == ".db":
         raise ConfigError(f"A Milvus Lite store is a path ending in .db, not {raw!r}.")
-    path = path if path.is_absolute() else Path(home) / path
+    return path if path.is_absolute() else Path(home) / path
+
+
+def canonical_lite(spec: str, home: Path) -> str:
+    return f"{LITE_SCHEME}:{lite_path(spec, home).resolve()}"
+
+
+def canonical_server(spec: str, home: Path) -> str:
+    uri, prefix = parse_server(spec)
+    return f"{uri}/{prefix}"
+
+
+def open_milvus_lite(
+    spec: str, *, home: Path, name: str, dim: int, encoder: str, preference: str, owner: str
+) -> MilvusVectorStore:
+    path = lite_path(spec, home)
     client, key = _lite_client(path)
     try:
         return MilvusVectorStore(

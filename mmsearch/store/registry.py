@@ -36,11 +36,28 @@ class Opener(Protocol):
 
 
 _OPENERS: dict[str, Opener] = {}
+_CANONICAL: dict[str, Callable[[str, Path], str]] = {}
 
 
-def register_vector_store(scheme: str, opener: Opener) -> None:
-    """Make ``scheme`` (the part of a spec before ``:`` or ``://``) open stores with ``opener``."""
+def register_vector_store(
+    scheme: str, opener: Opener, canonical: Callable[[str, Path], str] | None = None
+) -> None:
+    """Make ``scheme`` (the part of a spec before ``:`` or ``://``) open stores with ``opener``;
+    ``canonical(spec, home)`` spells a spec one way for each store it names (default: as given)."""
     _OPENERS[scheme] = opener
+    if canonical is not None:
+        _CANONICAL[scheme] = canonical
+
+
+def same_store(spec: str, other: str, home: Path) -> bool:
+    """Whether two specs name the same store of a home's collection (``milvus-lite:v.db`` and
+    ``milvus-lite:HOME/v.db``; ``milvus://h/c`` and ``milvus://h:19530/c``)."""
+    return _canonical(spec, home) == _canonical(other, home)
+
+
+def _canonical(spec: str, home: Path) -> str:
+    spell = _CANONICAL.get(checked_scheme(spec))
+    return spell(spec, Path(home)) if spell else spec
 
 
 def vector_store_schemes() -> list[str]:
@@ -99,12 +116,14 @@ def _register_milvus() -> None:
     from mmsearch.store.milvus_store import (
         LITE_SCHEME,
         SERVER_SCHEME,
+        canonical_lite,
+        canonical_server,
         open_milvus_lite,
         open_milvus_server,
     )
 
-    register_vector_store(LITE_SCHEME, open_milvus_lite)  # milvus-lite:PATH.db (in the home)
-    register_vector_store(SERVER_SCHEME, open_milvus_server)  # milvus://HOST:PORT/COLLECTION
+    register_vector_store(LITE_SCHEME, open_milvus_lite, canonical_lite)  # milvus-lite:PATH.db (in the home)
+    register_vector_store(SERVER_SCHEME, open_milvus_server, canonical_server)  # milvus://HOST:PORT/COLLECTION
 
 
 _register_milvus()
