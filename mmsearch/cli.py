@@ -176,7 +176,7 @@ def query(
     from mmsearch.cli_output import explain_table, results_json_lines, results_table
     from mmsearch.engine import default_user
     from mmsearch.query.model import Filters
-    from mmsearch.query.parse import parse_terms
+    from mmsearch.query.parse import parse_terms, picture_term
 
     def body():
         filters = Filters(
@@ -187,8 +187,7 @@ def query(
         )
         with _engine(home, model, device, precision=precision, cross_encoder=cross_encoder, itm=itm_model, catalog_url=catalog, vector_store=vectors) as engine:
             parsed = parse_terms(terms or [])
-            for picture in image or ():
-                parsed += parse_terms([str(picture)]) if str(picture).strip() else []
+            parsed += [picture_term(str(picture)) for picture in image or ()]
             q = engine.build_query(
                 parsed, k, filters=filters, offset=offset, sort=sort, cutoff=cutoff,
                 min_score=min_score, group=not no_group, explain=explain, like=like or None,
@@ -483,7 +482,7 @@ def serve(
     catalog: CatalogOpt = None,
     vectors: VectorsOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on; the default keeps it to this machine.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port (0 = any free port).")] = 8765,
+    port: Annotated[int, typer.Option(help="TCP port (0 = any free port).", min=0, max=65535)] = 8765,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",

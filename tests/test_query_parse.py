@@ -12,7 +12,7 @@ from mmsearch.errors import QueryError
 from mmsearch.query.cutoff import score_gap_cutoff
 from mmsearch.query.embed import combine, fetch_url
 from mmsearch.query.model import Filters, Query, Term
-from mmsearch.query.parse import parse_terms
+from mmsearch.query.parse import parse_terms, picture_term
 
 
 @pytest.fixture
@@ -104,6 +104,22 @@ def test_cutoff_cuts_at_a_standout_gap_and_keeps_smooth_lists():
     smooth = list(np.linspace(0.9, 0.5, 30))
     assert score_gap_cutoff(smooth) == 30
     assert score_gap_cutoff([0.9]) == 1 and score_gap_cutoff([]) == 0
+
+
+def test_a_picture_given_as_such_is_never_text(tmp_path, monkeypatch, picture):
+    """`--image nothere` (no slash, no extension) read as text ran a text search for "nothere"."""
+    monkeypatch.chdir(tmp_path)
+    assert picture_term(str(picture)) == Term("image", str(picture), 1.0)
+    assert picture_term("https://example.org/x").kind == "url"
+    for name, message in (("nothere", "does not exist"), (".", "is a folder"), (" ", "needs a picture")):
+        with pytest.raises(QueryError, match=message):
+            picture_term(name)
+
+
+@pytest.mark.parametrize("url", ["http://x:red", "http://[::1", "http://exa mple.org/x.jpg"])
+def test_a_malformed_address_is_one_clear_error(url):
+    with pytest.raises(QueryError, match="Cannot fetch"):  # not http.client's or urllib's own
+        fetch_url(url)
 
 
 def test_unreachable_url_fails_with_a_clear_error(monkeypatch):

@@ -471,3 +471,14 @@ def test_slow_calls_time_out_and_a_full_server_says_busy():
     started = time.perf_counter()
     list(both.map(lambda _i: wide.call(lambda _e: time.sleep(0.3)), range(4)))
     assert time.perf_counter() - started < 1.0  # four at once, not one after another
+
+
+@pytest.mark.parametrize("port", ["70000", "-5"])
+def test_serve_refuses_a_port_out_of_range_in_one_line(tmp_path, port):
+    from typer.testing import CliRunner
+
+    from mmsearch.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--home", str(tmp_path / "h"), "--port", port])
+    assert result.exit_code == 2 and "--port" in result.output  # not bind()'s OverflowError
+    assert "Traceback" not in result.output

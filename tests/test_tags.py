@@ -52,6 +52,8 @@ def test_vocabulary_files_read_groups_prompts_and_comments():
         parse_vocabulary("# nothing\n")
     with pytest.raises(ConfigError, match="No tag cat"):
         vocab.without(["cat"])
+    with pytest.raises(ConfigError, match="without tags"):  # it could not be read back
+        vocab.without(["beach", "city street", "dog"])
     assert make_tag("海滩").name == "海滩"  # tags in any script
     assert {"red", "circle"} <= set(default_vocabulary("tiny").names)
     assert "beach" in default_vocabulary("ViT-B-32/openai").names
@@ -131,6 +133,10 @@ def test_a_new_vocabulary_retags_from_stored_vectors_without_encoding(tagged, tm
         assert e.add_tags(["hexagon"], group="shape", prompts=["a red hexagon", "a blue hexagon"]) == 60
         assert "hexagon" in e.tag_vocabulary().names
         assert e.remove_tags(["red", "hexagon"]) == 60
+        kept = e.tag_vocabulary()
+        with pytest.raises(ConfigError, match="without tags"):
+            e.remove_tags(kept.names)
+        assert e.tag_vocabulary() == kept  # nothing saved: the home still tags and indexes
         after = dict(e.tags())
         assert "red" not in after and "hexagon" not in after
         shapes = set(default_vocabulary("tiny").names[-6:])

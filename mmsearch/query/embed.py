@@ -190,8 +190,10 @@ def fetch_url(
     """Download a query picture with a size and time limit; offline it fails with a clear error."""
     if not url.lower().startswith(("http://", "https://")):
         raise QueryError(f"Only http(s):// addresses can be fetched, not {url!r}.")
-    request = urllib.request.Request(url, headers={"User-Agent": "mmsearch"})
+    import http.client
+
     try:
+        request = urllib.request.Request(url, headers={"User-Agent": "mmsearch"})
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
@@ -201,8 +203,8 @@ def fetch_url(
             data = response.read(max_bytes + 1)
     except QueryError:
         raise
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)  # http.client.InvalidURL: a malformed host or port
         raise QueryError(
             f"Cannot fetch {url}: {reason}. Check the address and the network, or download the "
             "picture and give its path."

@@ -115,6 +115,21 @@ def classify(body: str) -> tuple[str, str | int]:
     return "text", body
 
 
+def picture_term(given: str) -> Term:
+    """A picture given as such (``--image``): a file or an address, never text, whatever its name."""
+    body = given.strip()
+    if not body:
+        raise QueryError("--image needs a picture: a file or an http(s) address.")
+    if body.lower().startswith(("http://", "https://")):
+        return Term("url", body, 1.0)
+    path = Path(body).expanduser()
+    if _is_file(path):
+        return Term("image", str(path), 1.0)
+    if path.is_dir():
+        raise QueryError(f"{body} is a folder; give a picture file to search by.")
+    raise QueryError(f"The query picture {body} does not exist. Check the path.")
+
+
 def _is_file(path: Path) -> bool:
     try:
         return path.is_file()

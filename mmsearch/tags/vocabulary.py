@@ -77,7 +77,13 @@ class Vocabulary:
         unknown = sorted(set(names) - set(self.names))
         if unknown:
             raise ConfigError(f"No tag {', '.join(unknown)} in the vocabulary.")
-        return Vocabulary(tuple(t for t in self.tags if t.name not in names))
+        kept = tuple(t for t in self.tags if t.name not in names)
+        if not kept:  # a vocabulary without tags could not be read back: refused before it is saved
+            raise ConfigError(
+                "That would leave the vocabulary without tags; keep one, or switch to another "
+                "vocabulary with `mmsearch tags use FILE`."
+            )
+        return Vocabulary(kept)
 
     def to_text(self) -> str:
         """The file form (what `parse_vocabulary` reads back)."""
