@@ -129,7 +129,8 @@ def duplicates_table(groups: list) -> Table:
     table.add_column("similarity", justify="right")
     table.add_column("files", overflow="fold")
     for i, g in enumerate(groups, start=1):
-        table.add_row(str(i), f"{g.similarity:.3f}", _plain("\n".join(g.paths)))
+        files = Text("\n").join(_plain(path) for path in g.paths)  # a newline between names, escaped in one
+        table.add_row(str(i), f"{g.similarity:.3f}", files)
     return table
 
 

@@ -383,3 +383,19 @@ def test_searches_ask_the_catalog_once_per_write_for_what_they_all_need(library,
         hits = reader.search("zebracorn", k=5)
         assert "passage_count" in asked
         assert any(h.path.endswith("zoo.txt") for h in hits), [h.path for h in hits]
+
+
+def test_the_duplicates_table_puts_each_file_on_its_own_line():
+    """The newline between a group's files was escaped with the names (shown as \\x0a)."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from mmsearch.cli_output import duplicates_table
+
+    group = SimpleNamespace(similarity=0.99, paths=["/p/a.jpg", "/p/new\nline.png"])
+    console = Console(width=200, record=True)
+    console.print(duplicates_table([group]))
+    lines = console.export_text().splitlines()
+    assert any("/p/a.jpg" in line and "\\x0a" not in line for line in lines)
+    assert any("/p/new\\x0aline.png" in line for line in lines)  # a newline in a name stays escaped

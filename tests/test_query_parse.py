@@ -51,6 +51,7 @@ def test_unquoted_words_join_and_signs_split_them():
         ([""], "empty term"),
         (["0:cat"], "weight 0"),
         (["2:"], "not followed by a term"),
+        (["1e308:red"], "at most 1e\\+06"),  # the sum overflowed float32 before
         (["./missing.jpg"], "does not exist"),
         (["holiday.png"], "does not exist"),
         (["item:abc"], "item id"),

@@ -494,3 +494,18 @@ def test_no_copy_of_a_refused_file_is_left_open(client, collection):
         assert client.get(f"/api/items/{item_id}/file").status_code == 404
     if before is not None:
         assert len(os.listdir("/proc/self/fd")) <= before + 5
+
+
+def test_a_picture_claiming_too_many_pixels_is_called_too_large(client):
+    """A PNG whose header claims 10,000 MP: refused as too large (as the CLI says), not as a
+    file mmsearch cannot read."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    r = client.post("/api/search/image", files={"file": ("huge.png", png, "image/png")})
+    assert r.status_code == 400 and "too large" in r.json()["error"], r.text

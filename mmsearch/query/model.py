@@ -147,7 +147,8 @@ class Query:
     def __post_init__(self) -> None:
         if not self.terms:
             raise QueryError(
-                'Nothing to search for: give a text ("a red car"), --image PATH or --like ITEM.'
+                'Nothing to search for: give a text ("a red car"), a picture or an item to search '
+                "like (the CLI's --image and --like; over HTTP q=, /api/search/image and like=)."
             )
         if not any(t.positive for t in self.terms):
             raise QueryError('Every term is negative: say what you want too, e.g. "beach" - night.')

@@ -27,6 +27,8 @@ SIGNS = {"+": 1.0, "-": -1.0}
 PICTURE_EXTENSIONS = frozenset(
     [".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"]
 )
+MAX_WEIGHT = 1e6
+"""Weights only compare terms with one another; far beyond this the float32 sum overflows."""
 _WEIGHT = re.compile(r"^(?P<w>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?):(?P<rest>.*)$", re.S)
 _ITEM = re.compile(r"^item:(?P<id>.*)$", re.S | re.I)
 
@@ -84,8 +86,11 @@ def _split_weight(token: str) -> tuple[float, str]:
         raise QueryError(f"The weight {match['w']}: is not followed by a term.")
     if weight == 0:
         raise QueryError(f"The term {rest!r} has weight 0: drop it, or give a positive weight.")
-    if not math.isfinite(weight):
-        raise QueryError(f"The weight of {rest!r} is not a usable number ({match['w']}).")
+    if not math.isfinite(weight) or weight > MAX_WEIGHT:
+        raise QueryError(
+            f"The weight of {rest!r} is not a usable number ({match['w']}): weights are relative, "
+            f"at most {MAX_WEIGHT:g}."
+        )
     return weight, rest
 
 

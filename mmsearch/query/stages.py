@@ -161,7 +161,10 @@ def count_matches(query: Query, ctx: SearchContext) -> int:
     if query.min_score is None:
         from mmsearch.errors import QueryError
 
-        raise QueryError("Counting needs a score to count above: give --min-score.")
+        raise QueryError(
+            "Counting needs a score to count above: give a minimum score (--min-score; over "
+            "HTTP min_score=)."
+        )
     generation = ctx.collection.refresh()
     with ctx.collection.reading():
         return _count(query, ctx, generation)

@@ -169,7 +169,11 @@ def decode_upload(data: bytes, filename: str | None) -> Image.Image:
             f"{name} has {exc.width}x{exc.height} pixels, more than the "
             f"{MAX_DECODE_PIXELS // 1_000_000} MP a query picture may have: send a smaller copy."
         ) from exc
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # its header claims more pixels than Pillow opens
+        raise QueryError(
+            f"{name} is too large a picture ({exc}): send a smaller copy."
+        ) from exc
+    except UnidentifiedImageError as exc:
         raise QueryError(
             f"{name} is not a picture mmsearch can read: upload a JPEG, PNG, WebP, GIF, BMP or TIFF."
         ) from exc
