@@ -163,7 +163,8 @@ def query(
     no_personal: Annotated[bool, typer.Option("--no-personal", help="No personalisation: the same order for everyone.")] = False,
     cross_encoder: Annotated[str | None, typer.Option("--cross-encoder", help="Weights for --rerank cross-encoder: a local folder or a hub name (or $MMSEARCH_CROSS_ENCODER).", show_default=False)] = None,
     itm_model: Annotated[str | None, typer.Option("--itm-model", help="Image-text matching model for --rerank itm: tiny-itm, a folder, a BLIP ITM repo, or none (or $MMSEARCH_ITM). Default: the model's companion.", show_default=False)] = None,
-    paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="Print only the paths, one per line, for pipes.")] = False,
+    paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="Print only the paths, one per line, for pipes (into a pipe: the real names, bytes and all).")] = False,
+    null: Annotated[bool, typer.Option("--null", "-0", help="With -f: end each path with a NUL byte, not a newline (xargs -0), for names that hold newlines.")] = False,
     home: HomeOpt = None,
     catalog: CatalogOpt = None,
     vectors: VectorsOpt = None,
@@ -207,12 +208,13 @@ def query(
             from mmsearch.paths import key_path
 
             tty = sys.stdout.isatty()
+            end = b"\0" if null else b"\n"
             for h in hits:
                 if tty:
-                    print(literal(h.path))
+                    print(literal(h.path), end=end.decode())
                 else:  # the file's real name, bytes and all (catalog keys escape undecodable bytes)
                     sys.stdout.flush()
-                    sys.stdout.buffer.write(os.fsencode(key_path(h.path)) + b"\n")
+                    sys.stdout.buffer.write(os.fsencode(key_path(h.path)) + end)
             sys.stdout.flush()
             return
         if not hits:

@@ -225,6 +225,8 @@ def test_cli_filters_paging_explain_and_paths_only(library):
     assert result.exit_code == 0, result.output
     paths = result.output.splitlines()
     assert len(paths) == 5 and all("/photos/b/" in p for p in paths)
+    nul = cli("query", "a", "red", "circle", "--home", home, "--path", "*/photos/b/*", "-k", "5", "-f", "-0")
+    assert nul.exit_code == 0 and nul.stdout_bytes.split(b"\0") == [p.encode() for p in paths] + [b""]
     explained = cli("query", "a red circle", "--home", home, "-k", "3", "--explain")
     assert "Why these results" in explained.output and "clip" in explained.output
     dated = cli("query", "a red circle", "--home", home, "--after", "2023-11-20", "--before", "2023-12-01", "--json")
