@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -401,3 +402,21 @@ def test_the_duplicates_table_puts_each_file_on_its_own_line():
     lines = console.export_text().splitlines()
     assert any("/p/a.jpg" in line and "\\x0a" not in line for line in lines)
     assert any("/p/new\\x0aline.png" in line for line in lines)  # a newline in a name stays escaped
+
+
+def test_an_unrelated_note_does_not_tie_the_best_picture(tmp_path):
+    """The sentence model ranks every passage, so in a collection of a few notes an unrelated
+    one was its first and, fused, tied the best picture: a shopping list came first for "red".
+    Only passages it scores at `TEXT_MIN_SCORE` or more count as its choices now."""
+    photos = write_photo_folder(tmp_path / "photos", 12, seed=9)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.md").write_text("Todo buy milk fix the bicycle tyre call the dentist about the appointment\n")
+    (notes / "budget.txt").write_text("The quarterly budget review moved to Thursday.\n")
+    with Engine(tmp_path / "home", "tiny") as engine:
+        engine.index([photos, notes], options=IndexOptions(in_process=True))
+        for words in ("red", "a red circle"):
+            top = engine.search(words, k=3, rerank=("none",), user=None)
+            assert [h.kind for h in top] == ["image"] * 3, [(h.kind, h.path) for h in top]
+        found = engine.search("dentist appointment", k=3, rerank=("none",), user=None)
+        assert "todo.md" in [Path(h.path).name for h in found]

@@ -42,6 +42,15 @@ log = logging.getLogger(__name__)
 PASSAGE_FILE_KINDS = frozenset({"video", "audio", "text", "image"})
 """File kinds that can hold passages (transcripts, text chunks, words read in pictures)."""
 FUSION_WEIGHTS = {"clip": 1.0, "text": 1.0, "keyword": 1.0}
+
+TEXT_MIN_SCORE = 0.2
+"""The sentence model's cosine below which it does not vouch for a passage. It ranks every
+passage, so in a collection of a few notes an unrelated one was its first and, fused, tied the
+best picture (a shopping list first for "red"). With the bundled all-MiniLM-L6-v2, ten queries
+against six notes (2026-12-03): a query and the note it is about 0.30-0.61, one-word "red" and a
+note about a red car 0.19, unrelated pairs -0.05-0.23 (all but two under 0.2; "a red circle" and
+a shopping list 0.19). A passage under the floor still counts through CLIP and keywords (the
+red-car note is found by its word)."""
 """RRF weight of each ranker for text queries; equal, as in plain RRF, until evaluation says otherwise."""
 MIN_DEPTH = 50
 """Candidates each ranker returns at least (the reranking window)."""
@@ -241,7 +250,8 @@ def candidate_lists(
     usable = passages is not None and passages.count and embedded.sentence is not None
     if usable and embedded.sentence.shape[0] == passages.dim:
         t_scores, t_ids = passages.search(embedded.sentence[None, :], depth + len(skip), allowed)
-        lists["text"] = _clean(t_ids[0], t_scores[0], skip, depth)
+        vouched = t_scores[0] >= TEXT_MIN_SCORE  # may leave none: the ranker still judged them
+        lists["text"] = _clean(t_ids[0][vouched], t_scores[0][vouched], skip, depth)
     if embedded.keywords and collection.catalog.has_keyword_index:
         found = collection.catalog.keyword_search(embedded.keywords, depth + len(skip), allowed)
         ids_k = np.array([i for i, _ in found], np.int64)
@@ -324,7 +334,8 @@ def rrf_fuse(
     keywords; each item's score is the weighted mean of 1/(60 + rank) over the rankers that can
     judge it, scaled to (0, 1]. So a photo first for CLIP and a passage first for all three score
     1.0 alike, and passages that only one ranker likes sink. A passage a ranker did not return
-    counts 0 there; a ranker that returned nothing at all abstains.
+    counts 0 there (the sentence model returns only passages above `TEXT_MIN_SCORE`); the keyword
+    ranker abstains when no passage has the words.
     """
     is_passage = {i: r.kind in PASSAGE_KINDS for i, r in records.items()}
     rankings: dict[str, Ranking] = {}
@@ -338,8 +349,8 @@ def rrf_fuse(
         else:
             rankings[name] = Ranking(ids[known].tolist(), scores[known].tolist())
             source_of[name] = name
-    passage_judges = ["clip:passage"] + [
-        n for n in ("text", "keyword") if n in lists and len(lists[n][0])
+    passage_judges = ["clip:passage"] + [  # keywords abstain when nothing matched the words
+        n for n in ("text", "keyword") if n in lists and (n == "text" or len(lists[n][0]))
     ]
 
     word_judges = passage_judges[1:]
