@@ -119,3 +119,23 @@ def test_grouping_folds_neighbouring_moments_into_the_best_one():
     grouped = group_adjacent(hits)
     assert [(g.id, g.record.start_s, g.record.end_s) for g in grouped] == [(2, 4.0, 7.0), (9, 60.0, 64.0), (5, 0, 4)]
     assert [m.item_id for m in grouped[0].moments] == [1, 3]
+
+
+def test_a_groups_moment_to_seek_to_is_its_closest_keyframe():
+    """After a reranker moved a keyframe down (mmr, for a near-copy of another file's scene),
+    its neighbour came first and became the moment to seek to: the red circle for "a blue
+    square". The closest keyframe (its CLIP cosine) is the moment now, at the group's place."""
+    from mmsearch.catalog import AssetInfo, ItemRecord
+    from mmsearch.query.group import group_adjacent
+    from mmsearch.query.stages import Candidate
+    from mmsearch.results import ScorePart
+
+    def hit(item_id, score, clip, start, end):
+        asset = AssetInfo(path="/a.mp4", kind="video", size=1, mtime_ns=1, content_hash="a")
+        rec = ItemRecord(item_id, "keyframe", start, end, None, asset)
+        return Candidate(rec, score, [ScorePart("clip", clip, 1)])
+
+    red, blue = hit(1, 0.9, 0.30, 0.0, 3.0), hit(2, 0.5, 0.69, 3.0, 6.0)  # red placed first
+    (group,) = group_adjacent([red, blue])
+    assert (group.id, group.record.start_s, group.score) == (2, 3.0, 0.9)
+    assert [m.item_id for m in group.moments] == [1]

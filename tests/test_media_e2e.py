@@ -126,3 +126,25 @@ def test_one_query_ranks_kinds_together_and_json_carries_spans_and_text(library)
             assert h["text"]
     table = CliRunner().invoke(app, ["query", "a red circle", "--home", str(home), "--type", "video"])
     assert "00:00:0" in table.output and "–" in table.output
+
+
+def test_the_same_scene_later_in_a_video_is_the_next_moment_and_each_file_seeks_to_its_match(tmp_path):
+    """With the default rerankers, `mmr` took the second appearance of a scene for a near-copy
+    of the first and moved it below an unrelated scene, and grouping then sent the user to the
+    neighbouring scene of another file (a red circle for "a blue square")."""
+    from indexer.pipeline import IndexOptions
+
+    s = single_object_scene
+    blue = s("blue", "square")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    long = write_video(videos / "long.mp4", [(blue, 5), (s("red", "circle"), 12), (s("green", "triangle"), 13), (blue, 5)], seed=1)
+    a = write_video(videos / "a.mp4", [(s("red", "circle"), 3), (blue, 3), (s("green", "triangle"), 3)], seed=2)
+    write_video(videos / "c.mp4", [(blue, 2), (s("orange", "cross"), 4), (blue, 2)], seed=3)
+    with Engine(tmp_path / "home", "tiny") as engine:
+        engine.index([videos], options=IndexOptions(in_process=True))
+        hits = engine.search("a blue square", k=10, user=None)
+    in_long = [h for h in hits if h.path.endswith("long.mp4")]
+    assert [round(h.start) for h in in_long[:2]] == [round(long[0][0]), round(long[3][0])]
+    (in_a,) = [h for h in hits if h.path.endswith("a.mp4")]
+    assert a[1][0] - 0.5 <= in_a.start < a[1][1]  # the blue square's moment, not the red circle's

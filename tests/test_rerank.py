@@ -34,6 +34,9 @@ def test_mmr_demotes_near_duplicates_and_keeps_distinct_items_in_order():
     distinct = np.eye(6, dtype=np.float32)
     assert mmr_order(relevance, distinct)[0] == list(range(6))  # nothing alike: relevance order
     assert mmr_order(np.array([]), np.empty((0, 3))) == ([], [])
+    same = np.zeros((6, 6), bool)
+    same[np.ix_([0, 1, 2, 3], [0, 1, 2, 3])] = True  # one video's keyframes: never alike
+    assert mmr_order(relevance, vectors, unpenalised=same)[0] == list(range(6))
 
 
 def test_reranker_names_are_checked():

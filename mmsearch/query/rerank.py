@@ -14,7 +14,9 @@ companion (`tiny` has `tiny-itm`), then `mmr` for pictures.
       mmr(i) = LAMBDA * rel(i) - (1 - LAMBDA) * max_j max(0, (cos(i, j) - FLOOR) / (1 - FLOOR))
 
   with rel scaled to [0, 1] over the window. Only pictures (images, keyframes) are moved, among
-  the places pictures hold; passages keep theirs.
+  the places pictures hold; passages keep theirs. Keyframes of one video are never alike to one
+  another: the same scene at another time is another moment (adjacent ones are folded by
+  grouping instead).
 - ``cross-encoder``: a sentence-transformers `CrossEncoder` reads (query, passage) pairs together
   and reorders passages. It needs weights (a local folder, or a hub name with network access);
   without them it is off and says so.
@@ -59,11 +61,13 @@ RERANK_NAMES = ("itm", "mmr", "cross-encoder")
 
 
 def mmr_order(
-    relevance: np.ndarray, vectors: np.ndarray, *, lam: float = MMR_LAMBDA, floor: float = MMR_FLOOR
+    relevance: np.ndarray, vectors: np.ndarray, *, lam: float = MMR_LAMBDA, floor: float = MMR_FLOOR,
+    unpenalised: np.ndarray | None = None,
 ) -> tuple[list[int], list[float]]:
     """Greedy MMR order of rows; returns (order, each row's penalty when it was placed).
 
-    ``relevance`` is any score (rescaled to [0, 1] here); ``vectors`` are unit rows.
+    ``relevance`` is any score (rescaled to [0, 1] here); ``vectors`` are unit rows;
+    ``unpenalised[i, j]`` true: rows i and j never count as alike.
     """
     n = len(relevance)
     if n == 0:
@@ -73,6 +77,8 @@ def mmr_order(
     rel = (rel - rel.min()) / span if span > 0 else np.ones(n)
     sims = np.asarray(vectors, np.float64) @ np.asarray(vectors, np.float64).T
     alike = np.clip((sims - floor) / (1.0 - floor), 0.0, None)
+    if unpenalised is not None:
+        alike[unpenalised] = 0.0
     penalty = np.zeros(n)
     placed = np.zeros(n, bool)
     order, placed_penalty = [], []
@@ -117,7 +123,11 @@ class MmrStage:
         ids, vectors = ctx.collection.vectors.vectors(np.array([c.id for c in pictures], np.int64))
         if len(ids) != len(pictures):  # deleted meanwhile: leave the order alone
             return candidates
-        order, penalties = mmr_order(np.array([c.order_score for c in pictures]), vectors)
+        video = np.array([c.record.path if c.record.kind == "keyframe" else "" for c in pictures])
+        same_video = (video[:, None] == video[None, :]) & (video[:, None] != "")
+        order, penalties = mmr_order(
+            np.array([c.order_score for c in pictures]), vectors, unpenalised=same_video
+        )
         for row, penalty, rank in zip(order, penalties, range(1, len(order) + 1)):
             pictures[row].parts.append(ScorePart("mmr", -penalty, rank))
         return place(candidates, slots, [pictures[row] for row in order])
