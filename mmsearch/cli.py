@@ -229,16 +229,9 @@ def query(
 
 def _date(value: str | None, option: str) -> float | None:
     """An ISO date or date-time (local time) as POSIX seconds."""
-    if value is None:
-        return None
-    from datetime import datetime
+    from mmsearch.query.model import posix_seconds
 
-    from mmsearch.errors import QueryError
-
-    try:
-        return datetime.fromisoformat(value.strip()).timestamp()
-    except ValueError:
-        raise QueryError(f"{option} takes an ISO date like 2024-06-01 (or 2024-06-01T18:30), not {value!r}.") from None
+    return posix_seconds(value, option)
 
 
 UserOpt = Annotated[str | None, typer.Option("--user", help="Whose feedback (default: your OS user name).", show_default=False)]

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -197,6 +198,12 @@ class Engine:
         """
         from indexer.pipeline import IndexOptions, run_index
 
+        if isinstance(folders, str | os.PathLike):  # one folder, not its letters
+            folders = [folders]
+        if options is not None and not isinstance(options, IndexOptions):
+            raise ConfigError(
+                f"options is an IndexOptions (from mmsearch import IndexOptions), not {type(options).__name__}."
+            )
         roots = [Path(p).expanduser() for p in folders]
         if not roots:
             raise ConfigError("Nothing to index: give at least one folder or file.")
@@ -295,6 +302,10 @@ class Engine:
         if isinstance(query, str):
             terms.append(Term("text", query))
         elif query is not None:
+            if not isinstance(query, list | tuple) or not all(isinstance(t, Term) for t in query):
+                raise QueryError(
+                    f"A query is a text, a Query or a list of Terms, not {type(query).__name__}."
+                )
             terms.extend(query)
         if image is not None:
             terms.append(Term("image", image))
@@ -303,7 +314,11 @@ class Engine:
             terms.extend(_like_term(x) for x in likes)
         filters = filters or Filters()
         if types:
-            filters = Filters(**{**filters.__dict__, "types": frozenset(types)})
+            filters = Filters(**{**filters.__dict__, "types": (types,) if isinstance(types, str) else types})
+        known = {f.name for f in dataclass_fields(Query)} - {"terms", "filters", "k"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise QueryError(f"Unknown search option {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
         return Query(tuple(terms), filters, k=k, **options)
 
     def _search_context(self) -> SearchContext:
@@ -515,9 +530,12 @@ class Engine:
         """Groups of near-identical files (bursts, re-encodes, resized copies), largest first."""
         from mmsearch.duplicates import find_duplicates
 
+        if not isinstance(threshold, int | float) or isinstance(threshold, bool):
+            raise QueryError(f"The threshold is a cosine similarity (a number), not {threshold!r}.")
         collection = self._open(create=False)
         collection.refresh()
-        return find_duplicates(collection, threshold=threshold, types=frozenset(types))
+        kinds = frozenset((types,) if isinstance(types, str) else types)
+        return find_duplicates(collection, threshold=threshold, types=kinds)
 
     # ------------------------------------------------------------------ status
 

@@ -111,6 +111,40 @@ def test_rebuilding_as_another_kind_leaves_no_file_of_the_old_store(library, tmp
         assert [h.item_id for h in e.search("a red circle", k=5, rerank=("none",))] == top
 
 
+def test_the_python_api_takes_dates_and_single_strings_as_a_person_writes_them(engine):
+    """`Filters(after="2023-11-20")` searched nothing (a string compared with seconds), and one
+    string where a list goes was read letter by letter (types="image": "Unknown type a, e, g")."""
+    from datetime import date, datetime
+
+    from mmsearch.errors import ConfigError, QueryError
+
+    start, end = T0 + 5 * DAY, T0 + 18 * DAY
+    by_seconds = [h.item_id for h in engine.search("a red circle", k=5, filters=Filters(after=start, before=end))]
+    assert by_seconds
+    for after, before in (
+        (datetime.fromtimestamp(start).isoformat(), datetime.fromtimestamp(end).isoformat()),
+        (datetime.fromtimestamp(start), datetime.fromtimestamp(end)),
+    ):
+        got = engine.search("a red circle", k=5, filters=Filters(after=after, before=before))
+        assert [h.item_id for h in got] == by_seconds
+    day = date.fromtimestamp(start)
+    assert Filters(after=day).after == datetime(day.year, day.month, day.day).timestamp()
+    with pytest.raises(QueryError, match="ISO date"):
+        Filters(after="yesterday")
+    assert {h.kind for h in engine.search("a red circle", k=3, types="image", rerank="mmr")} == {"image"}
+    assert Filters(paths="*.png").paths == ("*.png",) and Filters(tags="red").tags == ("red",)
+    for call, message in (
+        (lambda: engine.search("x", k="5"), "whole number"),
+        (lambda: engine.search(42), "not int"),
+        (lambda: engine.search("x", colour="red"), "Unknown search option colour"),
+        (lambda: engine.duplicates("high"), "a number"),
+    ):
+        with pytest.raises(QueryError, match=message):
+            call()
+    with pytest.raises(ConfigError, match="IndexOptions"):
+        engine.index(["/nonexistent"], options={"in_process": True})
+
+
 def test_compound_query_moves_results_toward_and_away_from_terms(engine):
     red = engine.search("a red circle", k=10)
     blend = engine.search([Term("text", "a red circle"), Term("text", "red", -1.0)], k=10)

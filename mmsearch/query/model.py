@@ -25,6 +25,27 @@ MAX_K = 1000
 """Most results one query returns (a page of a person's screen is far fewer)."""
 
 
+def posix_seconds(value: object, name: str) -> float | None:
+    """A date filter's bound as POSIX seconds: a number of them, a `date` or `datetime` (local
+    time when naive), or an ISO date or date-time string, as ``--after`` takes them."""
+    from datetime import date, datetime
+
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return None if value is None else float(value)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise QueryError(
+                f"{name} takes an ISO date like 2024-06-01 (or 2024-06-01T18:30), not {value!r}."
+            ) from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if isinstance(value, datetime):
+        return value.timestamp()
+    raise QueryError(f"{name} takes a date, a datetime, an ISO date string or POSIX seconds, not {value!r}.")
+
+
 @dataclass(frozen=True)
 class Term:
     """One part of a compound query: what it is, how much it counts, and its sign.
@@ -85,6 +106,13 @@ class Filters:
     tags: tuple[str, ...] = ()  # zero-shot tags a picture must all have (`mmsearch tags`)
 
     def __post_init__(self) -> None:
+        for name in ("types", "paths", "tags"):  # one string is one value, not its letters
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, (getattr(self, name),))
+        object.__setattr__(self, "types", frozenset(self.types))
+        object.__setattr__(self, "paths", tuple(self.paths))
+        object.__setattr__(self, "after", posix_seconds(self.after, "after"))
+        object.__setattr__(self, "before", posix_seconds(self.before, "before"))
         object.__setattr__(
             self, "tags", tuple(dict.fromkeys(" ".join(t.split()).lower() for t in self.tags if t.strip()))
         )
@@ -152,8 +180,10 @@ class Query:
             )
         if not any(t.positive for t in self.terms):
             raise QueryError('Every term is negative: say what you want too, e.g. "beach" - night.')
-        if not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
-            raise QueryError(f"k must be between 1 and {MAX_K}, not {self.k}.")
+        if isinstance(self.rerank, str):
+            object.__setattr__(self, "rerank", (self.rerank,))
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or not 1 <= self.k <= MAX_K:
+            raise QueryError(f"k must be a whole number between 1 and {MAX_K}, not {self.k!r}.")
         if not isinstance(self.offset, int) or self.offset < 0:
             raise QueryError(f"offset must be 0 or more, not {self.offset}.")
         if not isinstance(self.pool, int) or not 1 <= self.pool <= MAX_K:
