@@ -353,3 +353,30 @@ def test_speech_the_voice_detector_misses_is_still_transcribed(tmp_path, monkeyp
     assert "star" in " ".join(item.text for item in spoken.items)
     with pytest.raises(DecodeError, match="no speech"):
         read_audio(write_silence(tmp_path / "silent.wav", 2.0))
+
+
+def test_a_videos_sound_that_starts_late_is_transcribed_at_its_time_in_the_file(speech_wav, tmp_path):
+    """A video whose audio stream starts 2 s in (as ffmpeg's -itsoffset, or cameras, make them):
+    its transcript counted from the audio's own first sample, 2 s early."""
+    import shutil
+    import subprocess
+
+    from indexer.sources.audio import transcribe_media
+    from mmsearch.synth import single_object_scene
+
+    clip = tmp_path / "picture.mp4"
+    write_video(clip, [(single_object_scene("red", "circle"), 8)])
+    late = tmp_path / "late.mp4"
+    subprocess.run(
+        [shutil.which("ffmpeg") or "ffmpeg", "-v", "error", "-i", str(clip), "-itsoffset", "2",
+         "-i", str(speech_wav), "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac",
+         str(late)],
+        check=True,
+    )  # fmt: skip
+    alone = transcribe_media(speech_wav, AudioOptions())
+    in_video = transcribe_media(late, AudioOptions())
+    assert alone.segments and in_video.segments
+    shift = in_video.segments[0].start_s - alone.segments[0].start_s
+    assert 1.7 < shift < 2.3, (alone.segments[0], in_video.segments[0])
+    words = [w for s in in_video.segments for w in s.words]
+    assert all(w.start_s >= 1.7 for w in words)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +93,7 @@ class AudioStream:
         self.path, self.rate = Path(path), rate
         self.window = max(1, int(window_s * rate))  # samples per window (the last may be shorter)
         self.samples = 0  # samples handed out so far
+        self.offset_s = 0.0  # when the audio starts in the file's timeline (a video's audio may start late)
 
     @property
     def seconds(self) -> float:
@@ -113,12 +114,16 @@ class AudioStream:
                 raise DecodeError(f"{self.path}: no audio stream")
             resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
             frames = container.decode(container.streams.audio[0])
+            first = True
             while True:
                 try:
                     frame = next(frames, None)
                     out = resampler.resample(frame)
                 except av.FFmpegError as exc:
                     raise DecodeError(f"{self.path}: corrupt audio ({_reason(exc)})") from exc
+                if first and frame is not None:
+                    first = False
+                    self.offset_s = _start_in_file(container, frame, av.time_base)
                 yield from (f.to_ndarray().reshape(-1).astype(np.int16, copy=False) for f in out)
                 if frame is None:
                     return
@@ -137,6 +142,20 @@ class AudioStream:
                 held, size = ([rest], len(rest)) if len(rest) else ([], 0)
         if size:
             yield np.concatenate(held)
+
+
+MIN_OFFSET_S = 0.05
+"""Audio that starts later than this in its file shifts the transcript's times (encoders' usual
+priming delays of a few tens of milliseconds do not)."""
+
+
+def _start_in_file(container, frame, time_base: int) -> float:
+    """Seconds from the file's start (its earliest stream) to this first audio frame: players
+    start the sound there, so a transcript's times count from the file's start too."""
+    if frame.pts is None or frame.time_base is None:
+        return 0.0
+    begins = container.start_time / time_base if container.start_time is not None else 0.0
+    return max(0.0, float(frame.pts * frame.time_base) - begins)
 
 
 def load_audio(path: str | Path, rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -179,7 +198,14 @@ def transcribe_media(path: str | Path, opts: AudioOptions, has_audio: bool = Tru
     transcriber = get_transcriber(backend, opts.whisper_model, opts.whisper_device)
     stream = AudioStream(path)
     segments = transcriber.transcribe_stream(stream, SAMPLE_RATE)
-    return Transcript(segments, backend, stream.seconds)
+    if stream.offset_s > MIN_OFFSET_S:
+        segments = [_shifted(s, stream.offset_s) for s in segments]
+    return Transcript(segments, backend, stream.offset_s + stream.seconds)
+
+
+def _shifted(segment: Segment, by: float) -> Segment:
+    words = tuple(replace(w, start_s=w.start_s + by, end_s=w.end_s + by) for w in segment.words)
+    return replace(segment, start_s=segment.start_s + by, end_s=segment.end_s + by, words=words)
 
 
 def transcript_items(segments: list[Segment], opts: AudioOptions) -> list[SourceItem]:
