@@ -169,6 +169,8 @@ def _decode(job: DecodeJob, config: WorkerConfig) -> Outcome:
     except Exception as exc:  # an unforeseen library error costs this file, not the run
         log.warning("unexpected error decoding %s", path, exc_info=True)
         return Failed(job, short_reason(f"unexpected error: {type(exc).__name__}: {exc}", path))
+    if result.asset_kind != job.asset_kind:  # a sound-only .mp4 is a recording, not a video
+        job = replace(job, asset_kind=result.asset_kind)
     return Decoded(job, digest, dict(result.meta), items)
 
 

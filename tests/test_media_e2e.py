@@ -148,3 +148,25 @@ def test_the_same_scene_later_in_a_video_is_the_next_moment_and_each_file_seeks_
     assert [round(h.start) for h in in_long[:2]] == [round(long[0][0]), round(long[3][0])]
     (in_a,) = [h for h in hits if h.path.endswith("a.mp4")]
     assert a[1][0] - 0.5 <= in_a.start < a[1][1]  # the blue square's moment, not the red circle's
+
+
+def test_a_sound_only_mp4_is_indexed_as_a_recording(tmp_path):
+    """A voice memo saved as .mp4 (sound, no pictures) was skipped as "no video stream", its
+    speech lost; the same bytes named .m4a were transcribed."""
+    import shutil
+    import subprocess
+
+    from indexer.pipeline import IndexOptions
+
+    memos = tmp_path / "memos"
+    memos.mkdir()
+    wav = speak("the wooden boat sailed at dawn", tmp_path / "memo.wav")
+    subprocess.run(
+        [shutil.which("ffmpeg") or "ffmpeg", "-v", "error", "-i", str(wav), "-c:a", "aac", str(memos / "memo.mp4")],
+        check=True,
+    )
+    with Engine(tmp_path / "home", "tiny") as engine:
+        summary = engine.index([memos], options=IndexOptions(in_process=True))
+        assert summary.skipped == [] and summary.new == 1
+        hits = engine.search("wooden boat", k=3, types=["audio"])
+    assert hits and hits[0].path.endswith("memo.mp4") and hits[0].kind == "transcript"

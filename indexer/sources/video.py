@@ -250,6 +250,17 @@ def _av_reason(exc: Exception) -> str:
     return str(getattr(exc, "strerror", None) or exc)
 
 
+def _has_video_stream(path: Path) -> bool:
+    """Whether the file holds pictures; True where it cannot be opened (`probe_video` then says
+    why) or holds no sound either (it says "no video stream")."""
+    av = require("av", "Reading videos", "video")
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.video) or not container.streams.audio
+    except (av.FFmpegError, OSError, UnicodeDecodeError):
+        return True
+
+
 def probe_video(path: Path) -> VideoInfo:
     """Size, duration, frame rate and whether there is a sound track, from the container header."""
     av = require("av", "Reading videos", "video")
@@ -492,6 +503,10 @@ def read_video(path: str | Path, opts: VideoOptions | None = None) -> SourceResu
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
         raise DecodeError(f"{path}: empty file")
+    if not _has_video_stream(path):  # a sound-only .mp4/.webm (a voice memo): its speech
+        from indexer.sources.audio import read_audio
+
+        return read_audio(path, opts.audio)
     info = probe_video(path)
     check_length(path, info, opts)
     keyframes = extract_keyframes(path, info, opts)
