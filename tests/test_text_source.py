@@ -188,6 +188,18 @@ def test_legacy_and_utf16_encodings_are_read(tmp_path):
     wide = tmp_path / "wide.txt"
     wide.write_text("A green star.", encoding="utf-16")
     assert read_text(wide).items[0].text == "A green star."
+    # without a byte-order mark, and Chinese from an older editor (both were skipped or garbled)
+    bare = tmp_path / "bare.txt"
+    bare.write_bytes("The submarine surfaced near the glacier at dawn.".encode("utf-16-le"))
+    assert read_text(bare).items[0].text == "The submarine surfaced near the glacier at dawn."
+    chinese = "老师说图书馆周末不开门，同学们改在公园里读书。"
+    for encoding in ("gbk", "big5"):
+        legacy = tmp_path / f"{encoding}.txt"
+        legacy.write_bytes(chinese.encode(encoding, errors="ignore"))
+        assert read_text(legacy).items[0].text == chinese.encode(encoding, errors="ignore").decode(encoding)
+    german = tmp_path / "german.txt"
+    german.write_bytes("Die Straße ist schön; Größe über alles. “Zitat” – Ende…".encode("cp1252"))
+    assert read_text(german).items[0].text == "Die Straße ist schön; Größe über alles. “Zitat” – Ende…"
 
 
 def test_standalone_subtitles_are_timed_text(tmp_path):

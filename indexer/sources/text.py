@@ -100,20 +100,39 @@ def _printable_share(text: str) -> float:
     return good / len(text)
 
 
+LEGACY_ENCODINGS = ("cp1252", "gb18030", "big5", "shift_jis", "euc_kr", "euc_jp")
+"""What a document that is not UTF-8 is tried as (`charset_normalizer` picks, on its first 64 KB):
+Western Windows text, and the Chinese, Japanese and Korean encodings older editors save in.
+cp1250 and the like are left out: on Western text they tie with cp1252 and garble its accents."""
+WIDE_ENCODINGS = ("utf_16_le", "utf_16_be")
+"""UTF-16 without a byte-order mark (every other byte NUL for Latin text)."""
+
+
 def decode_text(data: bytes, path: Path) -> str:
-    """Bytes to text; NUL bytes or unprintable legacy text mean a binary file, not a document."""
+    """Bytes to text; a NUL byte that is not UTF-16, or unprintable text, means a binary file."""
+    sample = data[:65536]
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16 with BOM legitimately holds NULs
         text = data.decode("utf-16", errors="replace")
-    elif b"\x00" in data[:65536]:
-        raise DecodeError(f"{path}: binary file, not text")
+    elif b"\x00" in sample:
+        encoding = _detected(sample, WIDE_ENCODINGS)
+        if encoding is None:
+            raise DecodeError(f"{path}: binary file, not text")
+        text = data.decode(encoding, errors="replace")
     else:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError:
-            text = data.decode("cp1252", errors="replace")
+            text = data.decode(_detected(sample, LEGACY_ENCODINGS) or "cp1252", errors="replace")
     if _printable_share(text[:65536]) < 0.95:
         raise DecodeError(f"{path}: binary file, not text")
     return text
+
+
+def _detected(sample: bytes, encodings: tuple[str, ...]) -> str | None:
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(sample, cp_isolation=list(encodings)).best()
+    return best.encoding if best is not None else None
 
 
 _FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)  # YAML front matter
