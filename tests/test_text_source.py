@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -154,7 +155,7 @@ def test_pdf_passages_name_their_page(tmp_path):
     ]
 
 
-def test_pdf_without_text_and_broken_pdf(tmp_path):
+def test_pdf_without_text_and_broken_pdf(tmp_path, caplog):
     blank = tmp_path / "scan.pdf"
     blank.write_bytes(make_pdf([[], []]))
     with pytest.raises(DecodeError, match="no extractable text"):
@@ -163,6 +164,12 @@ def test_pdf_without_text_and_broken_pdf(tmp_path):
     broken.write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 4)
     with pytest.raises(DecodeError, match="broken.pdf"):
         read_text(broken)
+    cut = tmp_path / "cut.pdf"
+    cut.write_bytes(b"%PDF-1.4\ngarbage")
+    with caplog.at_level(logging.WARNING), pytest.raises(DecodeError, match="cut.pdf"):
+        read_text(cut)
+    # pypdf's own warnings ("EOF marker not found") broke into the progress display
+    assert not [r for r in caplog.records if r.name.startswith("pypdf")]
 
 
 def test_binary_and_empty_files_are_refused(tmp_path):

@@ -6,6 +6,7 @@ keeps them near the target length. A PDF passage names its page; a subtitle pass
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import re
@@ -192,6 +193,18 @@ def _read_subtitles(path: Path, opts: TextOptions, budget: _Budget) -> list[Sour
     return items[: len(kept)]
 
 
+@contextlib.contextmanager
+def _quiet_pypdf() -> Iterator[None]:
+    """pypdf's WARNING records off while it opens a file (errors still pass)."""
+    logger = logging.getLogger("pypdf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _read_pdf(path: Path, opts: TextOptions, budget: _Budget) -> tuple[list[SourceItem], int]:
     pypdf = require("pypdf", "Reading PDF documents", "text")
     _read_bytes(path, opts)  # size checks
@@ -233,7 +246,8 @@ def read_text(path: str | Path, opts: TextOptions | None = None) -> SourceResult
     ext = path.suffix.lower()
     budget = _Budget(opts)
     if ext in PDF_EXTENSIONS:
-        items, n_pages = _read_pdf(path, opts, budget)
+        with _quiet_pypdf():  # its warnings on damaged files ("EOF marker not found") broke into
+            items, n_pages = _read_pdf(path, opts, budget)  # the progress display; damage is a skip reason
         log.debug("%s: %d pages", path.name, n_pages)
     elif ext in SUBTITLE_EXTENSIONS:
         items = _read_subtitles(path, opts, budget)
