@@ -8,7 +8,7 @@ re-encoded and no file is read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from mmsearch.errors import QueryError
@@ -77,15 +77,17 @@ def find_duplicates(
         members.setdefault(root(i), []).append(i)
     groups = [(r, m) for r, m in members.items() if len(m) > 1]
     records = {r.id: r for r in collection.catalog.items_by_ids([i for _, m in groups for i in m])}
-    out = []
+    by_files: dict[tuple[str, ...], DuplicateGroup] = {}  # one group per set of files
     for r, ids in groups:
         by_path: dict[str, int] = {}
         for i in sorted(ids):
             if i in records:
                 by_path.setdefault(records[i].path, i)
-        if len(by_path) > 1:
-            out.append(
-                DuplicateGroup(tuple(by_path), tuple(by_path.values()), round(link.get(r, 1.0), 4))
-            )
-    out.sort(key=lambda g: (-len(g.paths), g.paths))
-    return out
+        if len(by_path) < 2:
+            continue
+        group = DuplicateGroup(tuple(by_path), tuple(by_path.values()), round(link.get(r, 1.0), 4))
+        seen = by_files.get(group.paths)  # two videos link once per shared keyframe: one group
+        if seen is not None:
+            group = replace(seen, similarity=min(seen.similarity, group.similarity))
+        by_files[group.paths] = group
+    return sorted(by_files.values(), key=lambda g: (-len(g.paths), g.paths))

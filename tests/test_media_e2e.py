@@ -170,3 +170,20 @@ def test_a_sound_only_mp4_is_indexed_as_a_recording(tmp_path):
         assert summary.skipped == [] and summary.new == 1
         hits = engine.search("wooden boat", k=3, types=["audio"])
     assert hits and hits[0].path.endswith("memo.mp4") and hits[0].kind == "transcript"
+
+
+def test_a_copied_video_is_one_duplicate_group_not_one_per_keyframe(tmp_path):
+    """Two copies of a video of three scenes were listed three times (once per shared keyframe)."""
+    import shutil
+
+    from indexer.pipeline import IndexOptions
+
+    s = single_object_scene
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / "a.mp4", [(s("red", "circle"), 3), (s("blue", "square"), 3), (s("green", "triangle"), 3)], seed=1)
+    shutil.copy(videos / "a.mp4", videos / "a_copy.mp4")
+    with Engine(tmp_path / "home", "tiny") as engine:
+        engine.index([videos], options=IndexOptions(in_process=True))
+        groups = engine.duplicates(0.95, ("video",))
+    assert [sorted(p.rsplit("/", 1)[-1] for p in g.paths) for g in groups] == [["a.mp4", "a_copy.mp4"]]
