@@ -84,6 +84,7 @@ has no attribute 'core_worker'`` as the run starts; tried against `ray start --h
 
 LOCAL = "local"
 """`--ray local`: start a Ray instance on this machine for the run (and stop it after)."""
+NO_CLUSTER_HINT = "Start one with `ray start --head`, give its address, or use --ray local."
 
 
 @dataclass(frozen=True)
@@ -174,10 +175,7 @@ def connect(address: str) -> bool:
                 "$RAY_AUTH_TOKEN (`ray get-auth-token` on the head prints it). --ray auto finds "
                 "it for a cluster started on this machine."
             ) from exc
-        raise ConfigError(
-            f"Cannot reach a Ray cluster at {address!r}: {exc}. Start one with "
-            "`ray start --head`, give its address, or use --ray local."
-        ) from exc
+        raise ConfigError(f"Cannot reach a Ray cluster at {address!r}: {exc}. {NO_CLUSTER_HINT}") from exc
     return True
 
 
@@ -217,8 +215,7 @@ def _check_reachable(address: str) -> None:
         socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
     except OSError as exc:
         raise ConfigError(
-            f"Cannot reach a Ray cluster at {address!r} ({host}:{port}: {exc}). Start one with "
-            "`ray start --head`, give its address, or use --ray local."
+            f"Cannot reach a Ray cluster at {address!r} ({host}:{port}: {exc}). {NO_CLUSTER_HINT}"
         ) from None
 
 

@@ -176,13 +176,13 @@ def query(
     """Search the collection with words, pictures, items, or a mix of them with weights and signs."""
     from mmsearch.cli_output import explain_table, results_json_lines, results_table
     from mmsearch.engine import default_user
-    from mmsearch.query.model import Filters
+    from mmsearch.query.model import Filters, posix_seconds
     from mmsearch.query.parse import parse_terms, picture_term
 
     def body():
         filters = Filters(
-            types=frozenset(types or ()), paths=tuple(path or ()), after=_date(after, "--after"),
-            before=_date(before, "--before"), min_width=min_width, min_height=min_height,
+            types=frozenset(types or ()), paths=tuple(path or ()), after=posix_seconds(after, "--after"),
+            before=posix_seconds(before, "--before"), min_width=min_width, min_height=min_height,
             camera=camera, min_duration=min_duration, max_duration=max_duration,
             tags=tuple(tag or ()),
         )
@@ -225,13 +225,6 @@ def query(
             out.print(explain_table(hits))
 
     _run(body)
-
-
-def _date(value: str | None, option: str) -> float | None:
-    """An ISO date or date-time (local time) as POSIX seconds."""
-    from mmsearch.query.model import posix_seconds
-
-    return posix_seconds(value, option)
 
 
 UserOpt = Annotated[str | None, typer.Option("--user", help="Whose feedback (default: your OS user name).", show_default=False)]

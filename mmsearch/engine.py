@@ -314,7 +314,7 @@ class Engine:
             terms.extend(_like_term(x) for x in likes)
         filters = filters or Filters()
         if types:
-            filters = Filters(**{**filters.__dict__, "types": (types,) if isinstance(types, str) else types})
+            filters = Filters(**{**filters.__dict__, "types": types})  # one string: one type
         known = {f.name for f in dataclass_fields(Query)} - {"terms", "filters", "k"}
         unknown = sorted(set(options) - known)
         if unknown:

@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
+    from indexer.encoding import is_encoded
     from indexer.pipeline import IndexOptions, encoder_batch, stores_patches_by_default
     from indexer.ray_ingest import EncodeActor
+    from indexer.sources import SOURCES
     from indexer.workers import Decoded, DecodeJob
     from mmsearch.models import registry
 
@@ -58,8 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     actor.jpeg_config = IndexOptions().worker_config(actor.encoder.preprocess)
     load_s = time.perf_counter() - started
     files = sorted(args.images.glob("*.jpg"))[: args.n]
-    reader = "indexer.sources.image:read_image"
-    jobs = [DecodeJob(str(p), "image", reader) for p in files]
+    jobs = [DecodeJob(str(p), "image", SOURCES[".jpg"].reader) for p in files]
     rows = [jobs[i : i + batch] for i in range(0, len(jobs), batch)]
 
     def call(row: list[DecodeJob]) -> list:
@@ -72,9 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     with ThreadPoolExecutor(max(1, args.calls)) as pool:  # each call decodes, then encodes its row
         answers = list(pool.map(call, rows))
-    encoded = sum(
-        isinstance(o, Decoded) and o.items[0].vector is not None for a in answers for o in a
-    )
+    encoded = sum(isinstance(o, Decoded) and is_encoded(o) for a in answers for o in a)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started

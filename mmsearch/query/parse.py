@@ -102,21 +102,14 @@ def classify(body: str) -> tuple[str, str | int]:
         if not raw.isdigit() or int(raw) >= 2**63:
             raise QueryError(f"item: takes an item id (a number from a result), not {raw!r}.")
         return "item", int(raw)
-    if body.lower().startswith(("http://", "https://")):
+    if _is_url(body):
         return "url", body
     path = Path(body).expanduser()
     looks_like_path = body.startswith(("/", "./", "../", "~")) or (
         path.suffix.lower() in PICTURE_EXTENSIONS and " " not in body
     )
-    if _is_file(path):
-        return "image", str(path)
-    if looks_like_path:
-        if path.is_dir():
-            raise QueryError(f"{body} is a folder; give a picture file to search by.")
-        raise QueryError(
-            f"The query picture {body} does not exist. Check the path, or quote the words "
-            f"to search for them as text."
-        )
+    if _is_file(path) or looks_like_path:
+        return "image", _picture_path(body, ", or quote the words to search for them as text")
     return "text", body
 
 
@@ -125,14 +118,23 @@ def picture_term(given: str) -> Term:
     body = given.strip()
     if not body:
         raise QueryError("--image needs a picture: a file or an http(s) address.")
-    if body.lower().startswith(("http://", "https://")):
+    if _is_url(body):
         return Term("url", body, 1.0)
+    return Term("image", _picture_path(body), 1.0)
+
+
+def _is_url(body: str) -> bool:
+    return body.lower().startswith(("http://", "https://"))
+
+
+def _picture_path(body: str, hint: str = "") -> str:
+    """The picture file a term names; QueryError for a folder or a path that does not exist."""
     path = Path(body).expanduser()
     if _is_file(path):
-        return Term("image", str(path), 1.0)
+        return str(path)
     if path.is_dir():
         raise QueryError(f"{body} is a folder; give a picture file to search by.")
-    raise QueryError(f"The query picture {body} does not exist. Check the path.")
+    raise QueryError(f"The query picture {body} does not exist. Check the path{hint}.")
 
 
 def _is_file(path: Path) -> bool:

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 PASSAGE_FILE_KINDS = frozenset({"video", "audio", "text", "image"})
 """File kinds that can hold passages (transcripts, text chunks, words read in pictures)."""
 FUSION_WEIGHTS = {"clip": 1.0, "text": 1.0, "keyword": 1.0}
+"""RRF weight of each ranker for text queries; equal, as in plain RRF, until evaluation says otherwise."""
 
 TEXT_MIN_SCORE = 0.2
 """The sentence model's cosine below which it does not vouch for a passage. It ranks every
@@ -51,7 +52,6 @@ against six notes (2026-12-03): a query and the note it is about 0.30-0.61, one-
 note about a red car 0.19, unrelated pairs -0.05-0.23 (all but two under 0.2; "a red circle" and
 a shopping list 0.19). A passage under the floor still counts through CLIP and keywords (the
 red-car note is found by its word)."""
-"""RRF weight of each ranker for text queries; equal, as in plain RRF, until evaluation says otherwise."""
 MIN_DEPTH = 50
 """Candidates each ranker returns at least (the reranking window)."""
 _MISSING = object()

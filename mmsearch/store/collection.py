@@ -149,13 +149,22 @@ class Collection:
     def vector_store_spec(self) -> str | None:
         return self._requested_store or self.catalog.get_meta(VECTOR_STORE_KEY)
 
+    def _recorded_store_if_other_asked(self) -> str | None:
+        """The recorded store's spec when another one is asked for (a flag, or
+        ``$MMSEARCH_VECTORS``), else None."""
+        requested = self._requested_store
+        recorded = self.catalog.get_meta(VECTOR_STORE_KEY) or DEFAULT_VECTOR_STORE
+        if requested is None or same_store(requested, recorded, self.home):
+            return None
+        return recorded
+
     def _check_store_to_read(self) -> None:
         """Readers search the store the collection's writer recorded. Another one asked for (a
         flag, or ``$MMSEARCH_VECTORS`` left set from another collection) is refused: it would be
         searched empty, or created on a shared server. ``index --vectors`` moves a collection."""
-        requested = self._requested_store
-        recorded = self.catalog.get_meta(VECTOR_STORE_KEY) or DEFAULT_VECTOR_STORE
-        if requested is not None and not same_store(requested, recorded, self.home):
+        recorded = self._recorded_store_if_other_asked()
+        if recorded is not None:
+            requested = self._requested_store
             raise ConfigError(
                 f"The collection at {self.home} keeps its vectors in {recorded}, not "
                 f"{requested} (from --vectors or ${VECTOR_STORE_ENV}). Search without it, or move "
@@ -513,9 +522,8 @@ class CollectionWriter:
         """Record the store asked for, once it has opened: later commands use it without the
         flag, and a spec that does not open is never recorded (it would break them)."""
         c = self.collection
-        requested, recorded = c._requested_store, self.catalog.get_meta(VECTOR_STORE_KEY)
-        if requested and not same_store(requested, recorded or DEFAULT_VECTOR_STORE, c.home):
-            self.catalog.set_meta(VECTOR_STORE_KEY, requested)
+        if c._recorded_store_if_other_asked() is not None:
+            self.catalog.set_meta(VECTOR_STORE_KEY, c._requested_store)
 
     def finish(self) -> None:
         self.flush()
